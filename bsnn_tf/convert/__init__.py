@@ -1,0 +1,86 @@
+"""ANN-to-SNN conversion in a fixed order of stages, one module each:
+
+1. graph.trace        validate: every layer has a converter, or a clear error
+2. fold.fold          BatchNormalization into Conv/Dense, identities removed
+3. calibrate          activation statistics (Keras callback) over calibration data
+4. normalize          data-norm of weights and biases, residual scaling
+5. synchronize        synchronous layers on short merge branches, start periods
+6. build              the SpikingNetwork (a keras.Model)
+
+Example:
+    >>> snn = bsnn_tf.convert(ann, x_train[:500], phases=8)
+    >>> bsnn_tf.evaluate(snn, x_test, y_test, timesteps=[64, 128])
+"""
+
+import numpy as np
+
+from bsnn_tf import coding
+from bsnn_tf.convert.build import build
+from bsnn_tf.convert.calibrate import ActivationStatistics, calibrate, check_inputs
+from bsnn_tf.convert.fold import fold
+from bsnn_tf.convert.graph import Graph, LayerConverter, Node, register, to_keras, trace
+from bsnn_tf.convert.normalize import normalize
+from bsnn_tf.convert.synchronize import spiking_depths, synchronize
+from bsnn_tf.network import METHODS, check_timesteps
+
+
+def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.99,
+            channelwise=False, synchronous=True, input_encoding="real", timesteps=256,
+            batch_size=64, dtype="float32", verbose="auto"):
+    """Converts a trained Keras ReLU classifier into a spiking network.
+
+    Args:
+        model: a built Sequential or Functional keras.Model with one input and one output.
+        calibration_data: training images (N, *input_shape) for the data-norm statistics.
+        method: "bsnn" (bistable neurons, phase code), "phase" (weighted spikes,
+            Kim et al. 2018) or "rate" (IF with soft reset, Rueckauer et al. 2017).
+        phases: K, phases per period, 1..24.
+        percentile: data-norm statistic of each layer's activations (100 = max).
+        channelwise: one statistic per channel instead of per layer.
+        synchronous: insert synchronous layers on short merge branches (BSNN);
+            False for ablations.
+        input_encoding: "real" (input as a constant current) or "spike"
+            (phase-coded input spikes; inputs must lie in [0, 1]).
+        timesteps: steps that calling the returned model simulates.
+        batch_size: calibration batch size.
+        dtype: "float32", or "float64" for exact comparisons.
+
+    Returns:
+        A `SpikingNetwork`.
+
+    Raises:
+        ValueError / TypeError: an unsupported layer or activation, bad
+            calibration data, or an argument out of range; the message says
+            which and what to do.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+    phases = coding.check_phases(phases)
+    check_timesteps(timesteps)
+    if input_encoding not in ("real", "spike"):
+        raise ValueError(f"input_encoding must be 'real' or 'spike', got {input_encoding!r}.")
+    graph = fold(trace(model))
+    data = check_inputs(calibration_data, graph.input_shape)
+    input_scale = _input_scale(data, input_encoding)
+    lambdas = calibrate(graph, data, percentile, channelwise, batch_size, verbose)
+    graph = normalize(graph, lambdas, input_scale)
+    graph = synchronize(graph, enabled=synchronous and method == "bsnn")
+    return build(graph, method, phases, input_encoding, input_scale, timesteps, dtype,
+                 name=f"{model.name}_{method}")
+
+
+def _input_scale(data, input_encoding):
+    """lambda_0: 1 for real-valued input; the input maximum for spike input."""
+    if input_encoding == "real":
+        return 1.0
+    if data.min() < 0 or data.max() > 1:
+        raise ValueError(
+            "input_encoding='spike' needs inputs in [0, 1]; the calibration data spans "
+            f"[{data.min():.3g}, {data.max():.3g}]. Use input_encoding='real'."
+        )
+    return float(data.max()) or 1.0
+
+
+__all__ = ["convert", "trace", "fold", "calibrate", "normalize", "synchronize", "build",
+           "to_keras", "Graph", "Node", "LayerConverter", "register", "ActivationStatistics",
+           "spiking_depths"]

@@ -1,0 +1,89 @@
+"""Stage 6, build: the prepared graph as a SpikingNetwork (a keras.Model).
+
+Linear nodes become bias-free Keras synapses; ReLU nodes become neurons of
+the chosen method; max-pool nodes become spiking max gates. Biases move to
+the neurons: a neuron's bias is the constant part of its input, what its
+synapses deliver when every spiking source is silent and the input is zero.
+"""
+
+import numpy as np
+from keras import ops
+
+from bsnn_tf import coding, layers, neurons
+from bsnn_tf.convert.graph import LINEAR_OPS, make_layer, set_weights
+from bsnn_tf.network import SpikingNetwork
+
+
+def build(graph, method="bsnn", phases=8, input_encoding="real", input_scale=1.0,
+          timesteps=256, dtype="float32", name=None):
+    """Builds the SNN of a normalised, synchronised graph."""
+    biases = {name: _compact(offset) for name, offset in _bias_offsets(graph).items()}
+    snn_layers = [coding.PhaseEncoder(phases, input_encoding, input_scale, name="input",
+                                      dtype=dtype)]
+    for node in graph:
+        if node.op != "input":
+            bias = biases[node.inputs[0]] if node.op == "relu" else None
+            snn_layers.append(_layer_for(node, method, phases, bias, dtype))
+    readout = layers.Readout(
+        phases=1 if method == "rate" else phases,
+        start_period=graph.output_start if method == "bsnn" else 0,
+        bias_shape=biases[graph.output].shape, name="readout", dtype=dtype,
+    )
+    snn = SpikingNetwork(
+        snn_layers + [readout],
+        [[node.name, node.inputs] for node in graph] + [["readout", [graph.output]]],
+        method=method, timesteps=timesteps, name=name,
+        ann_layers={n.name: n.origin for n in graph.spiking_nodes() if n.origin},
+        scales={n.name: n.config["lambda"] for n in graph.spiking_nodes()},
+        dtype=dtype,
+    )
+    snn.build((None,) + graph.input_shape)
+    for node in graph:
+        if node.op in LINEAR_OPS:
+            set_weights(snn.get_layer(node.name), node, use_bias=False)
+        elif node.op == "relu":
+            snn.get_layer(node.name).bias.assign(biases[node.inputs[0]])
+    readout.bias.assign(biases[graph.output])
+    return snn
+
+
+def _layer_for(node, method, phases, bias, dtype):
+    if node.op in LINEAR_OPS:
+        return make_layer(node, use_bias=False, dtype=dtype)
+    start = node.config.get("start_period", 0)
+    if node.op == "relu":
+        return neurons.NEURONS[method](phases, start, bias_shape=bias.shape, name=node.name,
+                                       dtype=dtype)
+    if node.op == "sync":
+        return layers.SynchronousLayer(phases, start, name=node.name, dtype=dtype)
+    if node.op == "maxpool":
+        return layers.SpikingMaxPool(**node.config, per_period=method == "bsnn", phases=phases,
+                                     name=node.name, dtype=dtype)
+    raise ValueError(f"Node '{node.name}' ({node.op}) has no SNN layer.")
+
+
+def _bias_offsets(graph):
+    """Per node, its output when every spiking source is silent and the input is zero."""
+    shapes = graph.shapes()
+    offsets = {}
+    for node in graph:
+        if node.op not in LINEAR_OPS:
+            offsets[node.name] = np.zeros((1,) + shapes[node.name], "float32")
+            continue
+        layer = make_layer(node)
+        inputs = [ops.convert_to_tensor(offsets[i]) for i in node.inputs]
+        layer_input = inputs if len(inputs) > 1 else inputs[0]
+        shapes_in = [tuple(i.shape) for i in inputs]
+        layer.build(shapes_in if len(inputs) > 1 else shapes_in[0])
+        set_weights(layer, node)
+        offsets[node.name] = ops.convert_to_numpy(layer(layer_input))
+    return offsets
+
+
+def _compact(offset):
+    """A (1, ...) offset without its batch axis, per channel when it does not vary by position."""
+    value = offset[0]
+    if value.ndim == 0:
+        return value
+    per_channel = value.reshape(-1, value.shape[-1])
+    return per_channel[0].copy() if np.all(per_channel == per_channel[0]) else value

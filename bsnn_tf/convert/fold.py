@@ -1,0 +1,100 @@
+"""Stage 2, fold: simplify the graph to what the SNN computes; the ANN function is unchanged.
+
+- Inference-time identities (Dropout, linear activations) are removed.
+- A softmax on the output is dropped: the SNN reads out logits.
+- BatchNormalization is folded into the preceding Conv2D/Dense (paper 3.2):
+  W' = W * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta.
+  A BatchNormalization that follows anything else becomes a per-channel affine synapse.
+- max-pool -> ReLU becomes ReLU -> max-pool (equal, since ReLU is monotone),
+  because the spiking max gate must see spikes.
+- A ReLU on a signal that is already non-negative is removed.
+"""
+
+import numpy as np
+
+from bsnn_tf.convert.graph import SPIKING_OPS
+
+_SIGN_PRESERVING = {"maxpool", "avgpool", "gap", "flatten", "reshape", "zeropad", "add", "concat"}
+
+
+def fold(graph):
+    """Returns a folded copy of `graph`; raises ValueError for what cannot be folded."""
+    graph = graph.copy()
+    for node in [n for n in graph if n.op == "identity"]:
+        graph.bypass(node.name)
+    _drop_output_softmax(graph)
+    for node in [n for n in graph if n.op == "bn"]:
+        _fold_batch_norm(graph, node)
+    for node in [n for n in graph if n.op == "maxpool"]:
+        _move_relu_before(graph, node)
+    for node in [n for n in graph if n.op == "relu"]:
+        if _non_negative(graph, graph[node.inputs[0]]):
+            graph.bypass(node.name)
+    _check_gate_inputs(graph)
+    if not graph.spiking_nodes():
+        raise ValueError("The model has no ReLU activation, so nothing becomes a spiking neuron.")
+    return graph
+
+
+def _drop_output_softmax(graph):
+    while graph[graph.output].op == "softmax":
+        graph.bypass(graph.output)
+    for node in graph:
+        if node.op == "softmax":
+            raise ValueError(
+                f"Softmax '{node.origin}' is not on the output; only a final softmax can be "
+                "dropped (the SNN reads out logits)."
+            )
+
+
+def _fold_batch_norm(graph, bn):
+    w = bn.weights
+    scale = w["gamma"] / np.sqrt(w["variance"] + bn.config["epsilon"])
+    shift = w["beta"] - w["mean"] * scale
+    (source_name,) = bn.inputs
+    source = graph[source_name]
+    if source.op in ("conv2d", "dense") and len(graph.consumers(source_name)) == 1:
+        bias = source.weights.get("bias", np.zeros_like(scale))
+        source.weights["kernel"] = source.weights["kernel"] * scale
+        source.weights["bias"] = bias * scale + shift
+        source.origin = bn.origin
+        graph.bypass(bn.name)
+    else:
+        bn.op, bn.config = "affine", {}
+        bn.weights = {"scale": scale.astype("float32"), "bias": shift.astype("float32")}
+
+
+def _move_relu_before(graph, pool):
+    """pool -> relu (relu its only consumer) becomes relu -> pool."""
+    consumers = graph.consumers(pool.name)
+    if len(consumers) != 1 or consumers[0].op != "relu":
+        return
+    relu = consumers[0]
+    for node in graph.consumers(relu.name):
+        node.inputs = [pool.name if i == relu.name else i for i in node.inputs]
+    if graph.output == relu.name:
+        graph.output = pool.name
+    relu.inputs, pool.inputs = pool.inputs, [relu.name]
+    pool.origin, relu.origin = relu.origin, None
+    graph.sort()
+
+
+def _non_negative(graph, node):
+    if node.op in SPIKING_OPS:
+        return True
+    if node.op in _SIGN_PRESERVING:
+        return all(_non_negative(graph, graph[name]) for name in node.inputs)
+    return False
+
+
+def _check_gate_inputs(graph):
+    for pool in (n for n in graph if n.op == "maxpool"):
+        source = graph[pool.inputs[0]]
+        while source.op == "zeropad":
+            source = graph[source.inputs[0]]
+        if source.op not in SPIKING_OPS and source.op != "input":
+            raise ValueError(
+                f"MaxPooling2D '{pool.origin}' reads '{source.origin or source.name}' "
+                f"({source.op}), not a ReLU output: the spiking max gate needs spikes. "
+                "Put the ReLU before the pooling."
+            )

@@ -1,0 +1,47 @@
+"""Model zoo: the paper's architectures as convertible Keras models (all ReLU).
+
+Example:
+    >>> from bsnn_tf import models
+    >>> ann = models.get("resnet20", num_classes=10, input_shape=(32, 32, 3))
+"""
+
+from bsnn_tf.models.cnn import mnist_cnn
+from bsnn_tf.models.resnet import resnet18, resnet20, resnet34
+from bsnn_tf.models.torchvision import load_torchvision_weights
+from bsnn_tf.models.vgg import vgg16
+
+_REGISTRY = {
+    "mnist_cnn": mnist_cnn,
+    "vgg16": vgg16,
+    "resnet20": resnet20,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+}
+
+
+def register(name):
+    """Decorator adding a builder `fn(num_classes, input_shape, **kw)` to the zoo."""
+
+    def decorate(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorate
+
+
+def names():
+    """Names `get` accepts."""
+    return sorted(_REGISTRY)
+
+
+def get(name, num_classes=10, input_shape=(32, 32, 3), **kwargs):
+    """Builds zoo model `name` with random weights.
+
+    Raises:
+        ValueError: unknown `name` (the message lists the known ones).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"Unknown model {name!r}. Known models: {', '.join(names())}."
+        )
+    return _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)

@@ -1,0 +1,217 @@
+"""Spiking neurons as recurrent Keras layers: BistableIF (BSNN), PhaseIF, IF.
+
+Each layer runs over a time-major sequence of input currents, like a Keras
+RNN cell: `initial_state` gives the membrane state, `run` advances it over a
+chunk of time and returns the emitted values and the new state, so a
+simulation can go on chunk after chunk with memory that does not grow with T.
+A neuron owns its bias: bias and real-valued input are constant currents
+that reach the neuron scaled by its *drive* (see docs/DESIGN.md).
+
+Example:
+    >>> import numpy as np
+    >>> from bsnn_tf.neurons import BistableIF
+    >>> unit = BistableIF(phases=3)
+    >>> current = np.zeros((9, 1, 1), "float32"); current[:3] = 0.75 / 3
+    >>> np.asarray(unit(current))[3:6, 0, 0]     # period 1 emits Q(0.75) = 0.11b
+    array([0.5 , 0.25, 0.  ], dtype=float32)
+"""
+
+import keras
+from keras import ops
+
+from bsnn_tf import backend, coding
+
+
+class SpikingNeuron(keras.layers.Layer):
+    """Base class: a population of spiking neurons with threshold 1.
+
+    Args:
+        start_period: first period in which the layer's bias is injected
+            (BSNN bias gating; ignored by the baselines).
+        bias_shape: shape of the bias current, broadcastable to the units.
+    """
+
+    supports_period = False
+    neurons_per_unit = 1
+
+    def __init__(self, phases=8, start_period=0, bias_shape=(), **kwargs):
+        super().__init__(**kwargs)
+        self.phases = coding.check_phases(phases)
+        self.start_period = int(start_period)
+        self.bias_shape = tuple(bias_shape)
+
+    def build(self, input_shape=None):
+        self.bias = self.add_weight(
+            shape=self.bias_shape, initializer="zeros", trainable=False, name="bias"
+        )
+
+    def initial_state(self, batch_shape):
+        """Membrane state for a batch of `batch_shape` = (N, *units): zeros."""
+        return tuple(ops.zeros(batch_shape, self.compute_dtype) for _ in range(self.num_states))
+
+    def run(self, current, state, time, constant=None, period=False):
+        """Advances the neurons over `time` (absolute step or period indices).
+
+        Args:
+            current: synaptic current, time-major (len(time), N, *units), or
+                None if the layer only receives constant current.
+            state: from `initial_state` or the previous `run`.
+            constant: extra constant current (N, *units), e.g. the input.
+            period: run one period per time index (BSNN only).
+
+        Returns:
+            (emitted values, time-major; new state).
+        """
+        if period and not self.supports_period:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' has no period-level dynamics; "
+                "use mode='step'."
+            )
+        bias = ops.cast(self.bias, self.compute_dtype)
+        constant = bias if constant is None else bias + constant
+        drive = self.drive(time, period)
+
+        def advance(carry, inputs):
+            t, drive_t = inputs[0], inputs[1]
+            total = drive_t * constant
+            if current is not None:
+                total = total + inputs[2]
+            emitted, carry = self.update(total, carry, t, period)
+            return carry, emitted
+
+        inputs = (time, drive) if current is None else (time, drive, current)
+        state, emitted = backend.time_scan(advance, tuple(state), inputs, time.shape[0])
+        return emitted, state
+
+    def call(self, currents):
+        """Runs the neurons from rest over `currents` (T, N, *units) in step mode."""
+        currents = ops.cast(currents, self.compute_dtype)
+        state = self.initial_state(tuple(ops.shape(currents)[1:]))
+        emitted, _ = self.run(currents, state, ops.arange(ops.shape(currents)[0]))
+        return emitted
+
+    def spike_count(self, emitted, period=False):
+        """Spikes behind `emitted` values."""
+        return ops.cast(emitted > 0, self.compute_dtype)
+
+    @property
+    def code_phases(self):
+        """Steps per code period: a unit's output per period approximates its activation."""
+        return self.phases
+
+    @property
+    def first_output_step(self):
+        """First step at which the layer emits what it was given."""
+        return 0
+
+    def value_per_period(self, emitted_total, timesteps):
+        """The ANN-scale estimate (times lambda) of a unit from its total emitted value."""
+        periods = (timesteps - self.first_output_step) / self.code_phases
+        return emitted_total / periods if periods > 0 else 0.0 * emitted_total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            phases=self.phases, start_period=self.start_period, bias_shape=self.bias_shape
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bsnn_tf")
+class BistableIF(SpikingNeuron):
+    """Units of two bistable IF neurons in antiphase (paper 3.4).
+
+    Neuron A is in its spike stage in even periods, B in odd periods; the
+    other integrates. A spike-stage neuron receives nothing and fires by the
+    phase rule (threshold S(t), subtract S(t)), so in period p the unit emits
+    exactly Q(V) of what it integrated in period p - 1. The state is kept as
+    (spiking neuron, integrating neuron); the two swap at each period's end.
+
+    Constant currents (bias, real input) are injected once per period, at
+    phase 0, and the bias only from `start_period` on (bias gating).
+    """
+
+    supports_period = True
+    neurons_per_unit = 2
+    num_states = 2
+
+    @property
+    def first_output_step(self):
+        return (self.start_period + 1) * self.phases
+
+    def drive(self, time, period=False):
+        started = ops.cast(time >= self.start_period * (1 if period else self.phases), "bool")
+        if not period:
+            started = ops.logical_and(started, ops.equal(ops.mod(time, self.phases), 0))
+        return ops.cast(started, self.compute_dtype)
+
+    def update(self, current, state, t, period):
+        spiking, integrating = state
+        if period:
+            emitted = coding.quantize(spiking, self.phases)
+            return emitted, (integrating + current, spiking - emitted)
+        threshold = coding.phase_weight(t, self.phases, self.compute_dtype)
+        emitted = ops.cast(spiking >= threshold, self.compute_dtype) * threshold
+        spiking = spiking - emitted
+        integrating = integrating + current
+        period_ends = ops.equal(ops.mod(t, self.phases), self.phases - 1)
+        state = (
+            ops.where(period_ends, integrating, spiking),
+            ops.where(period_ends, spiking, integrating),
+        )
+        return emitted, state
+
+    def spike_count(self, emitted, period=False):
+        if period:
+            return coding.count_bits(emitted, self.phases)
+        return super().spike_count(emitted)
+
+
+@keras.saving.register_keras_serializable(package="bsnn_tf")
+class PhaseIF(SpikingNeuron):
+    """Weighted-spike IF neurons (Kim et al. 2018), the phase-coding baseline.
+
+    Input arrives at every step; constant currents are weighted by S(t). A
+    neuron fires when V >= S(t), emits S(t) and subtracts it, so it can fire
+    early or late against the code (phase lead / lag) and spike while its
+    ANN activation is zero (SIN).
+    """
+
+    num_states = 1
+
+    def drive(self, time, period=False):
+        return coding.phase_weight(time, self.phases, self.compute_dtype)
+
+    def update(self, current, state, t, period):
+        (membrane,) = state
+        membrane = membrane + current
+        threshold = coding.phase_weight(t, self.phases, self.compute_dtype)
+        emitted = ops.cast(membrane >= threshold, self.compute_dtype) * threshold
+        return emitted, (membrane - emitted,)
+
+
+@keras.saving.register_keras_serializable(package="bsnn_tf")
+class IF(SpikingNeuron):
+    """Integrate-and-fire neurons with soft reset (Rueckauer et al. 2017), the rate baseline.
+
+    Constant currents arrive at every step; a neuron fires when V >= 1 and
+    subtracts 1.
+    """
+
+    num_states = 1
+
+    @property
+    def code_phases(self):
+        return 1
+
+    def drive(self, time, period=False):
+        return ops.ones(ops.shape(time), self.compute_dtype)
+
+    def update(self, current, state, t, period):
+        (membrane,) = state
+        membrane = membrane + current
+        emitted = ops.cast(membrane >= 1.0, self.compute_dtype)
+        return emitted, (membrane - emitted,)
+
+
+NEURONS = {"bsnn": BistableIF, "phase": PhaseIF, "rate": IF}

@@ -1,0 +1,236 @@
+"""Simulation: XLA-compiled chunks of time, batch after batch.
+
+`simulate` runs a SpikingNetwork for T steps on a batch of images, chunk by
+chunk (the state is carried between chunks, so memory does not grow with T)
+and returns a `SimulationResult`: the logits at T and at checkpoints, spike
+counts per layer and, when the ANN is given, spikes of inactivated neurons.
+
+Example:
+    >>> result = bsnn_tf.simulate(snn, x_test[:100], timesteps=128, checkpoints=[32, 64])
+    >>> result.accuracy(y_test[:100])
+    >>> result.outputs_at[64].shape
+    (100, 10)
+"""
+
+import dataclasses
+import weakref
+
+import keras
+import numpy as np
+
+from bsnn_tf import backend
+from bsnn_tf.convert.calibrate import check_inputs
+from bsnn_tf.network import check_mode, check_timesteps
+
+_COMPILED = weakref.WeakKeyDictionary()
+_MEMORY_BUDGET = 1 << 30
+
+
+@dataclasses.dataclass
+class SimulationResult:
+    """What a simulation produced.
+
+    Attributes:
+        timesteps: T, steps simulated.
+        outputs: (N, classes) logits after T steps, in ANN units.
+        outputs_at: {T_c: (N, classes)} logits after each checkpoint T_c.
+        spike_counts: {layer: (N,)} spikes per sample.
+        unit_spike_counts: {layer: (*units)} spikes per unit, summed over samples.
+        neurons: {layer: neurons per sample} (a BIF unit has two).
+        values: {layer: (N, *units)} each unit's output per period in ANN
+            units (emitted value / periods * lambda); only with `record_values`.
+        sin: {layer: (spiking inactivated units, inactivated units)} summed
+            over samples; only when the ANN is given.
+        trace: {layer: (N, T, *units)} what every neuron and gate emitted at
+            every step (period in period mode); only with `trace=True`.
+    """
+
+    timesteps: int
+    outputs: np.ndarray
+    outputs_at: dict
+    spike_counts: dict
+    unit_spike_counts: dict
+    neurons: dict
+    values: dict = None
+    sin: dict = None
+    trace: dict = None
+
+    def accuracy(self, labels, timesteps=None):
+        """Top-1 accuracy of the logits after `timesteps` (default T)."""
+        logits = self.outputs if timesteps is None else self.outputs_at[timesteps]
+        return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(labels).reshape(-1)))
+
+    def firing_rates(self):
+        """{layer: spikes per neuron per step}, averaged over samples."""
+        return {name: float(np.mean(counts) / (self.neurons[name] * self.timesteps))
+                for name, counts in self.spike_counts.items()}
+
+    def sin_rates(self):
+        """{layer: fraction of inactivated units (ANN activation <= 0) that spiked}."""
+        return {name: spiked / max(inactive, 1) for name, (spiked, inactive) in self.sin.items()}
+
+
+def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None, ann=None,
+             record_values=False, trace=False, chunk=None, verbose="auto"):
+    """Simulates `snn` on images `x` for `timesteps` steps.
+
+    Args:
+        snn: a SpikingNetwork from `bsnn_tf.convert`.
+        x: images (N, *input_shape), preprocessed like the ANN's input.
+        timesteps: T, a positive int.
+        mode: "period" (exact and fast; BSNN only, T and checkpoints multiples
+            of the phases) or "step" (every time step). Default: the SNN's mode.
+        checkpoints: step counts at which to also record the logits.
+        batch_size: images per batch (default: all, at most 128).
+        ann: the source keras.Model; with it, spikes of inactivated neurons are counted.
+        record_values: also return each unit's output per period (for `verify`).
+        trace: also return every neuron's and gate's output at every step (small nets).
+        chunk: periods per compiled chunk (default: as many as fit about 1 GiB).
+        verbose: 0 silent, 1 or "auto" a progress bar over batches.
+
+    Returns:
+        A SimulationResult.
+    """
+    period = check_mode(snn, mode or snn.mode)
+    timesteps = check_timesteps(timesteps)
+    checkpoints = _check_checkpoints(checkpoints, timesteps, snn.phases if period else 1)
+    x = check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
+    batch_size = batch_size or min(len(x), 128)
+    units = snn.time_units(timesteps, period)
+    chunk_units = _chunk_units(snn, batch_size, chunk, period)
+    run_chunk, start_state = _compiled(snn, chunk_units, period, trace)
+    probe = _activation_probe(snn, ann)
+
+    batches = []
+    progress = keras.utils.Progbar(len(x), verbose=0 if verbose == 0 else 1)
+    for begin in range(0, len(x), batch_size):
+        batch = _pad(x[begin:begin + batch_size], batch_size)
+        batches.append(_simulate_batch(snn, batch, run_chunk, start_state(batch), units,
+                                       chunk_units, period, checkpoints, timesteps, trace))
+        progress.update(min(begin + batch_size, len(x)))
+    return _collect(snn, batches, x, timesteps, checkpoints, probe, record_values, trace)
+
+
+def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, verbose="auto"):
+    """{T: top-1 accuracy} of `snn` on (x, y) after each T in `timesteps`."""
+    timesteps = sorted({check_timesteps(t) for t in np.atleast_1d(timesteps).tolist()})
+    result = simulate(snn, x, timesteps=timesteps[-1], mode=mode, checkpoints=timesteps,
+                      batch_size=batch_size, verbose=verbose)
+    return {t: result.accuracy(y, t) for t in timesteps}
+
+
+def _check_checkpoints(checkpoints, timesteps, multiple):
+    points = sorted({check_timesteps(t) for t in (checkpoints or [])} | {timesteps})
+    if points[-1] > timesteps:
+        raise ValueError(f"Checkpoint {points[-1]} is beyond timesteps={timesteps}.")
+    bad = [t for t in points if t % multiple]
+    if bad:
+        raise ValueError(
+            f"Checkpoints {bad} are not multiples of phases={multiple}: period mode simulates "
+            "whole periods. Use multiples of the phases or mode='step'."
+        )
+    return points
+
+
+def _chunk_units(snn, batch_size, chunk, period):
+    """Time units per compiled chunk: whole periods, about 1 GiB of activations."""
+    if chunk is None:
+        per_period = batch_size * sum(int(np.prod(s)) for s in snn.unit_shapes.values()) * 4
+        per_period *= 1 if period else snn.phases
+        chunk = int(np.clip(_MEMORY_BUDGET // max(per_period, 1), 1, 16 if period else 4))
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk <= 0:
+        raise ValueError(f"chunk must be a positive number of periods, got {chunk!r}.")
+    return int(chunk) * (1 if period else snn.phases)
+
+
+def _compiled(snn, length, period, trace):
+    """XLA-compiled (run_chunk, initial_state) for this chunk shape, cached per SNN."""
+    cache = _COMPILED.setdefault(snn, {})
+    key = (length, period, trace)
+    if key not in cache:
+        variables = snn.variables
+
+        def run_chunk(x, state, start, end):
+            return snn.run(x, state, start, length, period, end, trace)
+
+        cache[key] = (backend.compile_function(run_chunk, variables),
+                      backend.compile_function(snn.initial_state, variables))
+    return cache[key]
+
+
+def _pad(batch, size):
+    if len(batch) == size:
+        return batch
+    padding = np.zeros((size - len(batch),) + batch.shape[1:], batch.dtype)
+    return np.concatenate([batch, padding])
+
+
+def _simulate_batch(snn, batch, run_chunk, state, units, chunk_units, period, checkpoints,
+                    timesteps, trace):
+    per_unit = snn.phases if period else 1
+    wanted = {t // per_unit - 1: t for t in checkpoints}
+    totals_at, traces = {}, []
+    for start in range(0, units, chunk_units):
+        state, totals, traced = run_chunk(batch, state, np.int32(start), np.int32(units))
+        for position, t in wanted.items():
+            if start <= position < start + chunk_units:
+                totals_at[t] = keras.ops.convert_to_numpy(totals[position - start])
+        if trace:
+            traces.append({k: keras.ops.convert_to_numpy(v) for k, v in traced.items()})
+    outputs_at = {t: keras.ops.convert_to_numpy(snn.readout.logits(totals_at[t], t))
+                  for t in checkpoints}
+    host_state = {key: {k: keras.ops.convert_to_numpy(v) for k, v in state[key].items()}
+                  for key in ("spikes", "emitted")}
+    trace_arrays = None
+    if trace:
+        trace_arrays = {k: np.concatenate([np.moveaxis(c[k], 0, 1) for c in traces], axis=1)
+                        [:, :units] for k in traces[0]}
+    return outputs_at, host_state, trace_arrays
+
+
+def _collect(snn, batches, x, timesteps, checkpoints, probe, record_values, trace):
+    count = len(x)
+    cat = lambda parts: np.concatenate(parts)[:count]
+    outputs_at = {t: cat([b[0][t] for b in batches]) for t in checkpoints}
+    spikes = {name: cat([b[1]["spikes"][name] for b in batches])
+              for name in batches[0][1]["spikes"]}
+    result = SimulationResult(
+        timesteps=timesteps,
+        outputs=outputs_at[timesteps],
+        outputs_at=outputs_at,
+        spike_counts={name: s.reshape(count, -1).sum(axis=1) for name, s in spikes.items()},
+        unit_spike_counts={name: s.sum(axis=0) for name, s in spikes.items()},
+        neurons={layer.name: layer.neurons_per_unit * int(np.prod(snn.unit_shapes[layer.name]))
+                 for layer in snn.spiking_layers()},
+    )
+    if record_values:
+        result.values = {}
+        for layer in snn.spiking_layers():
+            emitted = cat([b[1]["emitted"][layer.name] for b in batches])
+            scale = snn.scales.get(layer.name, 1.0)
+            result.values[layer.name] = layer.value_per_period(emitted, timesteps) * scale
+    if probe is not None:
+        result.sin = _count_sin(probe, x, spikes)
+    if trace:
+        result.trace = {k: cat([b[2][k] for b in batches]) for k in batches[0][2]}
+    return result
+
+
+def _activation_probe(snn, ann):
+    """A model giving the ANN activation coded by each neuron layer, or None."""
+    if ann is None:
+        return None
+    names = [n for n in snn.ann_layers if snn.ann_layers[n] in {l.name for l in ann.layers}]
+    outputs = [ann.get_layer(snn.ann_layers[n]).output for n in names]
+    return names, keras.Model(ann.inputs, outputs)
+
+
+def _count_sin(probe, x, spikes):
+    names, model = probe
+    activations = model.predict(x, verbose=0)
+    activations = activations if isinstance(activations, list) else [activations]
+    sin = {}
+    for name, activation in zip(names, activations):
+        inactive = activation <= 0
+        sin[name] = (int(np.sum(inactive & (spikes[name] > 0))), int(np.sum(inactive)))
+    return sin
