@@ -19,7 +19,7 @@ class SynchronousLayer(neurons.BistableIF):
     shortcut, which crosses one spiking layer fewer than the conv path, a
     synchronous layer delays the shortcut by exactly one period: its input is
     a K-bit value y and Q(y) = y. In the ANN it is a ReLU on a non-negative
-    signal, the identity. `bsnn_tf.convert.synchronize` decides where they go.
+    signal, the identity. `bsnn_tf.conversion.synchronize` decides where they go.
     """
 
     def __init__(self, phases=8, start_period=0, **kwargs):

@@ -12,6 +12,7 @@ Example:
     >>> logits = ann.predict(thirdparty.cifar10_akamaster_preprocess(x_uint8))
 """
 
+import os
 import pathlib
 
 import h5py
@@ -21,7 +22,14 @@ import numpy as np
 from bsnn_tf.models.resnet import resnet20
 from bsnn_tf.models.torchvision import load_state_dict
 
-WEIGHTS_DIR = pathlib.Path("/work/shared/data/weights")
+def _weights_dir():
+    """BSNN_WEIGHTS_DIR if set, else the repository's pretrained/thirdparty folder."""
+    if os.environ.get("BSNN_WEIGHTS_DIR"):
+        return pathlib.Path(os.environ["BSNN_WEIGHTS_DIR"])
+    return pathlib.Path(__file__).resolve().parents[2] / "pretrained" / "thirdparty"
+
+
+WEIGHTS_DIR = _weights_dir()
 AKAMASTER_RESNET20 = WEIGHTS_DIR / "resnet20_cifar10_akamaster.npz"
 SNNTOOLBOX_LENET5 = WEIGHTS_DIR / "lenet5_mnist_99.14.h5"
 

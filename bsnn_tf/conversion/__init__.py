@@ -1,4 +1,4 @@
-"""ANN-to-SNN conversion in a fixed order of stages, one module each:
+"""ANN-to-SNN conversion, `bsnn_tf.convert`, in a fixed order of stages, one module each:
 
 1. graph.trace        validate: every layer has a converter, or a clear error
 2. fold.fold          BatchNormalization into Conv/Dense, identities removed
@@ -15,12 +15,12 @@ Example:
 import numpy as np
 
 from bsnn_tf import coding
-from bsnn_tf.convert.build import build
-from bsnn_tf.convert.calibrate import ActivationStatistics, calibrate, check_inputs
-from bsnn_tf.convert.fold import fold
-from bsnn_tf.convert.graph import Graph, LayerConverter, Node, register, to_keras, trace
-from bsnn_tf.convert.normalize import normalize
-from bsnn_tf.convert.synchronize import spiking_depths, synchronize
+from bsnn_tf.conversion.build import build
+from bsnn_tf.conversion.calibrate import ActivationStatistics, calibrate, check_inputs
+from bsnn_tf.conversion.fold import fold
+from bsnn_tf.conversion.graph import Graph, LayerConverter, Node, register, to_keras, trace
+from bsnn_tf.conversion.normalize import normalize
+from bsnn_tf.conversion.synchronize import spiking_depths, synchronize
 from bsnn_tf.network import METHODS, check_timesteps
 
 

@@ -12,9 +12,9 @@
 
 import numpy as np
 
-from bsnn_tf.convert.graph import SPIKING_OPS
+from bsnn_tf.conversion.graph import SPIKING_OPS
 
-_SIGN_PRESERVING = {"maxpool", "avgpool", "gap", "flatten", "reshape", "zeropad", "add", "concat"}
+_PARAMETER_FREE = {"maxpool", "avgpool", "gap", "flatten", "reshape", "zeropad", "add", "concat"}
 
 
 def fold(graph):
@@ -28,7 +28,7 @@ def fold(graph):
     for node in [n for n in graph if n.op == "maxpool"]:
         _move_relu_before(graph, node)
     for node in [n for n in graph if n.op == "relu"]:
-        if _non_negative(graph, graph[node.inputs[0]]):
+        if _from_spikes(graph, graph[node.inputs[0]]):
             graph.bypass(node.name)
     _check_gate_inputs(graph)
     if not graph.spiking_nodes():
@@ -79,20 +79,19 @@ def _move_relu_before(graph, pool):
     graph.sort()
 
 
-def _non_negative(graph, node):
+def _from_spikes(graph, node):
+    """True if `node` outputs spikes or a parameter-free combination of them (so >= 0)."""
     if node.op in SPIKING_OPS:
         return True
-    if node.op in _SIGN_PRESERVING:
-        return all(_non_negative(graph, graph[name]) for name in node.inputs)
+    if node.op in _PARAMETER_FREE:
+        return all(_from_spikes(graph, graph[name]) for name in node.inputs)
     return False
 
 
 def _check_gate_inputs(graph):
     for pool in (n for n in graph if n.op == "maxpool"):
         source = graph[pool.inputs[0]]
-        while source.op == "zeropad":
-            source = graph[source.inputs[0]]
-        if source.op not in SPIKING_OPS and source.op != "input":
+        if source.op != "input" and not _from_spikes(graph, source):
             raise ValueError(
                 f"MaxPooling2D '{pool.origin}' reads '{source.origin or source.name}' "
                 f"({source.op}), not a ReLU output: the spiking max gate needs spikes. "

@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from bsnn_tf import coding, layers, neurons
-from bsnn_tf.convert.graph import LINEAR_OPS, make_layer, set_weights
+from bsnn_tf.conversion.graph import LINEAR_OPS, make_layer, set_weights
 from bsnn_tf.network import SpikingNetwork
 
 

@@ -10,7 +10,10 @@ same depth, then gives every spiking layer its start period (depth - 1) and
 the output its readout start (its input's depth).
 """
 
-from bsnn_tf.convert.graph import LINEAR_OPS, SPIKING_OPS, Node
+from bsnn_tf.conversion.graph import LINEAR_OPS, SPIKING_OPS, Node
+
+# Nodes whose output is a K-bit spike train, after which a delay can be inserted.
+_SPIKE_SOURCES = SPIKING_OPS | {"maxpool"}
 
 
 def synchronize(graph, enabled=True):
@@ -45,36 +48,49 @@ def _equalize(graph, merge):
                 _insert_delays(graph, source, consumer, missing)
 
 
-def _branch_heads(graph, name, merge):
-    """(spiking source, first node of the branch) pairs of the branch `name` -> `merge`."""
+def _branch_heads(graph, name, consumer):
+    """(spike source, node reading it) pairs of the branch that ends at `consumer`.
+
+    A linear node that the branch shares with another branch is copied, so
+    that delaying this branch leaves the other one alone.
+    """
     node = graph[name]
-    if node.op in SPIKING_OPS:
-        return [(name, merge)]
-    if node.op == "input":
+    if node.op in _SPIKE_SOURCES:
+        return [(name, consumer)]
+    if node.op not in LINEAR_OPS:
         raise ValueError(
-            f"'{merge.origin or merge.name}' merges the network input directly with a deeper "
-            "branch; a synchronous layer cannot delay real-valued input. Use "
-            "synchronous=False or input_encoding='spike'."
+            f"Cannot synchronise the branch through '{node.origin or name}' ({node.op}): a "
+            "synchronous layer cannot delay the real-valued network input. Use "
+            "synchronous=False."
         )
-    if node.op not in LINEAR_OPS or len(graph.consumers(name)) != 1:
-        raise ValueError(
-            f"Cannot synchronise the inputs of '{merge.origin or merge.name}': branch node "
-            f"'{node.origin or name}' ({node.op}) is shared with another branch or is not "
-            "linear. Use synchronous=False."
-        )
+    if len(graph.consumers(name)) > 1:
+        node = _copy_for(graph, node, consumer)
     heads = []
     for source in node.inputs:
-        if graph[source].op in SPIKING_OPS:
-            heads.append((source, node))
-        else:
-            heads.extend(_branch_heads(graph, source, node))
+        heads.extend(_branch_heads(graph, source, node))
     return heads
+
+
+def _copy_for(graph, node, consumer):
+    copy = Node(graph.unique_name(f"{node.name}_copy"), node.op, list(node.inputs),
+                dict(node.config), dict(node.weights), node.origin)
+    graph.add(copy)
+    consumer.inputs = [copy.name if i == node.name else i for i in consumer.inputs]
+    graph.sort()
+    return copy
 
 
 def _insert_delays(graph, source, consumer, count):
     for _ in range(count):
         delay = Node(graph.unique_name(f"{source}_sync"), "sync", [],
-                     config={"lambda": graph[source].config.get("lambda", 1.0)},
-                     origin=graph[source].origin)
+                     config={"lambda": _scale_of(graph, source)}, origin=graph[source].origin)
         graph.insert(delay, source, [consumer])
         source = delay.name
+
+
+def _scale_of(graph, name):
+    """lambda of the spike train leaving `name` (a gate passes its ReLU's on)."""
+    node = graph[name]
+    while "lambda" not in node.config and node.inputs:
+        node = graph[node.inputs[0]]
+    return node.config.get("lambda", 1.0)

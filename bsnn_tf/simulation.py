@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from bsnn_tf import backend
-from bsnn_tf.convert.calibrate import check_inputs
+from bsnn_tf.conversion.calibrate import check_inputs
 from bsnn_tf.network import check_mode, check_timesteps
 
 _COMPILED = weakref.WeakKeyDictionary()
@@ -93,10 +93,10 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     """
     period = check_mode(snn, mode or snn.mode)
     timesteps = check_timesteps(timesteps)
+    units = snn.time_units(timesteps, period)
     checkpoints = _check_checkpoints(checkpoints, timesteps, snn.phases if period else 1)
     x = check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
     batch_size = batch_size or min(len(x), 128)
-    units = snn.time_units(timesteps, period)
     chunk_units = _chunk_units(snn, batch_size, chunk, period)
     run_chunk, start_state = _compiled(snn, chunk_units, period, trace)
     probe = _activation_probe(snn, ann)

@@ -13,7 +13,7 @@ identity-shortcut weight lambda_in / lambda_out of the paper's residual blocks.
 
 import numpy as np
 
-from bsnn_tf.convert.graph import SPIKING_OPS, Node
+from bsnn_tf.conversion.graph import SPIKING_OPS, Node
 
 _CHANNEL_PRESERVING = {"maxpool", "avgpool", "gap", "zeropad"}
 

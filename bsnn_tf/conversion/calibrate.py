@@ -9,7 +9,7 @@ without holding the activations in memory.
 import keras
 import numpy as np
 
-from bsnn_tf.convert.graph import to_keras
+from bsnn_tf.conversion.graph import to_keras
 
 
 class ActivationStatistics(keras.callbacks.Callback):

@@ -1,0 +1,110 @@
+"""verify(): how far each spiking layer of a converted SNN is from its ANN layer.
+
+Example:
+    >>> report = bsnn_tf.verify(ann, snn, x_test[:20], timesteps=256)
+    >>> print(report)            # one row per layer, worst error first column
+    >>> report.output_error      # worst |SNN logit - ANN logit|
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from bsnn_tf.simulation import simulate
+
+
+@dataclasses.dataclass
+class LayerError:
+    """ANN-SNN error of one spiking layer, in ANN activation units."""
+
+    layer: str
+    ann_layer: str
+    max_error: float
+    mean_error: float
+    ann_max: float
+
+    @property
+    def relative_error(self):
+        return self.max_error / self.ann_max if self.ann_max > 0 else self.max_error
+
+
+@dataclasses.dataclass
+class Verification:
+    """Result of `verify`: per-layer errors and the output (logit) error."""
+
+    timesteps: int
+    layers: list
+    output_error: float
+    output_relative_error: float
+    agreement: float
+
+    def __str__(self):
+        rows = [f"{'SNN layer':<28}{'ANN layer':<28}{'max err':>10}{'mean err':>10}{'rel':>8}"]
+        for e in self.layers:
+            rows.append(f"{e.layer:<28}{e.ann_layer:<28}{e.max_error:>10.4f}"
+                        f"{e.mean_error:>10.4f}{e.relative_error:>8.2%}")
+        rows.append(f"output (logits) after T={self.timesteps}: max err "
+                    f"{self.output_error:.4f} ({self.output_relative_error:.2%} of the largest "
+                    f"logit); same top-1 class for {self.agreement:.2%} of inputs")
+        return "\n".join(rows)
+
+
+def verify(ann, snn, x, timesteps, *, mode=None, atol=None, batch_size=None):
+    """Compares `snn` with the ANN it came from on inputs `x`.
+
+    Each spiking layer's output per period, times its lambda, is compared
+    with the activation of the ANN layer it codes; the readout with the
+    ANN's logits (before any softmax).
+
+    Args:
+        atol: if given, raise a ValueError when the worst output error exceeds it.
+
+    Returns:
+        A Verification.
+    """
+    result = simulate(snn, x, timesteps=timesteps, mode=mode, record_values=True,
+                      batch_size=batch_size, verbose=0)
+    names = [n for n, a in snn.ann_layers.items() if _has_layer(ann, a)]
+    probe = keras.Model(ann.inputs, [ann.get_layer(snn.ann_layers[n]).output for n in names]
+                        + [logits_tensor(ann)])
+    ann_values = probe.predict(np.asarray(x, "float32"), verbose=0)
+    ann_values = ann_values if isinstance(ann_values, list) else [ann_values]
+    errors = []
+    for name, activation in zip(names, ann_values[:-1]):
+        difference = np.abs(result.values[name] - activation)
+        errors.append(LayerError(name, snn.ann_layers[name], float(difference.max()),
+                                 float(difference.mean()), float(np.abs(activation).max())))
+    ann_logits = ann_values[-1]
+    output_error = float(np.abs(result.outputs - ann_logits).max())
+    report = Verification(
+        timesteps=timesteps,
+        layers=errors,
+        output_error=output_error,
+        output_relative_error=output_error / max(float(np.abs(ann_logits).max()), 1e-12),
+        agreement=float(np.mean(np.argmax(result.outputs, -1) == np.argmax(ann_logits, -1))),
+    )
+    if atol is not None and output_error > atol:
+        raise ValueError(f"SNN output differs from the ANN's by more than atol={atol}:\n{report}")
+    return report
+
+
+def _has_layer(model, name):
+    return any(layer.name == name for layer in model.layers)
+
+
+def logits_tensor(ann):
+    """The ANN's output before a final softmax, as a symbolic tensor."""
+    last = ann.layers[-1]
+    activation = getattr(last, "activation", None)
+    if isinstance(last, keras.layers.Softmax) or (
+            isinstance(last, keras.layers.Activation)
+            and getattr(activation, "__name__", "") == "softmax"):
+        return last.input
+    if getattr(activation, "__name__", "") == "softmax":
+        config = dict(last.get_config(), activation="linear", name=f"{last.name}_logits")
+        linear = type(last).from_config(config)
+        logits = linear(last.input)
+        linear.set_weights(last.get_weights())
+        return logits
+    return ann.outputs[0]

@@ -1,0 +1,125 @@
+"""Shared helpers: small random ANNs and the adapter to the numpy reference simulator."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+
+from bsnn_tf import coding, layers, neurons
+
+L = keras.layers
+
+
+def randomize_biases(model, seed, scale=0.1):
+    """Keras initialises biases to zero; tests need them nonzero to exercise bias gating."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if getattr(layer, "use_bias", False):
+            layer.bias.assign(rng.normal(0, scale, layer.bias.shape).astype("float32"))
+        if isinstance(layer, L.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c),
+                               rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c)])
+    return model
+
+
+def dense_net(seed=0, widths=(12, 10, 8), inputs=6, classes=4):
+    keras.utils.set_random_seed(seed)
+    net = [keras.Input((inputs,))] + [L.Dense(w, activation="relu") for w in widths]
+    return randomize_biases(keras.Sequential(net + [L.Dense(classes)]), seed)
+
+
+def conv_net(seed=0, pool="max"):
+    keras.utils.set_random_seed(seed)
+    pool_layer = L.MaxPooling2D(2) if pool == "max" else L.AveragePooling2D(2, padding="same")
+    model = keras.Sequential([
+        keras.Input((8, 8, 2)),
+        L.Conv2D(4, 3, padding="same", activation="relu"),
+        L.Conv2D(6, 3, strides=2, padding="same"),
+        L.BatchNormalization(),
+        L.ReLU(),
+        pool_layer,
+        L.Flatten(),
+        L.Dense(5, activation="relu"),
+        L.Dense(3, activation="softmax"),
+    ])
+    return randomize_biases(model, seed)
+
+
+def residual_net(seed=0, blocks=2, channels=4, concat=False, maxpool=True):
+    """Conv stem, residual blocks (identity and projection shortcuts), optional concat merge."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 2))
+    x = L.Conv2D(channels, 3, padding="same", activation="relu")(inp)
+    if maxpool:
+        x = L.MaxPooling2D(2, strides=1, padding="same")(x)
+    for block in range(blocks):
+        stride = 2 if block == 1 else 1
+        y = L.Conv2D(channels, 3, strides=stride, padding="same", activation="relu")(x)
+        y = L.BatchNormalization()(L.Conv2D(channels, 3, padding="same")(y))
+        shortcut = x if stride == 1 else L.Conv2D(channels, 1, strides=stride)(x)
+        x = L.ReLU()(L.Add()([y, shortcut]))
+    if concat:
+        branch = L.Conv2D(3, 1, activation="relu")(L.Conv2D(3, 1, activation="relu")(x))
+        x = L.Concatenate()([x, branch])
+    x = L.GlobalAveragePooling2D()(x)
+    return randomize_biases(keras.Model(inp, L.Dense(3)(x)), seed)
+
+
+def images(n, shape, seed=0, low=None):
+    rng = np.random.default_rng(seed)
+    if low is not None:
+        return rng.uniform(low, 1.0, (n,) + tuple(shape)).astype("float32")
+    return rng.normal(0, 1, (n,) + tuple(shape)).astype("float32")
+
+
+def reference_net(snn):
+    """The numpy reference's description of a SpikingNetwork (weights and settings only)."""
+    nodes = []
+    for name, inputs in snn.topology:
+        layer = snn.get_layer(name)
+        node = {"name": name, "inputs": list(inputs)}
+        node.update(_reference_op(layer))
+        nodes.append(node)
+    return {"method": snn.method, "phases": snn.phases,
+            "input_encoding": snn.encoder.encoding, "nodes": nodes}
+
+
+def _reference_op(layer):
+    weights = lambda: [np.asarray(w, "float64") for w in layer.get_weights()]
+    if isinstance(layer, coding.PhaseEncoder):
+        return {"op": "input"}
+    if isinstance(layer, neurons.SpikingNeuron):
+        return {"op": "neuron", "bias": weights()[0], "start": layer.start_period}
+    if isinstance(layer, layers.Readout):
+        return {"op": "readout", "bias": weights()[0], "start": layer.start_period}
+    if isinstance(layer, layers.SpikingMaxPool):
+        return {"op": "maxpool", "pool_size": layer.pool_size, "strides": layer.strides,
+                "padding": layer.padding}
+    if isinstance(layer, layers.ChannelAffine):
+        return {"op": "scale", "scale": weights()[0]}
+    if isinstance(layer, L.Conv2D):
+        assert tuple(layer.dilation_rate) == (1, 1)
+        return {"op": "conv2d", "kernel": weights()[0], "strides": layer.strides,
+                "padding": layer.padding}
+    if isinstance(layer, L.Dense):
+        return {"op": "dense", "kernel": weights()[0]}
+    if isinstance(layer, L.AveragePooling2D):
+        return {"op": "avgpool", "pool_size": layer.pool_size, "strides": layer.strides,
+                "padding": layer.padding}
+    simple = {L.GlobalAveragePooling2D: "gap", L.Flatten: "flatten", L.Add: "add",
+              L.Concatenate: "concat"}
+    for cls, op in simple.items():
+        if isinstance(layer, cls):
+            return {"op": op}
+    if isinstance(layer, L.ZeroPadding2D):
+        return {"op": "zeropad", "padding": layer.padding}
+    raise AssertionError(f"no reference op for {type(layer).__name__}")
+
+
+@pytest.fixture(scope="session")
+def backend_name():
+    return keras.backend.backend()

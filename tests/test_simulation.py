@@ -1,0 +1,104 @@
+"""Step mode against the independent numpy reference, and period mode against step mode."""
+
+import numpy as np
+import pytest
+
+import bsnn_tf
+from conftest import conv_net, dense_net, images, reference_net, residual_net
+from reference import period_values, simulate_reference
+
+pytestmark = pytest.mark.jax
+
+NETS = {
+    "dense": (dense_net, (6,)),
+    "conv_maxpool": (conv_net, (8, 8, 2)),
+    "conv_avgpool": (lambda seed: conv_net(seed, pool="avg"), (8, 8, 2)),
+    "residual_maxpool": (residual_net, (8, 8, 2)),
+    "residual_concat": (lambda seed: residual_net(seed, concat=True, maxpool=False), (8, 8, 2)),
+}
+
+
+def converted(net, method, phases=4, seed=0, encoding="real", dtype="float64"):
+    build, shape = NETS[net]
+    low = 0.0 if encoding == "spike" else None
+    calibration = images(32, shape, seed + 1, low=low)
+    snn = bsnn_tf.convert(build(seed), calibration, method=method, phases=phases,
+                          input_encoding=encoding, dtype=dtype, verbose=0)
+    return snn, images(3, shape, seed + 2, low=low)
+
+
+@pytest.mark.parametrize("method", ["bsnn", "phase", "rate"])
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_step_mode_matches_reference_spike_for_spike(net, method):
+    snn, x = converted(net, method)
+    timesteps = 40
+    result = bsnn_tf.simulate(snn, x, timesteps=timesteps, mode="step", trace=True,
+                              checkpoints=range(4, timesteps + 1, 4), verbose=0)
+    reference = simulate_reference(reference_net(snn), x, timesteps)
+    emitted = {**reference["outputs"], **reference["gates"]}
+    assert set(emitted) == set(result.trace)
+    for name, expected in emitted.items():
+        np.testing.assert_array_equal(result.trace[name], expected, err_msg=name)
+    for name, count in reference["spikes"].items():
+        np.testing.assert_array_equal(result.spike_counts[name], count, err_msg=name)
+    for t, logits in result.outputs_at.items():
+        np.testing.assert_allclose(logits, reference["logits"][:, t - 1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("net", ["conv_maxpool", "residual_maxpool"])
+def test_spike_encoded_input_matches_reference(net):
+    snn, x = converted(net, "bsnn", phases=3, encoding="spike")
+    timesteps = 30
+    result = bsnn_tf.simulate(snn, x, timesteps=timesteps, mode="step", trace=True, verbose=0)
+    reference = simulate_reference(reference_net(snn), x / snn.encoder.scale, timesteps)
+    for name, expected in reference["outputs"].items():
+        np.testing.assert_array_equal(result.trace[name], expected, err_msg=name)
+    np.testing.assert_allclose(result.outputs, reference["logits"][:, -1], rtol=1e-9)
+
+
+@pytest.mark.parametrize("phases, encoding", [(1, "real"), (3, "spike"), (8, "real")])
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_period_mode_equals_step_mode(net, phases, encoding):
+    snn, x = converted(net, "bsnn", phases=phases, encoding=encoding)
+    timesteps = 12 * phases
+    checkpoints = range(phases, timesteps + 1, phases)
+    step = bsnn_tf.simulate(snn, x, timesteps=timesteps, mode="step", trace=True,
+                            checkpoints=checkpoints, verbose=0)
+    period = bsnn_tf.simulate(snn, x, timesteps=timesteps, mode="period", trace=True,
+                              checkpoints=checkpoints, chunk=5, verbose=0)
+    for name, per_period in period.trace.items():
+        np.testing.assert_array_equal(per_period, period_values(step.trace[name], phases),
+                                      err_msg=name)
+    active = [name for name, per_period in period.trace.items() if per_period.any()]
+    assert len(active) >= len(period.trace) / 2, f"only {active} emitted"
+    for name in step.spike_counts:
+        np.testing.assert_array_equal(period.spike_counts[name], step.spike_counts[name])
+    for t in checkpoints:
+        np.testing.assert_allclose(period.outputs_at[t], step.outputs_at[t], rtol=1e-12)
+
+
+def test_period_and_step_agree_in_float32():
+    snn, x = converted("residual_maxpool", "bsnn", phases=8, dtype="float32")
+    step = bsnn_tf.simulate(snn, x, timesteps=128, mode="step", verbose=0)
+    period = bsnn_tf.simulate(snn, x, timesteps=128, mode="period", verbose=0)
+    np.testing.assert_allclose(period.outputs, step.outputs, rtol=1e-4, atol=1e-4)
+
+
+def test_chunking_and_batching_do_not_change_results():
+    snn, x = converted("residual_maxpool", "bsnn", phases=4)
+    x = np.concatenate([x, x[::-1], x])
+    whole = bsnn_tf.simulate(snn, x, timesteps=64, checkpoints=[16, 40], verbose=0)
+    pieces = bsnn_tf.simulate(snn, x, timesteps=64, checkpoints=[16, 40], chunk=3,
+                              batch_size=4, verbose=0)
+    for t in (16, 40, 64):
+        np.testing.assert_array_equal(whole.outputs_at[t], pieces.outputs_at[t])
+    for name, counts in whole.spike_counts.items():
+        np.testing.assert_array_equal(counts, pieces.spike_counts[name])
+
+
+def test_calling_the_model_equals_simulate():
+    snn, x = converted("conv_maxpool", "bsnn", phases=4, dtype="float32")
+    snn.timesteps = 48
+    direct = np.asarray(snn.predict(x, verbose=0))
+    simulated = bsnn_tf.simulate(snn, x, timesteps=48, verbose=0).outputs
+    np.testing.assert_allclose(direct, simulated, rtol=1e-6, atol=1e-6)

@@ -1,0 +1,149 @@
+"""train.py and bsnn_tf.training: a short real run, configs, and bad input."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import app, flags
+
+from bsnn_tf import data, models, training
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import train  # noqa: E402  (the script at the repository root)
+
+SHORT_RUN = ["--model=mnist_cnn", "--dataset=mnist", "--epochs=1", "--limit=512"]
+
+
+@pytest.fixture(autouse=True)
+def no_data_dir_env(monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory):
+    """The demo's 1,000 training images and 500 of its test images."""
+    directory = tmp_path_factory.mktemp("small_mnist")
+    for split, n in (("train", 1000), ("test", 500)):
+        with np.load(os.path.join(data.DEMO_DIR, f"mnist_{split}.npz")) as demo:
+            np.savez(directory / f"mnist_{split}.npz",
+                     **{f"x_{split}": demo[f"x_{split}"][:n], f"y_{split}": demo[f"y_{split}"][:n]})
+    return directory
+
+
+def run_train(*argv):
+    """Runs train.py's main as `python train.py ...` would; returns the exit code."""
+    flags.FLAGS.unparse_flags()
+    argv = ["train.py", *argv]
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exit_info:
+        patch.setattr(sys, "argv", argv)
+        app.run(train.main, argv=argv)
+    return exit_info.value.code
+
+
+def test_one_short_epoch_writes_model_and_results(tmp_path, small_mnist):
+    output_dir = tmp_path / "run"
+    code = run_train(*SHORT_RUN, f"--data_dir={small_mnist}", f"--output_dir={output_dir}")
+    assert code in (0, None)
+    assert sorted(p.name for p in output_dir.iterdir() if p.name != "logs") == [
+        "model.keras", "results.json"]
+    results = json.loads((output_dir / "results.json").read_text())
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+    assert results["epochs"] == 1 and results["flags"]["limit"] == 512
+    assert results["flags"]["model"] == "mnist_cnn" and "--limit=512" in results["command"]
+
+
+def test_jax_backend_without_tensorflow(tmp_path, small_mnist):
+    output_dir = tmp_path / "jax_run"
+    argv = ["train.py", *SHORT_RUN, f"--data_dir={small_mnist}", f"--output_dir={output_dir}"]
+    script = (
+        "import sys, runpy\n"
+        "sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None\n"
+        f"sys.argv = {argv!r}\n"
+        "runpy.run_path('train.py', run_name='__main__')\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(REPO))
+    env.pop(data.DATA_DIR_ENV, None)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((output_dir / "results.json").read_text())
+    assert results["backend"] == "jax" and (output_dir / "model.keras").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model=nope", "--dataset=mnist"], "Unknown model 'nope'"),
+    (["--model=mnist_cnn", "--dataset=svhn"], "Unknown dataset 'svhn'"),
+    (["--model=mnist_cnn", "--dataset=cifar10"], "does not fit dataset 'cifar10'"),
+    (["--model=mnist_cnn", "--dataset=mnist", "--epochs=0"], "epochs must be a positive"),
+    (["--model=mnist_cnn", "--dataset=mnist", "--batch_size=-8"], "batch_size must be a positive"),
+    (["--model=mnist_cnn", "--dataset=mnist", "--limit=0"], "limit must be a positive"),
+])
+def test_bad_flags_fail_clearly_and_write_nothing(tmp_path, argv, message):
+    output_dir = tmp_path / "run"
+    code = run_train(*argv, f"--output_dir={output_dir}")
+    assert isinstance(code, str) and message in code
+    assert not output_dir.exists()
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code = run_train(*SHORT_RUN, f"--output_dir={blocker / 'run'}")
+    assert isinstance(code, str) and "not writable" in code
+    assert blocker.read_text() == ""
+
+
+def test_data_dir_without_the_files(tmp_path):
+    empty, output_dir = tmp_path / "empty", tmp_path / "run"
+    empty.mkdir()
+    code = run_train(*SHORT_RUN, f"--data_dir={empty}", f"--output_dir={output_dir}")
+    assert isinstance(code, str)
+    assert "mnist_train.npz" in code and str(empty) in code and "--data_dir" in code
+    assert not output_dir.exists() and not any(empty.iterdir())
+
+
+def test_flagfile_with_unknown_flag(tmp_path, capsys):
+    flagfile, output_dir = tmp_path / "bad.cfg", tmp_path / "run"
+    flagfile.write_text(
+        f"--model=mnist_cnn\n--dataset=mnist\n--timesteps=8\n--output_dir={output_dir}\n")
+    assert run_train(f"--flagfile={flagfile}") == 1
+    assert "Unknown command line flag 'timesteps'" in capsys.readouterr().err
+    assert not output_dir.exists()
+
+
+def test_weight_decay_is_an_l2_penalty_on_kernels():
+    model = models.get("mnist_cnn", num_classes=10, input_shape=(28, 28, 1))
+    training.add_weight_decay(model, 5e-4)
+    kernels = [v for v in model.trainable_variables if v.name == "kernel"]
+    expected = sum(2.5e-4 * float(np.sum(np.square(k.numpy()))) for k in kernels)
+    assert len(model.losses) == len(kernels) == 3
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "train").glob("*.cfg"))
+
+
+def test_every_paper_experiment_has_both_configs():
+    assert EXPERIMENTS == sorted([
+        "mnist_cnn", "cifar10_vgg16", "cifar10_resnet20", "cifar10_resnet18",
+        "cifar100_vgg16", "cifar100_resnet20", "imagenet_resnet18", "imagenet_resnet34"])
+    for experiment in EXPERIMENTS:
+        assert (REPO / "configs" / f"{experiment}.cfg").is_file()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_training_configs_parse_and_validate(experiment):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train.py", f"--flagfile={REPO / 'configs' / 'train' / f'{experiment}.cfg'}"])
+    model, dataset = flags.FLAGS.model, flags.FLAGS.dataset
+    assert experiment.startswith(dataset) and experiment.endswith(model)
+    if model not in models.names():
+        pytest.skip(f"{model} is not in the model zoo yet")
+    training.validate(training.TrainConfig(
+        model=model, dataset=dataset, output_dir=flags.FLAGS.output_dir,
+        epochs=flags.FLAGS.epochs, batch_size=flags.FLAGS.batch_size, lr=flags.FLAGS.lr))

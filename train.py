@@ -1,0 +1,53 @@
+"""Trains a zoo ANN for conversion (the recipe of paper section 4.2).
+
+Example:
+    python train.py --flagfile=configs/train/cifar10_resnet20.cfg --data_dir /data
+    python train.py --model mnist_cnn --dataset mnist --epochs 1 --output_dir runs/mnist
+"""
+
+import shlex
+import sys
+
+from absl import app, flags
+
+from bsnn_tf import data, training
+
+flags.DEFINE_string("model", None, "Zoo model name (bsnn_tf.models.names()).")
+flags.DEFINE_string("dataset", None, "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")
+flags.DEFINE_integer("epochs", None, "Training epochs (default per dataset: "
+                     + ", ".join(f"{k} {v}" for k, v in training.DEFAULT_EPOCHS.items()) + ").")
+flags.DEFINE_integer("batch_size", 128, "Batch size (global, over all devices).")
+flags.DEFINE_float("lr", 0.1, "Initial learning rate of the cosine decay.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay on kernels (PyTorch SGD convention).")
+flags.DEFINE_string("output_dir", None, "Where model.keras, results.json and logs/ go.")
+flags.DEFINE_string("data_dir", None,
+                    f"Dataset directory (default: ${data.DATA_DIR_ENV}, then the demo data).")
+flags.DEFINE_integer("limit", None, "Train on the first N training images only.")
+flags.DEFINE_boolean("augment", True, "Training augmentation (never applied to MNIST).")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_boolean("distribute", False, "Data parallel over all local devices.")
+flags.mark_flags_as_required(["model", "dataset", "output_dir"])
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    config = training.TrainConfig(
+        model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
+        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr,
+        momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
+        data_dir=FLAGS.data_dir, limit=FLAGS.limit, augment=FLAGS.augment,
+        seed=FLAGS.seed, distribute=FLAGS.distribute,
+    )
+    try:
+        results = training.train(config, command=shlex.join(sys.argv))
+    except (training.ConfigError, data.DatasetNotFoundError, data.CorruptDataError) as error:
+        sys.exit(f"train.py: error: {error}")
+    print(f"test accuracy {results['test_accuracy']:.4f}; wrote {FLAGS.output_dir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
