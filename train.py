@@ -25,6 +25,8 @@ flags.DEFINE_string("data_dir", None,
                     f"Dataset directory (default: ${data.DATA_DIR_ENV}, then the demo data).")
 flags.DEFINE_integer("limit", None, "Train on the first N training images only.")
 flags.DEFINE_boolean("augment", True, "Training augmentation (never applied to MNIST).")
+flags.DEFINE_boolean("rand_augment", True, "Add RandAugment to the augmentation (CIFAR, "
+                     "ImageNet; TensorFlow backend). About 4 ms an image on a CPU.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_boolean("distribute", False, "Data parallel over all local devices.")
 flags.mark_flags_as_required(["model", "dataset", "output_dir"])
@@ -40,6 +42,7 @@ def main(argv):
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr,
         momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
         data_dir=FLAGS.data_dir, limit=FLAGS.limit, augment=FLAGS.augment,
+        rand_augment=FLAGS.rand_augment,
         seed=FLAGS.seed, distribute=FLAGS.distribute,
     )
     try:

@@ -1,4 +1,4 @@
-"""The few things that differ between Keras backends: a time scan and XLA compilation."""
+"""The few things that differ between Keras backends: a time scan and compilation."""
 
 import keras
 from keras import ops
@@ -34,19 +34,24 @@ def time_scan(step, carry, xs, length):
     return ops.fori_loop(0, length, body, (carry, ys))
 
 
-def compile_function(fn, variables):
-    """XLA-compiles `fn(*args)` that reads Keras `variables`.
+def compile_function(fn, variables, jit_compile="auto"):
+    """Compiles `fn(*args)` that reads Keras `variables`.
 
-    TensorFlow: `tf.function(jit_compile=True)`. JAX: `jax.jit`, with the
-    variables' current values passed in through a `StatelessScope` so they
-    are arguments of the compiled program, not constants baked into it.
-    Other backends run `fn` eagerly.
+    JAX: `jax.jit`, with the variables' current values passed in through a
+    `StatelessScope` so they are arguments of the compiled program, not
+    constants baked into it. TensorFlow: `tf.function`, XLA-compiled if
+    `jit_compile` is True; "auto" uses XLA when a GPU is present and plain
+    graph mode on a CPU, where TensorFlow's own (oneDNN) convolutions run about
+    10x faster than XLA's (benchmarks/sim_speed.py). Other backends run `fn`
+    eagerly.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+        if jit_compile == "auto":
+            jit_compile = bool(tf.config.list_logical_devices("GPU"))
+        return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True)
     if backend == "jax":
         import jax
 

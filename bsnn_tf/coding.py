@@ -57,7 +57,13 @@ def bit_at(q, phase):
 
 def count_bits(q, phases):
     """Number of spikes that carry the K-bit fractions `q` (a population count)."""
-    return sum(bit_at(q, k) for k in range(phases))
+    n = ops.cast(ops.round(q * 2.0**phases), "int32")
+    # SWAR popcount of a 32-bit integer: a dozen integer ops, whatever K is.
+    n = n - ops.bitwise_and(ops.right_shift(n, 1), 0x55555555)
+    n = ops.bitwise_and(n, 0x33333333) + ops.bitwise_and(ops.right_shift(n, 2), 0x33333333)
+    n = ops.bitwise_and(n + ops.right_shift(n, 4), 0x0F0F0F0F)
+    n = ops.right_shift(n * 0x01010101, 24)
+    return ops.cast(n, q.dtype)
 
 
 @keras.saving.register_keras_serializable(package="bsnn_tf")

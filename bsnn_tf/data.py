@@ -219,7 +219,7 @@ def augment(name, pixels, rng):
 
 
 def dataset(name, split, batch_size, data_dir=None, limit=None, augment=False,
-            shuffle=False, seed=None):
+            shuffle=False, seed=None, rand_augment=True):
     """Streams a split as (x, y) batches for `fit`, `evaluate` or `predict`.
 
     Splits up to `MAX_DECODED_BYTES` are decoded once and kept in memory;
@@ -227,7 +227,8 @@ def dataset(name, split, batch_size, data_dir=None, limit=None, augment=False,
     TensorFlow installed this is a `tf.data.Dataset` (which `fit` accepts on
     every backend), else a `keras.utils.PyDataset`. Augmentation is `augment`
     (crop, flip, Cutout), preceded by `keras.layers.RandAugment` where the
-    dataset's `Augmentation` asks for it and the Keras backend is TensorFlow.
+    dataset's `Augmentation` asks for it, `rand_augment` allows it and the
+    Keras backend is TensorFlow.
 
     Example:
         >>> test = dataset("mnist", "test", batch_size=256)
@@ -240,17 +241,18 @@ def dataset(name, split, batch_size, data_dir=None, limit=None, augment=False,
     augment = augment and spec(name).augmentation is not None
     if _optional_import("tensorflow") is None:
         return _Batches(name, images, batch_size, augment, shuffle, seed)
-    return _tf_dataset(name, images, batch_size, augment, shuffle, seed)
+    return _tf_dataset(name, images, batch_size, augment, shuffle, seed, rand_augment)
 
 
-def train_dataset(name, batch_size, data_dir=None, limit=None, augment=True, seed=None):
+def train_dataset(name, batch_size, data_dir=None, limit=None, augment=True, seed=None,
+                  rand_augment=True):
     """The shuffled, augmented training split; see `dataset`.
 
     Example:
         >>> model.fit(train_dataset("cifar10", 128, "/data"), epochs=300)
     """
     return dataset(name, "train", batch_size, data_dir=data_dir, limit=limit,
-                   augment=augment, shuffle=True, seed=seed)
+                   augment=augment, shuffle=True, seed=seed, rand_augment=rand_augment)
 
 
 def find(name, split, data_dir=None):
@@ -543,7 +545,7 @@ class _Batches(keras.utils.PyDataset):
             self._rng.shuffle(self._order)
 
 
-def _tf_dataset(name, images, batch_size, augmented, shuffle, seed):
+def _tf_dataset(name, images, batch_size, augmented, shuffle, seed, rand_augment=True):
     tf = importlib.import_module("tensorflow")
     dataset_spec = spec(name)
     rng = np.random.default_rng(seed)
@@ -576,7 +578,7 @@ def _tf_dataset(name, images, batch_size, augmented, shuffle, seed):
     # keras.layers.RandAugment inside tf.data costs about 4 ms an image on the
     # TensorFlow backend and 50x that on JAX, where it would starve training.
     tensorflow_backend = keras.backend.backend() == "tensorflow"
-    if augmented and dataset_spec.augmentation.rand_augment and tensorflow_backend:
+    if augmented and rand_augment and dataset_spec.augmentation.rand_augment and tensorflow_backend:
         rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed)
 
         def rand_augment_image(image, label):

@@ -159,7 +159,7 @@ class SpikingNetwork(keras.Model):
                         for n in cells},
         }
 
-    def run(self, x, state, start, length, period, end, trace=False):
+    def run(self, x, state, start, length, period, end, trace=False, record_values=False):
         """Advances the simulation by `length` time units (periods or steps).
 
         Args:
@@ -169,7 +169,8 @@ class SpikingNetwork(keras.Model):
             length: time units in the chunk (whole periods in step mode).
             period: True for period units (BSNN), False for steps.
             end: time units at or after `end` are not counted (readout, spikes).
-            trace: also return what every neuron, gate and the readout emitted.
+            trace: also return what every neuron and gate emitted.
+            record_values: accumulate each unit's emitted value (`state["emitted"]`).
 
         Returns:
             (new state, running readout totals (length, N, classes), trace dict).
@@ -190,7 +191,7 @@ class SpikingNetwork(keras.Model):
                 values[name] = _over_time(layer, [values[i] for i in inputs])
             elif kind == "neuron":
                 values[name] = self._run_neuron(layer, inputs[0], values, state, new, time,
-                                                period, counted)
+                                                period, counted, record_values)
             elif kind == "gate":
                 values[name], new["gates"][name] = layer.run(
                     values[inputs[0]], state["gates"][name], time, period)
@@ -201,7 +202,8 @@ class SpikingNetwork(keras.Model):
                 traced[name] = values[name]
         return new, totals, traced
 
-    def _run_neuron(self, layer, source, values, state, new, time, period, counted):
+    def _run_neuron(self, layer, source, values, state, new, time, period, counted,
+                    record_values):
         name = layer.name
         if source in self._static:
             current, constant = None, state["constants"][name]
@@ -212,9 +214,11 @@ class SpikingNetwork(keras.Model):
         as_weight = lambda w: ops.reshape(w, (-1,) + (1,) * (len(emitted.shape) - 1))
         new["spikes"][name] = state["spikes"][name] + ops.sum(
             layer.spike_count(emitted, period) * as_weight(counted), axis=0)
-        first_output = layer.first_output_step // (self.phases if period else 1)
-        valid = counted * ops.cast(time >= first_output, counted.dtype)
-        new["emitted"][name] = state["emitted"][name] + ops.sum(emitted * as_weight(valid), axis=0)
+        if record_values:
+            first_output = layer.first_output_step // (self.phases if period else 1)
+            valid = counted * ops.cast(time >= first_output, counted.dtype)
+            new["emitted"][name] = state["emitted"][name] + ops.sum(emitted * as_weight(valid),
+                                                                    axis=0)
         return emitted
 
     def time_units(self, timesteps, period):

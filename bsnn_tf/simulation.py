@@ -1,4 +1,4 @@
-"""Simulation: XLA-compiled chunks of time, batch after batch.
+"""Simulation: compiled chunks of time, batch after batch.
 
 `simulate` runs a SpikingNetwork for T steps on a batch of images, chunk by
 chunk (the state is carried between chunks, so memory does not grow with T)
@@ -71,7 +71,7 @@ class SimulationResult:
 
 
 def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None, ann=None,
-             record_values=False, trace=False, chunk=None, verbose="auto"):
+             record_values=False, trace=False, chunk=None, jit_compile="auto", verbose="auto"):
     """Simulates `snn` on images `x` for `timesteps` steps.
 
     Args:
@@ -86,6 +86,8 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
         record_values: also return each unit's output per period (for `verify`).
         trace: also return every neuron's and gate's output at every step (small nets).
         chunk: periods per compiled chunk (default: as many as fit about 1 GiB).
+        jit_compile: XLA-compile the simulation (True), or not; "auto": XLA
+            except with TensorFlow on a CPU (see `bsnn_tf.backend`).
         verbose: 0 silent, 1 or "auto" a progress bar over batches.
 
     Returns:
@@ -97,8 +99,10 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     checkpoints = _check_checkpoints(checkpoints, timesteps, snn.phases if period else 1)
     x = check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
     batch_size = batch_size or min(len(x), 128)
-    chunk_units = _chunk_units(snn, batch_size, chunk, period)
-    run_chunk, start_state = _compiled(snn, chunk_units, period, trace)
+    chunk_units = min(_chunk_units(snn, batch_size, chunk, period),
+                      -(-units // snn.phases) * snn.phases if not period else units)
+    run_chunk, start_state = _compiled(snn, chunk_units, period, trace, record_values,
+                                       jit_compile)
     probe = _activation_probe(snn, ann)
 
     batches = []
@@ -143,18 +147,18 @@ def _chunk_units(snn, batch_size, chunk, period):
     return int(chunk) * (1 if period else snn.phases)
 
 
-def _compiled(snn, length, period, trace):
-    """XLA-compiled (run_chunk, initial_state) for this chunk shape, cached per SNN."""
+def _compiled(snn, length, period, trace, record_values, jit_compile):
+    """Compiled (run_chunk, initial_state) for this chunk shape, cached per SNN."""
     cache = _COMPILED.setdefault(snn, {})
-    key = (length, period, trace)
+    key = (length, period, trace, record_values, jit_compile)
     if key not in cache:
         variables = snn.variables
 
         def run_chunk(x, state, start, end):
-            return snn.run(x, state, start, length, period, end, trace)
+            return snn.run(x, state, start, length, period, end, trace, record_values)
 
-        cache[key] = (backend.compile_function(run_chunk, variables),
-                      backend.compile_function(snn.initial_state, variables))
+        cache[key] = (backend.compile_function(run_chunk, variables, jit_compile),
+                      backend.compile_function(snn.initial_state, variables, jit_compile))
     return cache[key]
 
 

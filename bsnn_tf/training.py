@@ -61,6 +61,7 @@ class TrainConfig:
     data_dir: str = None
     limit: int = None
     augment: bool = True
+    rand_augment: bool = True
     seed: int = 0
     distribute: bool = False
 
@@ -115,7 +116,7 @@ def train(config, command=None):
     spec = data.DATASETS[config.dataset]
     train_batches = data.train_dataset(
         config.dataset, config.batch_size, config.data_dir, limit=config.limit,
-        augment=config.augment, seed=config.seed,
+        augment=config.augment, seed=config.seed, rand_augment=config.rand_augment,
     )
     test_batches = data.dataset(config.dataset, "test", config.batch_size, config.data_dir)
     with _distribution_scope(config.distribute):

@@ -102,3 +102,12 @@ def test_calling_the_model_equals_simulate():
     direct = np.asarray(snn.predict(x, verbose=0))
     simulated = bsnn_tf.simulate(snn, x, timesteps=48, verbose=0).outputs
     np.testing.assert_allclose(direct, simulated, rtol=1e-6, atol=1e-6)
+
+
+def test_xla_compiled_simulation_matches_graph_mode():
+    snn, x = converted("residual_maxpool", "bsnn", phases=4)
+    graph = bsnn_tf.simulate(snn, x, timesteps=32, jit_compile=False, trace=True, verbose=0)
+    xla = bsnn_tf.simulate(snn, x, timesteps=32, jit_compile=True, trace=True, verbose=0)
+    for name, emitted in graph.trace.items():
+        np.testing.assert_array_equal(xla.trace[name], emitted)
+    np.testing.assert_allclose(xla.outputs, graph.outputs, rtol=1e-12)

@@ -1,0 +1,446 @@
+"""What `convert.py` does: ANN to SNN(s), accuracy against time steps, and a run directory.
+
+The pipeline loads the ANN (a .keras checkpoint, torchvision weights or random
+weights), checks that it fits the dataset, measures its test accuracy, then
+per method calibrates and converts it, simulates the test set with
+checkpoints, and verifies it layer by layer on a few images. Everything that
+can fail on bad input (flags, weights, data) is checked or loaded before
+anything is written; the run directory is written at the end, through a
+temporary directory moved into place. It holds `results.json`,
+`accuracy_vs_timesteps.png`, `snn_<method>.keras` and TensorBoard logs under
+`tensorboard/<method>`.
+
+Example:
+    >>> from bsnn_tf import cli
+    >>> config = cli.ConvertConfig(methods=("bsnn", "rate"), phases=4, timesteps=32,
+    ...                            limit=200, output_dir="runs/demo")
+    >>> results = cli.run(config)
+    >>> results["timesteps"], results["methods"]["bsnn"]["accuracy"]
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+import zipfile
+
+import keras
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+import bsnn_tf
+from bsnn_tf import coding, data, metrics, models
+from bsnn_tf.network import METHODS
+
+DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
+# The largest T when --timesteps is not given. The MNIST CNN is two spiking
+# layers deep and matches its ANN from T=32 on (K=8); deep nets need far more.
+DEFAULT_TIMESTEPS = {"mnist": 64, "cifar10": 1024, "cifar100": 1024, "imagenet": 1024}
+KERAS_SUFFIX = ".keras"
+TORCHVISION_SUFFIXES = (".pth", ".pt", ".safetensors")
+# Accuracy within this of the ANN's counts as converged (0.1 percentage points).
+TOLERANCE = 0.001
+VERIFY_IMAGES = 32
+
+
+class ConfigError(ValueError):
+    """A conversion configuration that cannot run; nothing has been written."""
+
+
+@dataclasses.dataclass
+class ConvertConfig:
+    """Everything a conversion run depends on (stored in results.json).
+
+    Attributes:
+        weights: a .keras checkpoint, or .pth/.pt/.safetensors torchvision
+            weights for the zoo model; `None` takes the demo checkpoint for
+            mnist_cnn on mnist.
+        random_weights: convert the zoo model with random weights (smoke tests).
+        methods: conversion methods, simulated on the same test images.
+        timesteps: the largest T; `None` takes `DEFAULT_TIMESTEPS[dataset]`.
+        checkpoints: the T at which accuracy is measured; `None` takes
+            `default_checkpoints`. `timesteps` is always one.
+        calibration_size: training images for the data-norm statistics.
+        limit: simulate the first `limit` test images only.
+        batch_size: images per batch in the ANN, calibration and simulation.
+        output_dir: `None` takes `outputs/<dataset>_<model>`.
+    """
+
+    model: str = "mnist_cnn"
+    dataset: str = "mnist"
+    weights: str = None
+    random_weights: bool = False
+    methods: tuple = ("bsnn",)
+    phases: int = 8
+    timesteps: int = None
+    checkpoints: tuple = None
+    percentile: float = 99.99
+    channelwise: bool = False
+    synchronous: bool = True
+    calibration_size: int = 500
+    limit: int = None
+    batch_size: int = 128
+    output_dir: str = None
+    data_dir: str = None
+
+    def __post_init__(self):
+        self.methods = tuple(dict.fromkeys(self.methods))
+        if self.timesteps is None and self.dataset in DEFAULT_TIMESTEPS:
+            self.timesteps = DEFAULT_TIMESTEPS[self.dataset]
+        if self.output_dir is None:
+            self.output_dir = os.path.join("outputs", f"{self.dataset}_{self.model}")
+        demo = (self.model, self.dataset) == ("mnist_cnn", "mnist")
+        if self.weights is None and not self.random_weights and demo:
+            self.weights = DEMO_CHECKPOINT
+
+    @property
+    def period_steps(self):
+        """Steps every T must be a multiple of: one period when a BSNN runs in period mode."""
+        return self.phases if "bsnn" in self.methods else 1
+
+
+@dataclasses.dataclass
+class MethodRun:
+    """One method's SNN and what simulating and verifying it gave."""
+
+    snn: bsnn_tf.SpikingNetwork
+    result: bsnn_tf.SimulationResult
+    verification: bsnn_tf.Verification
+    accuracy: dict
+    converged_at: int
+
+
+def validate(config):
+    """Raises `ConfigError` for a configuration that cannot run; reads no data."""
+    if config.model not in models.names():
+        raise ConfigError(
+            f"Unknown model {config.model!r}. Known models: {', '.join(models.names())}."
+        )
+    if config.dataset not in data.DATASETS:
+        raise ConfigError(
+            f"Unknown dataset {config.dataset!r}. "
+            f"Known datasets: {', '.join(sorted(data.DATASETS))}."
+        )
+    if not config.methods:
+        raise ConfigError(f"No method given. Known methods: {', '.join(METHODS)}.")
+    for method in config.methods:
+        if method not in METHODS:
+            raise ConfigError(f"Unknown method {method!r}. Known methods: {', '.join(METHODS)}.")
+    if not 1 <= config.phases <= coding.MAX_PHASES:
+        raise ConfigError(f"phases must be in 1..{coding.MAX_PHASES}, got {config.phases}.")
+    _check_timesteps(config)
+    for field in ("calibration_size", "batch_size"):
+        if getattr(config, field) < 1:
+            raise ConfigError(f"{field} must be a positive integer, got {getattr(config, field)}.")
+    if config.limit is not None and config.limit < 1:
+        raise ConfigError(f"limit must be a positive integer, got {config.limit}.")
+    if not 0 < config.percentile <= 100:
+        raise ConfigError(f"percentile must be in (0, 100], got {config.percentile}.")
+    _check_weights(config)
+    _check_writable(config.output_dir)
+
+
+def _check_timesteps(config):
+    if config.timesteps < 1:
+        raise ConfigError(f"timesteps must be positive, got {config.timesteps}.")
+    for t in (config.checkpoints or ()):
+        if not 1 <= t <= config.timesteps:
+            raise ConfigError(f"Checkpoint {t} is outside 1..timesteps={config.timesteps}.")
+    multiple = config.period_steps
+    off_period = [t for t in (config.timesteps, *(config.checkpoints or ())) if t % multiple]
+    if off_period:
+        raise ConfigError(
+            f"Time steps {off_period} are not multiples of phases={multiple}: the BSNN is "
+            "simulated in whole periods."
+        )
+
+
+def _check_weights(config):
+    if config.random_weights:
+        if config.weights is not None:
+            raise ConfigError("Give either --weights or --random_weights, not both.")
+        return
+    if config.weights is None:
+        raise ConfigError(
+            f"--weights is required for {config.model} on {config.dataset} (a .keras "
+            "checkpoint, or torchvision .pth/.safetensors weights); --random_weights "
+            "converts random weights for a smoke test."
+        )
+    suffix = pathlib.Path(config.weights).suffix
+    if suffix not in (KERAS_SUFFIX, *TORCHVISION_SUFFIXES):
+        raise ConfigError(
+            f"Cannot tell the format of checkpoint {config.weights}: expected a name ending "
+            f"in {', '.join((KERAS_SUFFIX, *TORCHVISION_SUFFIXES))}."
+        )
+    if not os.path.isfile(config.weights):
+        raise ConfigError(f"Checkpoint file not found: {config.weights}")
+
+
+def _check_writable(directory):
+    """Checks that `directory` can be created or written, creating nothing."""
+    existing = _existing_ancestor(directory)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"Output directory {directory!r} is not writable "
+            f"({existing} is not a writable directory)."
+        )
+
+
+def _existing_ancestor(directory):
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return existing
+
+
+def load_ann(config):
+    """The ANN to convert: the checkpoint, torchvision weights or random weights.
+
+    Raises:
+        ConfigError: a checkpoint that cannot be read (the message names the file).
+    """
+    spec = data.DATASETS[config.dataset]
+    if config.random_weights:
+        keras.utils.set_random_seed(0)
+        return models.get(config.model, spec.num_classes, spec.input_shape)
+    if config.weights.endswith(KERAS_SUFFIX):
+        return _load_keras(config.weights)
+    ann = models.get(config.model, spec.num_classes, spec.input_shape)
+    try:
+        models.load_torchvision_weights(ann, config.weights)
+    except (OSError, ImportError, ValueError) as error:
+        raise ConfigError(f"Cannot load weights {config.weights}: {error}") from error
+    return ann
+
+
+def _load_keras(path):
+    # Keras reports any unreadable archive as "File not found".
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"Cannot load checkpoint {path}: not a .keras (zip) archive; "
+                          "is it truncated or corrupt?")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
+        raise ConfigError(
+            f"Cannot load checkpoint {path}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def check_fits(ann, dataset):
+    """Raises `ConfigError` unless `ann` takes the dataset's images and predicts its classes."""
+    spec = data.DATASETS[dataset]
+    input_shape, classes = tuple(ann.input_shape[1:]), ann.output_shape[-1]
+    if input_shape != tuple(spec.input_shape):
+        raise ConfigError(
+            f"Model {ann.name!r} takes inputs of shape {input_shape}, but {dataset} images "
+            f"are {tuple(spec.input_shape)}."
+        )
+    if classes != spec.num_classes:
+        raise ConfigError(
+            f"Model {ann.name!r} predicts {classes} classes, but {dataset} has "
+            f"{spec.num_classes}."
+        )
+
+
+def default_checkpoints(timesteps, multiple=1):
+    """Powers of two from one period (`multiple` steps) up to `timesteps`, plus `timesteps`.
+
+    Each is rounded to a multiple of `multiple` (period mode simulates whole periods).
+
+    Example:
+        >>> default_checkpoints(64, 8)
+        [8, 16, 32, 64]
+        >>> default_checkpoints(60, 5)
+        [10, 15, 30, 60]
+    """
+    points, power = {timesteps}, 1
+    while power < timesteps:
+        if power >= multiple:
+            points.add(round(power / multiple) * multiple)
+        power *= 2
+    return sorted(t for t in points if t <= timesteps)
+
+
+def converged_at(accuracy, ann_accuracy, tolerance=TOLERANCE):
+    """The smallest T from which accuracy stays at most `tolerance` below the ANN's, or None.
+
+    Example:
+        >>> converged_at({8: 0.11, 16: 0.985, 32: 0.992, 64: 0.991}, ann_accuracy=0.9923)
+        32
+    """
+    first = None
+    for t in sorted(accuracy, reverse=True):
+        # Accuracies are ratios of counts: keep a difference of exactly `tolerance`.
+        if accuracy[t] < ann_accuracy - tolerance - 1e-9:
+            break
+        first = t
+    return first
+
+
+def run(config, command=None):
+    """Converts, simulates and verifies `config.model`, then writes `config.output_dir`.
+
+    Args:
+        config: a `ConvertConfig`.
+        command: the command line, recorded in results.json.
+
+    Returns:
+        The dict written to `<output_dir>/results.json`.
+
+    Raises:
+        ConfigError, data.DatasetNotFoundError, data.CorruptDataError: before
+            anything is written.
+    """
+    start = time.time()
+    validate(config)
+    ann = load_ann(config)
+    check_fits(ann, config.dataset)
+    x_test, y_test = data.load(config.dataset, "test", config.data_dir, limit=config.limit)
+    x_calibration = data.calibration_batch(config.dataset, config.calibration_size,
+                                           config.data_dir)
+    checkpoints = sorted({*(config.checkpoints or
+                            default_checkpoints(config.timesteps, config.period_steps)),
+                          config.timesteps})
+
+    print(f"ANN {ann.name} on {len(x_test)} {config.dataset} test images:")
+    ann_logits = ann.predict(x_test, batch_size=config.batch_size)
+    ann_accuracy = float(np.mean(np.argmax(ann_logits, -1) == y_test))
+    print(f"ANN accuracy {ann_accuracy:.2%}")
+    runs = {method: convert_and_simulate(config, method, ann, x_calibration, x_test, y_test,
+                                         checkpoints, ann_accuracy)
+            for method in config.methods}
+    print(accuracy_table(runs, checkpoints, ann_accuracy))
+
+    results = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "test_images": len(x_test),
+        "calibration_images": len(x_calibration),
+        "ann_accuracy": ann_accuracy,
+        "timesteps": checkpoints,
+        "tolerance": TOLERANCE,
+        "methods": {method: method_results(r) for method, r in runs.items()},
+        "backend": keras.backend.backend(),
+        "seconds": round(time.time() - start, 1),
+        "flags": dataclasses.asdict(config),
+        "command": command,
+    }
+    figure = accuracy_figure(runs, checkpoints, ann_accuracy,
+                             f"{config.model} on {len(x_test)} {config.dataset} test images")
+    write_run(config.output_dir, results, runs, figure)
+    print(f"Wrote {config.output_dir}")
+    return results
+
+
+def convert_and_simulate(config, method, ann, x_calibration, x_test, y_test, checkpoints,
+                         ann_accuracy):
+    """Converts `ann` with `method`, simulates the test set and verifies a few images."""
+    print(f"\nConverting with method={method} on {len(x_calibration)} calibration images:")
+    snn = bsnn_tf.convert(
+        ann, x_calibration, method=method, phases=config.phases, percentile=config.percentile,
+        channelwise=config.channelwise, synchronous=config.synchronous,
+        timesteps=config.timesteps, batch_size=config.batch_size,
+    )
+    print(f"Simulating {snn.name} ({snn.mode} mode) for T={config.timesteps}:")
+    result = bsnn_tf.simulate(snn, x_test, timesteps=config.timesteps, checkpoints=checkpoints,
+                              batch_size=config.batch_size, ann=ann)
+    accuracy = {t: result.accuracy(y_test, t) for t in checkpoints}
+    verification = bsnn_tf.verify(ann, snn, x_test[:VERIFY_IMAGES], config.timesteps,
+                                  batch_size=config.batch_size)
+    print(verification)
+    metrics.summary(snn, result)
+    return MethodRun(snn, result, verification, accuracy,
+                     converged_at(accuracy, ann_accuracy))
+
+
+def accuracy_table(runs, checkpoints, ann_accuracy):
+    """Accuracy per T (rows) and method (columns), then T* per method, as text."""
+    methods = list(runs)
+    rows = [f"\nTop-1 accuracy (ANN {ann_accuracy:.2%})",
+            f"{'T':>8}" + "".join(f"{m:>10}" for m in methods)]
+    for t in checkpoints:
+        rows.append(f"{t:>8}" + "".join(f"{runs[m].accuracy[t]:>10.2%}" for m in methods))
+    rows.append(f"{'T*':>8}" + "".join(f"{str(runs[m].converged_at):>10}" for m in methods))
+    rows.append(f"T*: the smallest T from which accuracy stays within {100 * TOLERANCE:g} "
+                "percentage points of the ANN's (None: never).")
+    return "\n".join(rows)
+
+
+def method_results(method_run):
+    """The results.json entry of one method."""
+    snn, result, verification = method_run.snn, method_run.result, method_run.verification
+    macs = sum(metrics.ann_macs(snn).values())
+    operations = sum(metrics.synaptic_operations(snn, result).values())
+    return {
+        "accuracy": list(method_run.accuracy.values()),
+        "converged_at": method_run.converged_at,
+        "depth": snn.depth,
+        "mode": snn.mode,
+        "firing_rates": result.firing_rates(),
+        "sin_rates": result.sin_rates(),
+        "synaptic_operations": operations,
+        "ann_macs": macs,
+        "synops_per_mac": operations / max(macs, 1),
+        "verification": {
+            "images": VERIFY_IMAGES,
+            "timesteps": verification.timesteps,
+            "output_error": verification.output_error,
+            "agreement": verification.agreement,
+            "layer_max_errors": {e.layer: e.max_error for e in verification.layers},
+        },
+    }
+
+
+def accuracy_figure(runs, checkpoints, ann_accuracy, title):
+    """Accuracy against T for every method, the ANN as a horizontal line (Agg canvas)."""
+    figure = Figure(figsize=(6.4, 4.2))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for method, method_run in runs.items():
+        accuracy = [100 * method_run.accuracy[t] for t in checkpoints]
+        axes.plot(checkpoints, accuracy, marker="o", label=method)
+    axes.axhline(100 * ann_accuracy, color="black", linestyle="--",
+                 label=f"ANN ({ann_accuracy:.2%})")
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(checkpoints, [str(t) for t in checkpoints])
+    axes.minorticks_off()
+    axes.set_xlabel("time steps T")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def write_run(output_dir, results, runs, figure):
+    """Writes every output file into a temporary directory, then moves them into `output_dir`.
+
+    Files of an earlier run with the same names are replaced; others are kept.
+    """
+    with tempfile.TemporaryDirectory(dir=_existing_ancestor(output_dir),
+                                     prefix=".convert-") as staging:
+        for method, method_run in runs.items():
+            method_run.snn.save(os.path.join(staging, f"snn_{method}.keras"))
+            metrics.write_tensorboard(
+                os.path.join(staging, "tensorboard", method), method_run.snn, method_run.result,
+                method_run.verification, accuracy=method_run.accuracy,
+                step=method_run.result.timesteps,
+            )
+        figure.savefig(os.path.join(staging, "accuracy_vs_timesteps.png"), dpi=120)
+        with open(os.path.join(staging, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        _move_into(staging, output_dir)
+
+
+def _move_into(staging, output_dir):
+    os.makedirs(output_dir, exist_ok=True)
+    for name in os.listdir(staging):
+        target = os.path.join(output_dir, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(staging, name), target)

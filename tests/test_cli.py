@@ -1,0 +1,290 @@
+"""convert.py and bsnn_tf.cli: the demo and an ImageNet-format folder end to end, and bad input.
+
+convert.py runs in a subprocess, as users run it; its absl flags would clash
+with train.py's in the pytest process. Importing TensorFlow takes most of a
+short run, so one subprocess runs several command lines (`run_convert`).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+
+import bsnn_tf
+from bsnn_tf import cli, data
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEMO_LIMIT, DEMO_TIMESTEPS = 100, 16
+DEMO_ARGV = ["--methods=bsnn,rate", "--phases=4", f"--timesteps={DEMO_TIMESTEPS}",
+             f"--limit={DEMO_LIMIT}", "--calibration_size=100"]
+IMAGENET_WNIDS = ("n01440764", "n01443537", "n01484850")
+OUTPUTS = ["accuracy_vs_timesteps.png", "results.json", "snn_bsnn.keras", "snn_rate.keras",
+           "tensorboard"]
+
+# Runs each command line of argv[1] (JSON) as `python convert.py ...` would and
+# writes [{code, stdout, stderr}] to the file argv[2].
+DRIVER = """
+import contextlib, io, json, sys
+from absl import app, flags
+import convert
+
+command_lines, outcomes_file = json.loads(sys.argv[1]), sys.argv[2]
+outcomes = []
+for argv in command_lines:
+    sys.argv = ["convert.py", *argv]
+    flags.FLAGS.unparse_flags()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            app.run(convert.main, argv=sys.argv)
+        except SystemExit as exit:
+            code = exit.code
+    if isinstance(code, str):  # sys.exit(message): the interpreter prints it, exit code 1
+        stderr.write(code + "\\n")
+        code = 1
+    outcomes.append({"code": code or 0, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()})
+with open(outcomes_file, "w") as f:
+    json.dump(outcomes, f)
+"""
+
+
+def run_convert(command_lines, cwd, timeout=600):
+    """Runs convert.py once per command line, all in one subprocess; returns their outcomes."""
+    outcomes_file = pathlib.Path(cwd) / "outcomes.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop(data.DATA_DIR_ENV, None)
+    process = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(command_lines), str(outcomes_file)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    outcomes = json.loads(outcomes_file.read_text())
+    outcomes_file.unlink()
+    return outcomes
+
+
+def make_imagenet_folder(root, train_per_class=2, val_per_class=1):
+    """imagenet/{train,val}/<wnid>/*.JPEG of random pixels, of varying sizes."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for wnid in IMAGENET_WNIDS:
+            folder = root / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                shape = (rng.integers(40, 80), rng.integers(40, 80), 3)
+                pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
+    return root
+
+
+def read_tensorboard(logdir):
+    """{tag: {step: value}} of the scalars tf.summary wrote to `logdir`."""
+    events = event_accumulator.EventAccumulator(
+        str(logdir), size_guidance={event_accumulator.TENSORS: 0})
+    events.Reload()
+    return {tag: {e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in
+                  events.Tensors(tag)}
+            for tag in events.Tags()["tensors"]
+            if not tag.startswith("firing_rate_per_unit/")}
+
+
+@pytest.fixture(scope="module")
+def end_to_end(tmp_path_factory):
+    """{run: (output_dir, outcome)}: the demo with two methods, and random ResNet-34 on ImageNet."""
+    root = tmp_path_factory.mktemp("end_to_end")
+    imagenet_data = make_imagenet_folder(root / "data")
+    demo_dir, imagenet_dir = root / "demo", root / "imagenet_run"
+    outcomes = run_convert([
+        [*DEMO_ARGV, f"--output_dir={demo_dir}"],
+        ["--model=resnet34", "--dataset=imagenet", f"--data_dir={imagenet_data}",
+         "--random_weights", "--phases=1", "--timesteps=2", "--limit=2",
+         "--calibration_size=4", "--batch_size=2", f"--output_dir={imagenet_dir}"],
+    ], cwd=root)
+    return {"demo": (demo_dir, outcomes[0]), "imagenet": (imagenet_dir, outcomes[1])}
+
+
+def test_demo_run_writes_every_output(end_to_end):
+    output_dir, outcome = end_to_end["demo"]
+    assert outcome["code"] == 0, outcome["stderr"][-3000:]
+    assert sorted(p.name for p in output_dir.iterdir()) == OUTPUTS
+    png = (output_dir / "accuracy_vs_timesteps.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    for method in ("bsnn", "rate"):
+        assert list((output_dir / "tensorboard" / method).glob("events.out.tfevents.*"))
+
+    results = json.loads((output_dir / "results.json").read_text())
+    assert results["test_images"] == DEMO_LIMIT and results["timesteps"] == [4, 8, 16]
+    assert results["ann_accuracy"] > 0.95
+    assert results["flags"]["methods"] == ["bsnn", "rate"]
+    assert f"--timesteps={DEMO_TIMESTEPS}" in results["command"]
+    for method, entry in results["methods"].items():
+        accuracy = dict(zip(results["timesteps"], entry["accuracy"]))
+        assert entry["converged_at"] == cli.converged_at(accuracy, results["ann_accuracy"])
+        assert accuracy[DEMO_TIMESTEPS] >= results["ann_accuracy"] - 0.03, method
+        assert set(entry["firing_rates"]) == set(entry["sin_rates"]) == {
+            "conv1_relu", "conv2_relu"}
+        assert entry["ann_macs"] == 24 * 24 * 12 * 25 + 8 * 8 * 64 * 25 * 12 + 1024 * 10
+        assert entry["synaptic_operations"] > 0
+        assert entry["verification"]["timesteps"] == DEMO_TIMESTEPS
+    # Before T = depth x phases = 8, the BSNN readout holds only the bias.
+    assert results["methods"]["bsnn"]["accuracy"][0] < 0.5
+    assert "Top-1 accuracy (ANN" in outcome["stdout"] and "T*" in outcome["stdout"]
+    assert "Synaptic operations per image" in outcome["stdout"]
+
+
+@pytest.mark.parametrize("method", ["bsnn", "rate"])
+def test_logged_firing_rates_match_an_independent_simulation(end_to_end, method):
+    output_dir, outcome = end_to_end["demo"]
+    assert outcome["code"] == 0, outcome["stderr"][-3000:]
+    logged = read_tensorboard(output_dir / "tensorboard" / method)
+    snn = keras.models.load_model(output_dir / f"snn_{method}.keras")
+    x, y = data.load("mnist", "test", data.DEMO_DIR, limit=DEMO_LIMIT)
+    # The batch size convert.py used: the same padded batch, the same arithmetic.
+    result = bsnn_tf.simulate(snn, x, timesteps=DEMO_TIMESTEPS, batch_size=128, verbose=0)
+    for layer in snn.spiking_layers():
+        neurons = layer.neurons_per_unit * int(np.prod(snn.unit_shapes[layer.name]))
+        spikes = result.spike_counts[layer.name].sum()
+        expected = spikes / (len(x) * neurons * DEMO_TIMESTEPS)
+        assert logged[f"firing_rate/{layer.name}"] == {DEMO_TIMESTEPS: pytest.approx(expected)}
+    assert logged["accuracy"][DEMO_TIMESTEPS] == pytest.approx(result.accuracy(y))
+    assert set(logged["accuracy"]) == {4, 8, DEMO_TIMESTEPS}
+
+
+def test_resnet34_on_an_imagenet_folder(end_to_end):
+    output_dir, outcome = end_to_end["imagenet"]
+    assert outcome["code"] == 0, outcome["stderr"][-3000:]
+    results = json.loads((output_dir / "results.json").read_text())
+    assert (results["model"], results["dataset"]) == ("resnet34", "imagenet")
+    assert results["test_images"] == 2 and results["calibration_images"] == 4
+    assert results["timesteps"] == [1, 2]
+    assert len(results["methods"]["bsnn"]["firing_rates"]) > 30
+    assert (output_dir / "snn_bsnn.keras").is_file()
+
+
+# (id, convert.py arguments, message); {inputs} is a folder of prepared bad
+# inputs, {out} the output directory, which must not appear.
+BAD_INPUTS = [
+    ("unknown_model", ["--model=nope"], "Unknown model 'nope'. Known models: mnist_cnn, resnet18"),
+    ("unknown_dataset", ["--dataset=svhn"],
+     "Unknown dataset 'svhn'. Known datasets: cifar10, cifar100, imagenet, mnist."),
+    ("input_shape_mismatch", ["--dataset=cifar10", "--weights=" + cli.DEMO_CHECKPOINT],
+     "takes inputs of shape (28, 28, 1), but cifar10 images are (32, 32, 3)"),
+    ("class_count_mismatch", ["--weights={inputs}/five_classes.keras"],
+     "predicts 5 classes, but mnist has 10"),
+    ("missing_checkpoint", ["--weights={inputs}/missing.keras"],
+     "Checkpoint file not found: {inputs}/missing.keras"),
+    ("truncated_checkpoint", ["--weights={inputs}/truncated.keras"],
+     "Cannot load checkpoint {inputs}/truncated.keras"),
+    ("corrupt_torchvision_weights",
+     ["--model=resnet18", "--dataset=cifar10", "--weights={inputs}/corrupt.safetensors"],
+     "Cannot load weights {inputs}/corrupt.safetensors"),
+    ("unknown_checkpoint_format", ["--weights={inputs}/model.h5"],
+     "Cannot tell the format of checkpoint {inputs}/model.h5"),
+    ("weights_required", ["--model=resnet20", "--dataset=cifar10"],
+     "--weights is required for resnet20 on cifar10"),
+    ("weights_and_random_weights", ["--random_weights", "--weights=" + cli.DEMO_CHECKPOINT],
+     "Give either --weights or --random_weights, not both."),
+    ("data_dir_without_files", ["--data_dir={inputs}/empty"],
+     "No 'mnist' 'test' data found. Searched:\n  - {inputs}/empty: expected mnist_test.npz"),
+    ("corrupt_data", ["--data_dir={inputs}/corrupt_data"],
+     "{inputs}/corrupt_data/mnist_test.npz: not a readable .npz archive"),
+    ("flagfile_with_unknown_flag", ["--flagfile={inputs}/unknown_flag.cfg"],
+     "Unknown command line flag 'epochs'"),
+    ("timesteps_zero", ["--timesteps=0"], "timesteps must be positive, got 0."),
+    ("timesteps_negative", ["--timesteps=-64"], "timesteps must be positive, got -64."),
+    ("timesteps_off_period", ["--timesteps=60"],
+     "Time steps [60] are not multiples of phases=8"),
+    ("checkpoint_beyond_timesteps", ["--timesteps=32", "--checkpoints=8,64"],
+     "Checkpoint 64 is outside 1..timesteps=32."),
+    ("checkpoints_not_integers", ["--checkpoints=8,x"], "--checkpoints takes positive integers"),
+    ("phases_zero", ["--phases=0"], "phases must be in 1..24, got 0."),
+    ("phases_too_many", ["--phases=25", "--timesteps=50"], "phases must be in 1..24, got 25."),
+    ("output_dir_not_writable", ["--output_dir={inputs}/a_file/run"],
+     "Output directory '{inputs}/a_file/run' is not writable"),
+    ("unknown_method", ["--method=spiky"], "flag --method=spiky: value should be one of"),
+    ("unknown_method_in_list", ["--methods=bsnn,spiky"],
+     "Unknown method 'spiky'. Known methods: bsnn, phase, rate."),
+    ("percentile_out_of_range", ["--percentile=0"], "percentile must be in (0, 100], got 0.0."),
+    ("calibration_size_zero", ["--calibration_size=0"], "calibration_size must be a positive"),
+    ("limit_zero", ["--limit=0"], "limit must be a positive integer, got 0."),
+    ("unexpected_argument", ["extra"], "Unexpected arguments: extra"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_outcomes(tmp_path_factory):
+    """{case id: (outcome, its directory, the prepared inputs)} for every BAD_INPUTS case."""
+    root = tmp_path_factory.mktemp("bad_input")
+    inputs = root / "inputs"
+    for folder in ("empty", "corrupt_data"):
+        (inputs / folder).mkdir(parents=True)
+    (inputs / "corrupt_data" / "mnist_test.npz").write_bytes(b"PK\x03\x04 cut short")
+    demo = pathlib.Path(cli.DEMO_CHECKPOINT).read_bytes()
+    (inputs / "truncated.keras").write_bytes(demo[:len(demo) // 2])
+    (inputs / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    (inputs / "model.h5").write_bytes(b"")
+    (inputs / "a_file").write_text("keep me")
+    five_classes = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                     keras.layers.Dense(5)])
+    five_classes.save(inputs / "five_classes.keras")
+    (inputs / "unknown_flag.cfg").write_text(
+        f"--model=mnist_cnn\n--epochs=3\n--output_dir={root / 'flagfile_with_unknown_flag'}/out\n")
+    command_lines = []
+    for case, argv, _ in BAD_INPUTS:
+        (root / case).mkdir()
+        argv = [a.format(inputs=inputs) for a in argv]
+        if not any(a.startswith("--output_dir") for a in argv):
+            argv.append(f"--output_dir={root / case / 'out'}")
+        command_lines.append(argv)
+    workdir = root / "workdir"
+    workdir.mkdir()
+    outcomes = run_convert(command_lines, cwd=workdir)
+    assert not any(workdir.iterdir()), "a bad run wrote to the working directory"
+    return {case: (outcome, root / case, inputs)
+            for (case, _, _), outcome in zip(BAD_INPUTS, outcomes)}
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("case, message", [(c, m) for c, _, m in BAD_INPUTS],
+                         ids=[c for c, _, _ in BAD_INPUTS])
+def test_bad_input_fails_clearly_and_writes_nothing(bad_input_outcomes, case, message):
+    outcome, case_dir, inputs = bad_input_outcomes[case]
+    message = message.format(inputs=inputs)
+    assert outcome["code"] not in (0, None)
+    assert message in outcome["stderr"], outcome["stderr"][-2000:]
+    assert "Traceback" not in outcome["stderr"]
+    assert not any(case_dir.iterdir())
+    assert (inputs / "a_file").read_text() == "keep me"
+
+
+@pytest.mark.jax
+def test_default_checkpoints():
+    assert cli.default_checkpoints(64, 8) == [8, 16, 32, 64]
+    assert cli.default_checkpoints(1024, 8) == [8, 16, 32, 64, 128, 256, 512, 1024]
+    assert cli.default_checkpoints(20, 1) == [1, 2, 4, 8, 16, 20]
+    assert cli.default_checkpoints(60, 5) == [10, 15, 30, 60]
+
+
+@pytest.mark.jax
+def test_converged_at_is_the_first_t_from_which_accuracy_stays_close():
+    ann = 0.9923
+    assert cli.converged_at({8: 0.11, 16: 0.9913, 32: 0.990, 64: 0.9925}, ann) == 64
+    assert cli.converged_at({8: 0.11, 16: 0.9913, 32: 0.9920, 64: 0.9930}, ann) == 16
+    assert cli.converged_at({8: 0.11, 16: 0.5}, ann) is None
+
+
+@pytest.mark.jax
+def test_default_config_is_the_offline_demo():
+    config = cli.ConvertConfig()
+    assert config.weights == cli.DEMO_CHECKPOINT and os.path.isfile(config.weights)
+    assert config.timesteps == cli.DEFAULT_TIMESTEPS["mnist"] == 64
+    assert config.output_dir == os.path.join("outputs", "mnist_mnist_cnn")
+    assert cli.ConvertConfig(dataset="cifar10", model="resnet20").timesteps == 1024
