@@ -102,6 +102,11 @@ def end_to_end(tmp_path_factory):
     root = tmp_path_factory.mktemp("end_to_end")
     imagenet_data = make_imagenet_folder(root / "data")
     demo_dir, imagenet_dir = root / "demo", root / "imagenet_run"
+    # An earlier run's directory: its outputs get replaced, other files stay.
+    (demo_dir / "tensorboard" / "bsnn").mkdir(parents=True)
+    (demo_dir / "tensorboard" / "bsnn" / "events.out.tfevents.earlier").write_bytes(b"")
+    (demo_dir / "results.json").write_text("{}")
+    (demo_dir / "notes.txt").write_text("keep me")
     outcomes = run_convert([
         [*DEMO_ARGV, f"--output_dir={demo_dir}"],
         ["--model=resnet34", "--dataset=imagenet", f"--data_dir={imagenet_data}",
@@ -114,7 +119,9 @@ def end_to_end(tmp_path_factory):
 def test_demo_run_writes_every_output(end_to_end):
     output_dir, outcome = end_to_end["demo"]
     assert outcome["code"] == 0, outcome["stderr"][-3000:]
-    assert sorted(p.name for p in output_dir.iterdir()) == OUTPUTS
+    assert sorted(p.name for p in output_dir.iterdir()) == sorted([*OUTPUTS, "notes.txt"])
+    assert (output_dir / "notes.txt").read_text() == "keep me"
+    assert not (output_dir / "tensorboard" / "bsnn" / "events.out.tfevents.earlier").exists()
     png = (output_dir / "accuracy_vs_timesteps.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     for method in ("bsnn", "rate"):
@@ -216,6 +223,12 @@ BAD_INPUTS = [
     ("calibration_size_zero", ["--calibration_size=0"], "calibration_size must be a positive"),
     ("limit_zero", ["--limit=0"], "limit must be a positive integer, got 0."),
     ("unexpected_argument", ["extra"], "Unexpected arguments: extra"),
+]
+# The paper experiments' flagfiles parse and validate; only the trained model is missing.
+BAD_INPUTS += [
+    (f"config_{path.stem}", [f"--flagfile={path}"],
+     f"Checkpoint file not found: outputs/{path.stem}/model.keras")
+    for path in sorted((REPO / "configs").glob("*.cfg"))
 ]
 
 
