@@ -22,9 +22,10 @@ class SynchronousLayer(neurons.BistableIF):
     signal, the identity. `bsnn_tf.conversion.synchronize` decides where they go.
     """
 
-    def __init__(self, phases=8, start_period=0, **kwargs):
+    def __init__(self, phases=8, start_period=0, initial_membrane=0.0, **kwargs):
         kwargs.pop("bias_shape", None)
-        super().__init__(phases=phases, start_period=start_period, bias_shape=(), **kwargs)
+        super().__init__(phases=phases, start_period=start_period, bias_shape=(),
+                         initial_membrane=initial_membrane, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="bsnn_tf")

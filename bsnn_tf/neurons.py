@@ -29,16 +29,27 @@ class SpikingNeuron(keras.layers.Layer):
         start_period: first period in which the layer's bias is injected
             (BSNN bias gating; ignored by the baselines).
         bias_shape: shape of the bias current, broadcastable to the units.
+        initial_membrane: membrane potential at rest, in units of the smallest
+            spike weight (2**-K, or 1 for IF). 0 is the spec; 0.5 makes every
+            neuron round its output to the nearest level instead of truncating
+            it, which removes a bias of half a level per layer that otherwise
+            adds up with depth (docs/RESULTS.md, time-step study).
     """
 
     supports_period = False
     neurons_per_unit = 1
 
-    def __init__(self, phases=8, start_period=0, bias_shape=(), **kwargs):
+    def __init__(self, phases=8, start_period=0, bias_shape=(), initial_membrane=0.0, **kwargs):
         super().__init__(**kwargs)
         self.phases = coding.check_phases(phases)
         self.start_period = int(start_period)
         self.bias_shape = tuple(bias_shape)
+        self.initial_membrane = float(initial_membrane)
+
+    @property
+    def smallest_spike(self):
+        """Weight of the least significant spike: 2**-K (1 for rate coding)."""
+        return 2.0**-self.phases
 
     def build(self, input_shape=None):
         self.bias = self.add_weight(
@@ -46,8 +57,10 @@ class SpikingNeuron(keras.layers.Layer):
         )
 
     def initial_state(self, batch_shape):
-        """Membrane state for a batch of `batch_shape` = (N, *units): zeros."""
-        return tuple(ops.zeros(batch_shape, self.compute_dtype) for _ in range(self.num_states))
+        """Membrane state at rest for a batch of `batch_shape` = (N, *units)."""
+        rest = self.initial_membrane * self.smallest_spike
+        return tuple(ops.full(batch_shape, rest, self.compute_dtype)
+                     for _ in range(self.num_states))
 
     def run(self, current, state, time, constant=None, period=False):
         """Advances the neurons over `time` (absolute step or period indices).
@@ -112,7 +125,8 @@ class SpikingNeuron(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            phases=self.phases, start_period=self.start_period, bias_shape=self.bias_shape
+            phases=self.phases, start_period=self.start_period, bias_shape=self.bias_shape,
+            initial_membrane=self.initial_membrane,
         )
         return config
 
@@ -203,6 +217,10 @@ class IF(SpikingNeuron):
     @property
     def code_phases(self):
         return 1
+
+    @property
+    def smallest_spike(self):
+        return 1.0
 
     def drive(self, time, period=False):
         return ops.ones(ops.shape(time), self.compute_dtype)

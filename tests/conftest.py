@@ -93,7 +93,8 @@ def _reference_op(layer):
     if isinstance(layer, coding.PhaseEncoder):
         return {"op": "input"}
     if isinstance(layer, neurons.SpikingNeuron):
-        return {"op": "neuron", "bias": weights()[0], "start": layer.start_period}
+        return {"op": "neuron", "bias": weights()[0], "start": layer.start_period,
+                "initial": layer.initial_membrane * layer.smallest_spike}
     if isinstance(layer, layers.Readout):
         return {"op": "readout", "bias": weights()[0], "start": layer.start_period}
     if isinstance(layer, layers.SpikingMaxPool):

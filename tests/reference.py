@@ -169,6 +169,9 @@ def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
                  (0 or the spike weight: S(t) for bsnn/phase, 1 for rate),
       'spikes':  {neuron node: (N,)} number of (unit, step) emissions,
       'gates':   {maxpool node: (N, T, *unit_shape)} what each max gate emitted.
+    Neuron nodes: {"op": "neuron", "inputs": [one], "bias": array broadcastable
+    to the unit shape, "start": start period (bias gating, bsnn), "initial":
+    membrane potential at rest (default 0; both neurons of a BIF unit)}.
     """
     method = net["method"]
     if method not in ("bsnn", "phase", "rate"):
@@ -270,10 +273,11 @@ def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
                 else:
                     drive = 1.0
                 current = syn + bias * drive
+                rest = float(node.get("initial", 0.0))     # membrane at rest
                 if method == "bsnn":
                     if not st:
-                        st["A"] = np.zeros_like(current)
-                        st["B"] = np.zeros_like(current)
+                        st["A"] = np.full_like(current, rest)
+                        st["B"] = np.full_like(current, rest)
                     # A spikes in even periods, B in odd ones (both start at V = 0,
                     # so the parity is not observable in the unit's output)
                     spiking, integrating = ("A", "B") if p % 2 == 0 else ("B", "A")
@@ -285,14 +289,14 @@ def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
                     st[integrating] = st[integrating] + current
                 elif method == "phase":
                     if not st:
-                        st["V"] = np.zeros_like(current)
+                        st["V"] = np.full_like(current, rest)
                     st["V"] = st["V"] + current
                     fire = st["V"] >= s
                     st["V"] = st["V"] - fire * s
                     out = fire * s
                 else:  # rate: IF with soft reset, threshold 1
                     if not st:
-                        st["V"] = np.zeros_like(current)
+                        st["V"] = np.full_like(current, rest)
                     st["V"] = st["V"] + current
                     fire = st["V"] >= 1.0
                     st["V"] = st["V"] - fire * 1.0

@@ -18,19 +18,22 @@ NETS = {
 }
 
 
-def converted(net, method, phases=4, seed=0, encoding="real", dtype="float64"):
+def converted(net, method, phases=4, seed=0, encoding="real", dtype="float64",
+              initial_membrane=None):
     build, shape = NETS[net]
     low = 0.0 if encoding == "spike" else None
     calibration = images(32, shape, seed + 1, low=low)
     snn = bsnn_tf.convert(build(seed), calibration, method=method, phases=phases,
-                          input_encoding=encoding, dtype=dtype, verbose=0)
+                          input_encoding=encoding, initial_membrane=initial_membrane,
+                          dtype=dtype, verbose=0)
     return snn, images(3, shape, seed + 2, low=low)
 
 
-@pytest.mark.parametrize("method", ["bsnn", "phase", "rate"])
+@pytest.mark.parametrize("method, initial_membrane", [
+    ("bsnn", None), ("phase", None), ("rate", None), ("bsnn", 0.0), ("rate", 0.5)])
 @pytest.mark.parametrize("net", sorted(NETS))
-def test_step_mode_matches_reference_spike_for_spike(net, method):
-    snn, x = converted(net, method)
+def test_step_mode_matches_reference_spike_for_spike(net, method, initial_membrane):
+    snn, x = converted(net, method, initial_membrane=initial_membrane)
     timesteps = 40
     result = bsnn_tf.simulate(snn, x, timesteps=timesteps, mode="step", trace=True,
                               checkpoints=range(4, timesteps + 1, 4), verbose=0)

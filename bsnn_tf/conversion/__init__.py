@@ -25,8 +25,8 @@ from bsnn_tf.network import METHODS, check_timesteps
 
 
 def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.99,
-            channelwise=False, synchronous=True, input_encoding="real", timesteps=256,
-            batch_size=64, dtype="float32", verbose="auto"):
+            channelwise=False, synchronous=True, input_encoding="real", initial_membrane=None,
+            timesteps=256, batch_size=64, dtype="float32", verbose="auto"):
     """Converts a trained Keras ReLU classifier into a spiking network.
 
     Args:
@@ -41,6 +41,9 @@ def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.9
             False for ablations.
         input_encoding: "real" (input as a constant current) or "spike"
             (phase-coded input spikes; inputs must lie in [0, 1]).
+        initial_membrane: neurons' membrane at rest, in units of the smallest
+            spike weight; 0.5 rounds instead of truncating. Default: 0.5 for
+            BSNN, 0 for the baselines (as in their papers).
         timesteps: steps that calling the returned model simulates.
         batch_size: calibration batch size.
         dtype: "float32", or "float64" for exact comparisons.
@@ -59,14 +62,19 @@ def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.9
     check_timesteps(timesteps)
     if input_encoding not in ("real", "spike"):
         raise ValueError(f"input_encoding must be 'real' or 'spike', got {input_encoding!r}.")
+    if initial_membrane is None:
+        initial_membrane = 0.5 if method == "bsnn" else 0.0
+    if not 0 <= initial_membrane < 1:
+        raise ValueError(f"initial_membrane={initial_membrane} is out of range: use [0, 1) "
+                         "(a fraction of the smallest spike weight).")
     graph = fold(trace(model))
     data = check_inputs(calibration_data, graph.input_shape)
     input_scale = _input_scale(data, input_encoding)
     lambdas = calibrate(graph, data, percentile, channelwise, batch_size, verbose)
     graph = normalize(graph, lambdas, input_scale)
     graph = synchronize(graph, enabled=synchronous and method == "bsnn")
-    return build(graph, method, phases, input_encoding, input_scale, timesteps, dtype,
-                 name=f"{model.name}_{method}")
+    return build(graph, method, phases, input_encoding, input_scale, timesteps,
+                 initial_membrane, dtype, name=f"{model.name}_{method}")
 
 
 def _input_scale(data, input_encoding):

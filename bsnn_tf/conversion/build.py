@@ -15,7 +15,7 @@ from bsnn_tf.network import SpikingNetwork
 
 
 def build(graph, method="bsnn", phases=8, input_encoding="real", input_scale=1.0,
-          timesteps=256, dtype="float32", name=None):
+          timesteps=256, initial_membrane=0.0, dtype="float32", name=None):
     """Builds the SNN of a normalised, synchronised graph."""
     biases = {name: _compact(offset) for name, offset in _bias_offsets(graph).items()}
     snn_layers = [coding.PhaseEncoder(phases, input_encoding, input_scale, name="input",
@@ -23,7 +23,7 @@ def build(graph, method="bsnn", phases=8, input_encoding="real", input_scale=1.0
     for node in graph:
         if node.op != "input":
             bias = biases[node.inputs[0]] if node.op == "relu" else None
-            snn_layers.append(_layer_for(node, method, phases, bias, dtype))
+            snn_layers.append(_layer_for(node, method, phases, bias, initial_membrane, dtype))
     readout = layers.Readout(
         phases=1 if method == "rate" else phases,
         start_period=graph.output_start if method == "bsnn" else 0,
@@ -47,15 +47,17 @@ def build(graph, method="bsnn", phases=8, input_encoding="real", input_scale=1.0
     return snn
 
 
-def _layer_for(node, method, phases, bias, dtype):
+def _layer_for(node, method, phases, bias, initial_membrane, dtype):
     if node.op in LINEAR_OPS:
         return make_layer(node, use_bias=False, dtype=dtype)
     start = node.config.get("start_period", 0)
     if node.op == "relu":
-        return neurons.NEURONS[method](phases, start, bias_shape=bias.shape, name=node.name,
+        return neurons.NEURONS[method](phases, start, bias_shape=bias.shape,
+                                       initial_membrane=initial_membrane, name=node.name,
                                        dtype=dtype)
     if node.op == "sync":
-        return layers.SynchronousLayer(phases, start, name=node.name, dtype=dtype)
+        return layers.SynchronousLayer(phases, start, initial_membrane=initial_membrane,
+                                       name=node.name, dtype=dtype)
     if node.op == "maxpool":
         return layers.SpikingMaxPool(**node.config, per_period=method == "bsnn", phases=phases,
                                      name=node.name, dtype=dtype)
