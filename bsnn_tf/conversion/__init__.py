@@ -26,7 +26,7 @@ from bsnn_tf.network import METHODS, check_timesteps
 
 def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.99,
             channelwise=False, synchronous=True, input_encoding="real", initial_membrane=None,
-            timesteps=256, batch_size=64, dtype="float32", verbose="auto"):
+            readout_delay=0, timesteps=256, batch_size=64, dtype="float32", verbose="auto"):
     """Converts a trained Keras ReLU classifier into a spiking network.
 
     Args:
@@ -44,6 +44,8 @@ def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.9
         initial_membrane: neurons' membrane at rest, in units of the smallest
             spike weight; 0.5 rounds instead of truncating. Default: 0.5 for
             BSNN, 0 for the baselines (as in their papers).
+        readout_delay: periods the readout waits beyond the first one with
+            valid output (BSNN: the spiking depth D; baselines: 0).
         timesteps: steps that calling the returned model simulates.
         batch_size: calibration batch size.
         dtype: "float32", or "float64" for exact comparisons.
@@ -67,6 +69,8 @@ def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.9
     if not 0 <= initial_membrane < 1:
         raise ValueError(f"initial_membrane={initial_membrane} is out of range: use [0, 1) "
                          "(a fraction of the smallest spike weight).")
+    if isinstance(readout_delay, bool) or not isinstance(readout_delay, int) or readout_delay < 0:
+        raise ValueError(f"readout_delay must be an int >= 0 (periods), got {readout_delay!r}.")
     graph = fold(trace(model))
     data = check_inputs(calibration_data, graph.input_shape)
     input_scale = _input_scale(data, input_encoding)
@@ -74,7 +78,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.9
     graph = normalize(graph, lambdas, input_scale)
     graph = synchronize(graph, enabled=synchronous and method == "bsnn")
     return build(graph, method, phases, input_encoding, input_scale, timesteps,
-                 initial_membrane, dtype, name=f"{model.name}_{method}")
+                 initial_membrane, readout_delay, dtype, name=f"{model.name}_{method}")
 
 
 def _input_scale(data, input_encoding):

@@ -15,7 +15,7 @@ from bsnn_tf.network import SpikingNetwork
 
 
 def build(graph, method="bsnn", phases=8, input_encoding="real", input_scale=1.0,
-          timesteps=256, initial_membrane=0.0, dtype="float32", name=None):
+          timesteps=256, initial_membrane=0.0, readout_delay=0, dtype="float32", name=None):
     """Builds the SNN of a normalised, synchronised graph."""
     biases = {name: _compact(offset) for name, offset in _bias_offsets(graph).items()}
     snn_layers = [coding.PhaseEncoder(phases, input_encoding, input_scale, name="input",
@@ -26,7 +26,7 @@ def build(graph, method="bsnn", phases=8, input_encoding="real", input_scale=1.0
             snn_layers.append(_layer_for(node, method, phases, bias, initial_membrane, dtype))
     readout = layers.Readout(
         phases=1 if method == "rate" else phases,
-        start_period=graph.output_start if method == "bsnn" else 0,
+        start_period=(graph.output_start if method == "bsnn" else 0) + readout_delay,
         bias_shape=biases[graph.output].shape, name="readout", dtype=dtype,
     )
     snn = SpikingNetwork(
