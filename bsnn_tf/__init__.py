@@ -6,7 +6,7 @@ Example:
     >>> bsnn_tf.evaluate(snn, x_test, y_test, timesteps=[64, 128, 256])
 """
 
-from bsnn_tf import metrics, models
+from bsnn_tf import layers, metrics, models
 from bsnn_tf.conversion import convert
 from bsnn_tf.network import SpikingNetwork
 from bsnn_tf.simulation import SimulationResult, evaluate, simulate

@@ -192,7 +192,8 @@ class Readout(keras.layers.Layer):
         counted = time >= start
         if end is not None:
             counted = ops.logical_and(counted, time < end)
-        mask = ops.reshape(ops.cast(counted, current.dtype), (-1,) + (1,) * (len(current.shape) - 1))
+        mask = ops.reshape(ops.cast(counted, current.dtype),
+                           (-1,) + (1,) * (len(current.shape) - 1))
         totals = accumulated[None] + ops.cumsum(current * mask, axis=0)
         return totals, (totals[-1],)
 

@@ -86,8 +86,13 @@ class SpikingNetwork(keras.Model):
 
     @property
     def depth(self):
-        """Spiking depth D: BSNN output is read from period D on."""
-        return self.readout.start_period if self.method == "bsnn" else 0
+        """Spiking depth D: spiking layers on the longest path from the input."""
+        return max(layer.start_period for layer in self.spiking_layers()) + 1
+
+    @property
+    def readout_start(self):
+        """First period the readout counts (D for BSNN, 0 for the baselines)."""
+        return self.readout.start_period
 
     def spiking_layers(self):
         """The neuron layers, in topological order."""
@@ -265,7 +270,8 @@ class SpikingNetwork(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        graph_layers = [keras.saving.deserialize_keras_object(c) for c in config.pop("graph_layers")]
+        graph_layers = [keras.saving.deserialize_keras_object(layer_config)
+                        for layer_config in config.pop("graph_layers")]
         return cls(graph_layers, **config)
 
 

@@ -162,3 +162,19 @@ def test_method_neurons_and_gates():
         kinds = {type(layer).__name__ for layer in snn.graph_layers}
         assert neuron in kinds and "SpikingMaxPool" in kinds
         assert snn.mode == ("period" if method == "bsnn" else "step")
+
+
+@pytest.mark.parametrize("name, shape, classes", [
+    ("mnist_cnn", (28, 28, 1), 10), ("vgg16", (32, 32, 3), 100), ("resnet20", (32, 32, 3), 10),
+    ("resnet18", (32, 32, 3), 10), ("resnet34", (64, 64, 3), 1000),
+])
+def test_zoo_models_convert(name, shape, classes):
+    keras.utils.set_random_seed(0)
+    model = bsnn_tf.models.get(name, num_classes=classes, input_shape=shape)
+    snn = bsnn_tf.convert(model, images(4, shape), verbose=0)
+    relus = sum(1 for node in stages.fold(stages.trace(model)) if node.op == "relu")
+    synchronous = [layer for layer in snn.spiking_layers()
+                   if isinstance(layer, bsnn_tf.layers.SynchronousLayer)]
+    assert len(snn.spiking_layers()) - len(synchronous) == relus
+    assert bool(synchronous) == name.startswith("resnet")
+    assert snn.unit_shapes["readout"] == (classes,)

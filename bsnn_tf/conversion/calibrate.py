@@ -45,7 +45,8 @@ class ActivationStatistics(keras.callbacks.Callback):
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         for index, values in enumerate(outputs):
             values = np.asarray(values)
-            values = values.reshape(-1, values.shape[-1]) if self.channelwise else values.reshape(-1, 1)
+            columns = values.shape[-1] if self.channelwise else 1
+            values = values.reshape(-1, columns)
             if self.top[index] is not None:
                 values = np.concatenate([self.top[index], values])
             keep = min(self.keep[index], len(values))

@@ -6,8 +6,8 @@ graph nodes (`convert`). `trace` checks every layer first and raises one
 ValueError listing every layer that cannot convert, with its class and why.
 
 Example:
-    >>> graph = trace(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu")]))
-    >>> [node.op for node in graph]
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu")])
+    >>> [node.op for node in trace(model)]
     ['input', 'dense', 'relu']
 """
 
@@ -250,7 +250,8 @@ class SoftmaxConverter(LayerConverter):
 class BatchNormalizationConverter(LayerConverter):
     def unsupported_reason(self, layer):
         if layer.axis not in (-1, len(layer.input.shape) - 1):
-            return f"BatchNormalization over axis {layer.axis}; only the channel (last) axis converts"
+            return (f"BatchNormalization over axis {layer.axis}; only the channel (last) axis "
+                    "converts")
         return None
 
     def convert(self, layer, inputs):
