@@ -13,7 +13,6 @@ from bsnn_tf.verification import logits_tensor
 from conftest import conv_net, dense_net, images, residual_net
 
 L = keras.layers
-pytestmark = pytest.mark.jax
 
 LOSSLESS_500 = pathlib.Path(__file__).parent / "data" / "cifar10_lossless_500.npz"
 
@@ -24,7 +23,7 @@ def ann_logits(model, x):
 
 @pytest.mark.parametrize("phases", [4, 8])
 @pytest.mark.parametrize("build, shape", [
-    (dense_net, (6,)), (conv_net, (8, 8, 2)),
+    pytest.param(dense_net, (6,), marks=pytest.mark.jax), (conv_net, (8, 8, 2)),
     (lambda seed: residual_net(seed, maxpool=False), (8, 8, 2)),
 ])
 def test_output_error_shrinks_as_two_to_minus_k_over_periods(build, shape, phases):
@@ -56,6 +55,7 @@ def sin_model():
     return model
 
 
+@pytest.mark.jax
 def test_phase_coding_spikes_in_inactivated_neurons_and_bsnn_does_not():
     model = sin_model()
     x, calibration = np.ones((1, 1), "float32"), np.array([[1.0], [2.0]], "float32")

@@ -10,7 +10,6 @@ from bsnn_tf import conversion as stages
 from conftest import conv_net, dense_net, images, residual_net
 
 L = keras.layers
-pytestmark = pytest.mark.jax
 
 MODELS = {
     "dense": (dense_net, (6,)),
@@ -31,6 +30,7 @@ def graph_outputs(graph, x, names=None):
     return out if isinstance(out, list) else [out]
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_trace_and_fold_keep_the_ann_function(name):
     build, shape = MODELS[name]
@@ -42,6 +42,7 @@ def test_trace_and_fold_keep_the_ann_function(name):
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("channelwise", [False, True])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_normalisation_scales_activations_and_keeps_logits(name, channelwise):
@@ -76,6 +77,7 @@ def test_percentile_statistic_is_exact():
             np.testing.assert_allclose(lambdas[name], expected, rtol=1e-6)
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("name", ["residual", "residual_concat"])
 def test_synchronous_layers_equalise_merge_depths_and_keep_the_function(name):
     build, shape = MODELS[name]
@@ -98,12 +100,14 @@ def test_synchronous_layers_equalise_merge_depths_and_keep_the_function(name):
                for n in unsynced if n.op in ("add", "concat"))
 
 
+@pytest.mark.jax
 def test_start_periods_follow_spiking_depth():
     snn = bsnn_tf.convert(dense_net(0, widths=(5, 5, 5)), images(8, (6,)), verbose=0)
     assert [layer.start_period for layer in snn.spiking_layers()] == [0, 1, 2]
     assert snn.depth == 3
 
 
+@pytest.mark.jax
 def test_residual_scaling_puts_lambda_ratio_on_identity_shortcut():
     model, x = residual_net(4, blocks=1, maxpool=False), images(16, (8, 8, 2), seed=4)
     folded = stages.fold(stages.trace(model))

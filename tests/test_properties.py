@@ -11,7 +11,6 @@ from conftest import images, randomize_biases, reference_net
 from reference import period_values, simulate_reference
 
 L = keras.layers
-pytestmark = pytest.mark.jax
 
 BLOCK = st.sampled_from(["conv", "conv_bn", "maxpool", "avgpool", "residual", "concat"])
 

@@ -7,8 +7,6 @@ import bsnn_tf
 from conftest import conv_net, dense_net, images, reference_net, residual_net
 from reference import period_values, simulate_reference
 
-pytestmark = pytest.mark.jax
-
 NETS = {
     "dense": (dense_net, (6,)),
     "conv_maxpool": (conv_net, (8, 8, 2)),
@@ -29,9 +27,25 @@ def converted(net, method, phases=4, seed=0, encoding="real", dtype="float64",
     return snn, images(3, shape, seed + 2, low=low)
 
 
-@pytest.mark.parametrize("method, initial_membrane", [
-    ("bsnn", None), ("phase", None), ("rate", None), ("bsnn", 0.0), ("rate", 0.5)])
-@pytest.mark.parametrize("net", sorted(NETS))
+# The JAX run (pytest -m jax) takes one net per kind of layer, not every combination.
+ON_JAX = {"dense", "residual_concat"}
+
+
+def cases(*arguments, on_jax=lambda args: True):
+    """pytest params, marked for the JAX run where `on_jax(args)` holds."""
+    return [pytest.param(*args, marks=[pytest.mark.jax] if on_jax(args) else [])
+            for args in arguments]
+
+
+REFERENCE_CASES = cases(
+    *[(net, method, None) for net in sorted(NETS) for method in ("bsnn", "phase", "rate")],
+    ("conv_maxpool", "bsnn", 0.0), ("residual_maxpool", "bsnn", 0.0),
+    ("conv_maxpool", "rate", 0.5),
+    on_jax=lambda args: args[0] in ON_JAX or args[2] is not None,
+)
+
+
+@pytest.mark.parametrize("net, method, initial_membrane", REFERENCE_CASES)
 def test_step_mode_matches_reference_spike_for_spike(net, method, initial_membrane):
     snn, x = converted(net, method, initial_membrane=initial_membrane)
     timesteps = 40
@@ -48,7 +62,7 @@ def test_step_mode_matches_reference_spike_for_spike(net, method, initial_membra
         np.testing.assert_allclose(logits, reference["logits"][:, t - 1], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("net", ["conv_maxpool", "residual_maxpool"])
+@pytest.mark.parametrize("net", cases(("conv_maxpool",), ("residual_maxpool",)))
 def test_spike_encoded_input_matches_reference(net):
     snn, x = converted(net, "bsnn", phases=3, encoding="spike")
     timesteps = 30
@@ -59,8 +73,10 @@ def test_spike_encoded_input_matches_reference(net):
     np.testing.assert_allclose(result.outputs, reference["logits"][:, -1], rtol=1e-9)
 
 
-@pytest.mark.parametrize("phases, encoding", [(1, "real"), (3, "spike"), (8, "real")])
-@pytest.mark.parametrize("net", sorted(NETS))
+@pytest.mark.parametrize("net, phases, encoding", cases(
+    *[(net, phases, encoding) for net in sorted(NETS)
+      for phases, encoding in ((1, "real"), (3, "spike"), (8, "real"))],
+    on_jax=lambda args: args[0] in ON_JAX))
 def test_period_mode_equals_step_mode(net, phases, encoding):
     snn, x = converted(net, "bsnn", phases=phases, encoding=encoding)
     timesteps = 12 * phases
@@ -80,6 +96,7 @@ def test_period_mode_equals_step_mode(net, phases, encoding):
         np.testing.assert_allclose(period.outputs_at[t], step.outputs_at[t], rtol=1e-12)
 
 
+@pytest.mark.jax
 def test_period_and_step_agree_in_float32():
     snn, x = converted("residual_maxpool", "bsnn", phases=8, dtype="float32")
     step = bsnn_tf.simulate(snn, x, timesteps=128, mode="step", verbose=0)
@@ -87,6 +104,7 @@ def test_period_and_step_agree_in_float32():
     np.testing.assert_allclose(period.outputs, step.outputs, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.jax
 def test_chunking_and_batching_do_not_change_results():
     snn, x = converted("residual_maxpool", "bsnn", phases=4)
     x = np.concatenate([x, x[::-1], x])
@@ -99,6 +117,7 @@ def test_chunking_and_batching_do_not_change_results():
         np.testing.assert_array_equal(counts, pieces.spike_counts[name])
 
 
+@pytest.mark.jax
 def test_calling_the_model_equals_simulate():
     snn, x = converted("conv_maxpool", "bsnn", phases=4, dtype="float32")
     snn.timesteps = 48
@@ -107,6 +126,7 @@ def test_calling_the_model_equals_simulate():
     np.testing.assert_allclose(direct, simulated, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.jax
 def test_xla_compiled_simulation_matches_graph_mode():
     snn, x = converted("residual_maxpool", "bsnn", phases=4)
     graph = bsnn_tf.simulate(snn, x, timesteps=32, jit_compile=False, trace=True, verbose=0)
