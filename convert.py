@@ -48,6 +48,9 @@ flags.DEFINE_integer("batch_size", 128, "Images per batch.")
 flags.DEFINE_string("output_dir", None, "Where the results go (default outputs/<dataset>_<model>).")
 flags.DEFINE_string("data_dir", None,
                     f"Dataset directory (default: ${data.DATA_DIR_ENV}, then the demo data).")
+flags.DEFINE_boolean("distribute", False,
+                     "Data parallel over all local devices: the ANN's evaluation and the "
+                     "simulation split every batch over them.")
 
 FLAGS = flags.FLAGS
 
@@ -63,7 +66,7 @@ def main(argv):
         percentile=FLAGS.percentile, channelwise=FLAGS.channelwise,
         synchronous=FLAGS.synchronous, calibration_size=FLAGS.calibration_size,
         limit=FLAGS.limit, batch_size=FLAGS.batch_size, output_dir=FLAGS.output_dir,
-        data_dir=FLAGS.data_dir,
+        data_dir=FLAGS.data_dir, distribute=FLAGS.distribute,
     )
     try:
         cli.run(config, command=shlex.join(sys.argv))

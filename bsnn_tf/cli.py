@@ -33,7 +33,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import bsnn_tf
-from bsnn_tf import coding, data, metrics, models
+from bsnn_tf import backend, coding, data, metrics, models
 from bsnn_tf.network import METHODS
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
@@ -68,6 +68,9 @@ class ConvertConfig:
         limit: simulate the first `limit` test images only.
         batch_size: images per batch in the ANN, calibration and simulation.
         output_dir: `None` takes `outputs/<dataset>_<model>`.
+        distribute: split the batches of the ANN's evaluation and of the
+            simulation over all local devices (data parallel; the accuracies
+            are those of one device). Calibration and verification use one.
     """
 
     model: str = "mnist_cnn"
@@ -86,6 +89,7 @@ class ConvertConfig:
     batch_size: int = 128
     output_dir: str = None
     data_dir: str = None
+    distribute: bool = False
 
     def __post_init__(self):
         self.methods = tuple(dict.fromkeys(self.methods))
@@ -140,6 +144,11 @@ def validate(config):
         raise ConfigError(f"limit must be a positive integer, got {config.limit}.")
     if not 0 < config.percentile <= 100:
         raise ConfigError(f"percentile must be in (0, 100], got {config.percentile}.")
+    if config.distribute and keras.backend.backend() not in backend.DISTRIBUTED_BACKENDS:
+        raise ConfigError(
+            f"--distribute is not supported on the {keras.backend.backend()} backend "
+            f"(only on {' and '.join(backend.DISTRIBUTED_BACKENDS)})."
+        )
     _check_weights(config)
     _check_writable(config.output_dir)
 
@@ -311,7 +320,7 @@ def run(config, command=None):
     checkpoints = measured_timesteps(config)
 
     print(f"ANN {ann.name} on {len(x_test)} {config.dataset} test images:")
-    ann_logits = ann.predict(x_test, batch_size=config.batch_size)
+    ann_logits = predict(ann, x_test, config.batch_size, config.distribute)
     ann_accuracy = float(np.mean(np.argmax(ann_logits, -1) == y_test))
     print(f"ANN accuracy {ann_accuracy:.2%}")
     runs = {method: convert_and_simulate(config, method, ann, x_calibration, x_test, y_test,
@@ -340,6 +349,24 @@ def run(config, command=None):
     return results
 
 
+def predict(model, x, batch_size, distribute=False):
+    """`model.predict(x)`; with `distribute`, every batch split over all local devices.
+
+    The split is the Keras engine's (`backend.distribution_scope`), run by a
+    copy of `model` built in that scope; `x` and the batches are padded to
+    multiples of the device count (JAX splits batches in equal parts).
+    """
+    if not distribute:
+        return model.predict(x, batch_size=batch_size)
+    count = backend.devices(True).count
+    padding = np.zeros((-len(x) % count,) + x.shape[1:], x.dtype)
+    with backend.distribution_scope(True):
+        replica = keras.models.clone_model(model)
+        replica.set_weights(model.get_weights())
+        return replica.predict(np.concatenate([x, padding]),
+                               batch_size=-(-batch_size // count) * count)[:len(x)]
+
+
 def convert_and_simulate(config, method, ann, x_calibration, x_test, y_test, checkpoints,
                          ann_accuracy):
     """Converts `ann` with `method`, simulates the test set and verifies a few images."""
@@ -351,7 +378,8 @@ def convert_and_simulate(config, method, ann, x_calibration, x_test, y_test, che
     )
     print(f"Simulating {snn.name} ({snn.mode} mode) for T={config.timesteps}:")
     result = bsnn_tf.simulate(snn, x_test, timesteps=config.timesteps, checkpoints=checkpoints,
-                              batch_size=config.batch_size, ann=ann)
+                              batch_size=config.batch_size, ann=ann,
+                              distribute=config.distribute)
     accuracy = {t: result.accuracy(y_test, t) for t in checkpoints}
     verification = bsnn_tf.verify(ann, snn, x_test[:VERIFY_IMAGES], config.timesteps,
                                   batch_size=config.batch_size)

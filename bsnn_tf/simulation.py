@@ -71,7 +71,8 @@ class SimulationResult:
 
 
 def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None, ann=None,
-             record_values=False, trace=False, chunk=None, jit_compile="auto", verbose="auto"):
+             record_values=False, trace=False, chunk=None, jit_compile="auto", verbose="auto",
+             distribute=False):
     """Simulates `snn` on images `x` for `timesteps` steps.
 
     Args:
@@ -89,6 +90,9 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
         jit_compile: XLA-compile the simulation (True), or not; "auto": XLA
             except with TensorFlow on a CPU (see `bsnn_tf.backend`).
         verbose: 0 silent, 1 or "auto" a progress bar over batches.
+        distribute: split every batch over all local devices (data parallel;
+            `bsnn_tf.backend.devices`), the batch size rounded up to a multiple
+            of the device count. The results equal a one-device run.
 
     Returns:
         A SimulationResult.
@@ -98,28 +102,31 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     units = snn.time_units(timesteps, period)
     checkpoints = _check_checkpoints(checkpoints, timesteps, snn.phases if period else 1)
     x = check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
-    batch_size = batch_size or min(len(x), 128)
-    chunk_units = min(_chunk_units(snn, batch_size, chunk, period),
+    devices = backend.devices(distribute)
+    batch_size = -(-(batch_size or min(len(x), 128)) // devices.count) * devices.count
+    chunk_units = min(_chunk_units(snn, batch_size // devices.count, chunk, period),
                       -(-units // snn.phases) * snn.phases if not period else units)
     run_chunk, start_state = _compiled(snn, chunk_units, period, trace, record_values,
-                                       jit_compile)
+                                       jit_compile, devices)
     probe = _activation_probe(snn, ann)
 
     batches = []
     progress = keras.utils.Progbar(len(x), verbose=0 if verbose == 0 else 1)
     for begin in range(0, len(x), batch_size):
-        batch = _pad(x[begin:begin + batch_size], batch_size)
+        batch = devices.put(_pad(x[begin:begin + batch_size], batch_size))
         batches.append(_simulate_batch(snn, batch, run_chunk, start_state(batch), units,
-                                       chunk_units, period, checkpoints, timesteps, trace))
+                                       chunk_units, period, checkpoints, timesteps, trace,
+                                       devices))
         progress.update(min(begin + batch_size, len(x)))
     return _collect(snn, batches, x, timesteps, checkpoints, probe, record_values, trace)
 
 
-def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, verbose="auto"):
+def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, verbose="auto",
+             distribute=False):
     """{T: top-1 accuracy} of `snn` on (x, y) after each T in `timesteps`."""
     timesteps = sorted({check_timesteps(t) for t in np.atleast_1d(timesteps).tolist()})
     result = simulate(snn, x, timesteps=timesteps[-1], mode=mode, checkpoints=timesteps,
-                      batch_size=batch_size, verbose=verbose)
+                      batch_size=batch_size, verbose=verbose, distribute=distribute)
     return {t: result.accuracy(y, t) for t in timesteps}
 
 
@@ -147,18 +154,25 @@ def _chunk_units(snn, batch_size, chunk, period):
     return int(chunk) * (1 if period else snn.phases)
 
 
-def _compiled(snn, length, period, trace, record_values, jit_compile):
-    """Compiled (run_chunk, initial_state) for this chunk shape, cached per SNN."""
+def _compiled(snn, length, period, trace, record_values, jit_compile, devices):
+    """Compiled (run_chunk, initial_state) for this chunk shape and devices, cached per SNN.
+
+    Everything they return is batch-major (the readout totals and the trace
+    too), so that `devices` can split and gather it along axis 0.
+    """
     cache = _COMPILED.setdefault(snn, {})
-    key = (length, period, trace, record_values, jit_compile)
+    key = (length, period, trace, record_values, jit_compile, type(devices))
     if key not in cache:
         variables = snn.variables
 
         def run_chunk(x, state, start, end):
-            return snn.run(x, state, start, length, period, end, trace, record_values)
+            state, totals, traced = snn.run(x, state, start, length, period, end, trace,
+                                            record_values)
+            batch_major = lambda t: keras.ops.moveaxis(t, 0, 1)
+            return state, batch_major(totals), {k: batch_major(v) for k, v in traced.items()}
 
-        cache[key] = (backend.compile_function(run_chunk, variables, jit_compile),
-                      backend.compile_function(snn.initial_state, variables, jit_compile))
+        cache[key] = (devices.compile(run_chunk, variables, jit_compile),
+                      devices.compile(snn.initial_state, variables, jit_compile))
     return cache[key]
 
 
@@ -170,25 +184,26 @@ def _pad(batch, size):
 
 
 def _simulate_batch(snn, batch, run_chunk, state, units, chunk_units, period, checkpoints,
-                    timesteps, trace):
+                    timesteps, trace, devices):
     per_unit = snn.phases if period else 1
     wanted = {t // per_unit - 1: t for t in checkpoints}
     totals_at, traces = {}, []
     for start in range(0, units, chunk_units):
         state, totals, traced = run_chunk(batch, state, np.int32(start), np.int32(units))
-        for position, t in wanted.items():
-            if start <= position < start + chunk_units:
-                totals_at[t] = keras.ops.convert_to_numpy(totals[position - start])
+        in_chunk = {t: position - start for position, t in wanted.items()
+                    if start <= position < start + chunk_units}
+        if in_chunk:
+            host_totals = devices.to_numpy(totals)
+            totals_at.update({t: host_totals[:, index] for t, index in in_chunk.items()})
         if trace:
-            traces.append({k: keras.ops.convert_to_numpy(v) for k, v in traced.items()})
+            traces.append(devices.to_numpy(traced))
     outputs_at = {t: keras.ops.convert_to_numpy(snn.readout.logits(totals_at[t], t))
                   for t in checkpoints}
-    host_state = {key: {k: keras.ops.convert_to_numpy(v) for k, v in state[key].items()}
-                  for key in ("spikes", "emitted")}
+    host_state = devices.to_numpy({key: state[key] for key in ("spikes", "emitted")})
     trace_arrays = None
     if trace:
-        trace_arrays = {k: np.concatenate([np.moveaxis(c[k], 0, 1) for c in traces], axis=1)
-                        [:, :units] for k in traces[0]}
+        trace_arrays = {k: np.concatenate([c[k] for c in traces], axis=1)[:, :units]
+                        for k in traces[0]}
     return outputs_at, host_state, trace_arrays
 
 

@@ -12,7 +12,6 @@ Example:
     >>> results["test_accuracy"]
 """
 
-import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -21,7 +20,7 @@ import time
 
 import keras
 
-from bsnn_tf import data, models
+from bsnn_tf import backend, data, models
 
 # The paper's experiments; other zoo models may be trained on any dataset.
 SUPPORTED_DATASETS = {
@@ -47,7 +46,8 @@ class TrainConfig:
         weight_decay: coefficient of the gradient term `weight_decay * w`
             added for every kernel (PyTorch's SGD `weight_decay`).
         limit: train on the first `limit` training images only.
-        distribute: data parallel over all local devices.
+        distribute: data parallel over all local devices (`backend.distribution_scope`):
+            each batch of `batch_size` is split over them.
     """
 
     model: str
@@ -95,6 +95,11 @@ def validate(config):
     for field in ("lr", "momentum", "weight_decay"):
         if getattr(config, field) < 0:
             raise ConfigError(f"{field} must not be negative, got {getattr(config, field)}.")
+    if config.distribute and keras.backend.backend() not in backend.DISTRIBUTED_BACKENDS:
+        raise ConfigError(
+            f"--distribute is not supported on the {keras.backend.backend()} backend "
+            f"(only on {' and '.join(backend.DISTRIBUTED_BACKENDS)})."
+        )
     _check_writable(config.output_dir)
 
 
@@ -119,7 +124,9 @@ def train(config, command=None):
         augment=config.augment, seed=config.seed, rand_augment=config.rand_augment,
     )
     test_batches = data.dataset(config.dataset, "test", config.batch_size, config.data_dir)
-    with _distribution_scope(config.distribute):
+    if config.distribute and keras.backend.backend() == "jax":
+        _check_even_batches(config)
+    with backend.distribution_scope(config.distribute):
         model = models.get(config.model, num_classes=spec.num_classes, input_shape=spec.input_shape)
         add_weight_decay(model, config.weight_decay)
         model.compile(
@@ -127,12 +134,12 @@ def train(config, command=None):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-    os.makedirs(config.output_dir, exist_ok=True)
-    start = time.time()
-    # The batches are shuffled by bsnn_tf.data already.
-    history = model.fit(train_batches, epochs=config.epochs, validation_data=test_batches,
-                        shuffle=False, callbacks=_callbacks(config.output_dir))
-    model.save(os.path.join(config.output_dir, "model.keras"))
+        os.makedirs(config.output_dir, exist_ok=True)
+        start = time.time()
+        # The batches are shuffled by bsnn_tf.data already.
+        history = model.fit(train_batches, epochs=config.epochs, validation_data=test_batches,
+                            shuffle=False, callbacks=_callbacks(config.output_dir))
+        model.save(os.path.join(config.output_dir, "model.keras"))
     results = {
         # The last epoch's validation pass is the final test evaluation.
         "test_accuracy": float(history.history["val_accuracy"][-1]),
@@ -158,6 +165,27 @@ def _check_writable(directory):
             f"Output directory {directory!r} is not writable "
             f"({existing} is not a writable directory)."
         )
+
+
+def _check_even_batches(config):
+    """Raises `ConfigError` unless every batch splits evenly over the devices.
+
+    JAX shards each batch over the devices in equal parts, so a last batch of
+    a split that does not divide would fail at the end of an epoch.
+    """
+    devices = backend.devices(True).count
+    sizes = {split: len(data.find(config.dataset, split, config.data_dir))
+             for split in ("train", "test")}
+    sizes["train"] = min(sizes["train"], config.limit or sizes["train"])
+    for split, size in sizes.items():
+        batches = {min(size, config.batch_size), size % config.batch_size}
+        uneven = sorted(b for b in batches if b % devices)
+        if uneven:
+            raise ConfigError(
+                f"--distribute on JAX splits every batch evenly over the {devices} devices, but "
+                f"the {size} {split} images make batches of {uneven[0]}; choose a --batch_size "
+                f"(or --limit) that gives batches of multiples of {devices}."
+            )
 
 
 def add_weight_decay(model, weight_decay):
@@ -189,19 +217,3 @@ def _callbacks(output_dir):
     if not all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):
         return []
     return [keras.callbacks.TensorBoard(log_dir=os.path.join(output_dir, "logs"))]
-
-
-def _distribution_scope(distribute):
-    """Data parallelism over all local devices (a no-op scope when off)."""
-    if not distribute:
-        return contextlib.nullcontext()
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.distribute.MirroredStrategy().scope()
-    if keras.backend.backend() == "jax":
-        devices = keras.distribution.list_devices()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        return contextlib.nullcontext()
-    raise ConfigError(f"--distribute is not supported on the {keras.backend.backend()} backend.")
-

@@ -469,10 +469,12 @@ def make_layer(node, use_bias=True, dtype=None):
     """
     config, has_bias = node.config, use_bias and "bias" in node.weights
     kwargs = {"name": node.name, "dtype": dtype}
+    # The weights are always set afterwards: zeros skip compiling random initialisers.
+    initializers = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
     if node.op == "conv2d":
-        return keras.layers.Conv2D(**config, use_bias=has_bias, **kwargs)
+        return keras.layers.Conv2D(**config, use_bias=has_bias, **initializers, **kwargs)
     if node.op == "dense":
-        return keras.layers.Dense(config["units"], use_bias=has_bias, **kwargs)
+        return keras.layers.Dense(config["units"], use_bias=has_bias, **initializers, **kwargs)
     if node.op in ("affine", "scale"):
         return snn_layers.ChannelAffine(node.weights["scale"].shape,
                                         use_shift=use_bias and "bias" in node.weights, **kwargs)
