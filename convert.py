@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 
 from bsnn_tf import cli, coding, data, models
+from bsnn_tf.conversion import DEFAULT_PHASES
 from bsnn_tf.network import METHODS
 
 flags.DEFINE_string("model", "mnist_cnn", "Zoo model name: " + ", ".join(models.names()) + ".")
@@ -30,7 +31,9 @@ flags.DEFINE_enum("method", "bsnn", METHODS, "Conversion method.")
 flags.DEFINE_list("methods", None,
                   "Several methods in one run, on one plot, e.g. bsnn,phase,rate "
                   "(replaces --method).")
-flags.DEFINE_integer("phases", 8, f"K, phases per period (1..{coding.MAX_PHASES}).")
+flags.DEFINE_integer("phases", None, f"K, phases per period (1..{coding.MAX_PHASES}); "
+                     "default per method: " + ", ".join(
+                         f"{m} {k}" for m, k in DEFAULT_PHASES.items()) + ".")
 flags.DEFINE_integer("timesteps", None, "The largest T simulated (default per dataset: "
                      + ", ".join(f"{k} {v}" for k, v in cli.DEFAULT_TIMESTEPS.items()) + ").")
 flags.DEFINE_list("checkpoints", None,

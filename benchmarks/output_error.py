@@ -30,7 +30,7 @@ def output_errors(task, method, phases, timesteps):
     return np.abs(snn_outputs - ann_outputs).reshape(-1) / np.abs(ann_outputs).max()
 
 
-def plot(errors, timesteps, path):
+def plot(errors, phases, timesteps, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,11 +39,13 @@ def plot(errors, timesteps, path):
     figure, axes = plt.subplots(1, len(errors), figsize=(10, 3.2), sharey=True)
     for axis, (method, error) in zip(axes, errors.items()):
         axis.hist(error, bins=40, color="tab:blue")
-        axis.set_title(f"{method}: median {np.median(error):.4f}, max {error.max():.4f}",
+        name = method if method == "rate" else f"{method}, K={phases[method]}"
+        axis.set_title(f"{name}: median {np.median(error):.4f}, max {error.max():.4f}",
                        fontsize=9)
         axis.set_xlabel("|SNN - ANN| / max |ANN| output")
     axes[0].set_ylabel("outputs (image x class)")
-    figure.suptitle(f"ResNet-20, 100 CIFAR-10 test images, T = {timesteps}", fontsize=10)
+    figure.suptitle(f"ResNet-20, {len(error) // 10} CIFAR-10 test images, T = {timesteps}",
+                    fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -52,16 +54,18 @@ def plot(errors, timesteps, path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timesteps", type=int, default=256)
-    parser.add_argument("--phases", type=int, default=8)
+    parser.add_argument("--phases", type=int,
+                        help="K for bsnn and phase (default: each method's, bsnn_tf.DEFAULT_PHASES)")
     parser.add_argument("--images", type=int, default=100)
     args = parser.parse_args()
     task = load_task("resnet20", limit=args.images)
     errors = {m: output_errors(task, m, args.phases, args.timesteps) for m in METHODS}
-    plot(errors, args.timesteps, DOCS_DIR / "output_error.png")
     summary = {m: {"median": float(np.median(e)), "p99": float(np.percentile(e, 99)),
                    "max": float(e.max()), "within_0.005": float(np.mean(e <= 0.005))}
                for m, e in errors.items()}
-    save_json({"timesteps": args.timesteps, "phases": args.phases, "images": args.images,
+    phases = {m: args.phases or bsnn_tf.DEFAULT_PHASES[m] for m in METHODS}
+    plot(errors, phases, args.timesteps, DOCS_DIR / "output_error.png")
+    save_json({"timesteps": args.timesteps, "phases": phases, "images": args.images,
                "machine": machine(), "errors": summary}, RESULTS_DIR / "output_error.json")
     for method, stats in summary.items():
         print(f"{method:>6}: median {stats['median']:.4f}  99th pct {stats['p99']:.4f}  "

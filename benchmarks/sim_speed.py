@@ -15,7 +15,6 @@ Usage (from the repository root):
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bsnn_tf  # noqa: E402
+from common import machine  # noqa: E402
 
 
 def build_snn(phases, seed=0):
@@ -63,7 +63,10 @@ def peak_memory(args, timesteps):
     """Peak memory (bytes) of a period-mode simulation, measured in a fresh process."""
     command = [sys.executable, __file__, "--probe_memory", str(timesteps),
                "--phases", str(args.phases), "--batch", str(args.batch)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ, MALLOC_ARENA_MAX=str(args.malloc_arenas)) if args.malloc_arenas \
+        else None
+    output = subprocess.run(command, check=True, capture_output=True, text=True,
+                            env=env).stdout
     return json.loads(output.strip().splitlines()[-1])["peak_bytes"]
 
 
@@ -84,22 +87,6 @@ def _peak_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def machine():
-    if keras.backend.backend() == "jax":
-        import jax
-
-        device = jax.devices()[0]
-        if device.platform != "cpu":
-            return f"{device.device_kind} (JAX {jax.__version__})"
-    cpu = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores ({keras.backend.backend()} backend)"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phases", type=int, default=8)
@@ -108,6 +95,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--modes", nargs="+", default=["period", "step"])
     parser.add_argument("--memory_timesteps", type=int, nargs=2, default=[256, 1024])
+    parser.add_argument("--memory_only", action="store_true", help="skip the throughput part")
+    parser.add_argument("--malloc_arenas", type=int,
+                        help="MALLOC_ARENA_MAX for the memory probes (glibc; default: unset)")
     parser.add_argument("--probe_memory", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe_memory:
@@ -116,7 +106,7 @@ def main():
     print(f"machine: {machine()}")
     print(f"VGG16-CIFAR BSNN, K={args.phases}, T={args.timesteps} "
           f"({args.timesteps // args.phases} periods), batch {args.batch}")
-    results = speed(args)
+    results = {} if args.memory_only else speed(args)
     for name, value in results.items():
         print(f"  {name:>7}: {value:10.2f} images/s")
     if "step" in results and "period" in results:

@@ -2,17 +2,17 @@
 
 Example:
     >>> import bsnn_tf
-    >>> snn = bsnn_tf.convert(ann, x_train[:500], method="bsnn", phases=8)
+    >>> snn = bsnn_tf.convert(ann, x_train[:500], method="bsnn", phases=4)
     >>> bsnn_tf.evaluate(snn, x_test, y_test, timesteps=[64, 128, 256])
 """
 
 from bsnn_tf import layers, metrics, models
-from bsnn_tf.conversion import convert
+from bsnn_tf.conversion import DEFAULT_PHASES, convert
 from bsnn_tf.network import SpikingNetwork
 from bsnn_tf.simulation import SimulationResult, evaluate, simulate
 from bsnn_tf.verification import Verification, verify
 
 __version__ = "0.1.0"
 
-__all__ = ["convert", "simulate", "evaluate", "verify", "SpikingNetwork", "SimulationResult",
+__all__ = ["convert", "DEFAULT_PHASES", "simulate", "evaluate", "verify", "SpikingNetwork", "SimulationResult",
            "Verification", "metrics", "models"]

@@ -38,7 +38,7 @@ from bsnn_tf.network import METHODS
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
 # The largest T when --timesteps is not given. The MNIST CNN is two spiking
-# layers deep and matches its ANN from T=32 on (K=8); deep nets need far more.
+# layers deep and matches its ANN from T=32 on; deep nets need far more.
 DEFAULT_TIMESTEPS = {"mnist": 64, "cifar10": 1024, "cifar100": 1024, "imagenet": 1024}
 KERAS_SUFFIX = ".keras"
 TORCHVISION_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -78,7 +78,7 @@ class ConvertConfig:
     weights: str = None
     random_weights: bool = False
     methods: tuple = ("bsnn",)
-    phases: int = 8
+    phases: int = None
     timesteps: int = None
     checkpoints: tuple = None
     percentile: float = 99.99
@@ -104,7 +104,11 @@ class ConvertConfig:
     @property
     def period_steps(self):
         """Steps every T must be a multiple of: one period when a BSNN runs in period mode."""
-        return self.phases if "bsnn" in self.methods else 1
+        return self.phases_of("bsnn") if "bsnn" in self.methods else 1
+
+    def phases_of(self, method):
+        """K for `method`: --phases, or the library's default for the method."""
+        return bsnn_tf.DEFAULT_PHASES[method] if self.phases is None else self.phases
 
 
 @dataclasses.dataclass
@@ -134,7 +138,7 @@ def validate(config):
     for method in config.methods:
         if method not in METHODS:
             raise ConfigError(f"Unknown method {method!r}. Known methods: {', '.join(METHODS)}.")
-    if not 1 <= config.phases <= coding.MAX_PHASES:
+    if config.phases is not None and not 1 <= config.phases <= coding.MAX_PHASES:
         raise ConfigError(f"phases must be in 1..{coding.MAX_PHASES}, got {config.phases}.")
     _check_timesteps(config)
     for field in ("calibration_size", "batch_size"):
@@ -372,7 +376,8 @@ def convert_and_simulate(config, method, ann, x_calibration, x_test, y_test, che
     """Converts `ann` with `method`, simulates the test set and verifies a few images."""
     print(f"\nConverting with method={method} on {len(x_calibration)} calibration images:")
     snn = bsnn_tf.convert(
-        ann, x_calibration, method=method, phases=config.phases, percentile=config.percentile,
+        ann, x_calibration, method=method, phases=config.phases_of(method),
+        percentile=config.percentile,
         channelwise=config.channelwise, synchronous=config.synchronous,
         timesteps=config.timesteps, batch_size=config.batch_size,
     )

@@ -86,7 +86,7 @@ def test_synchronous_layers_cut_early_error_on_resnet20(resnet20_cifar):
     checkpoints = [160, 192, 224, 256]
     errors, accuracy = {}, {}
     for synchronous in (True, False):
-        snn = bsnn_tf.convert(ann, calibration, synchronous=synchronous, verbose=0)
+        snn = bsnn_tf.convert(ann, calibration, phases=8, synchronous=synchronous, verbose=0)
         result = bsnn_tf.simulate(snn, x, timesteps=256, checkpoints=checkpoints, verbose=0)
         errors[synchronous] = {t: np.abs(result.outputs_at[t] - reference).mean()
                                for t in checkpoints}

@@ -8,7 +8,7 @@
 6. build              the SpikingNetwork (a keras.Model)
 
 Example:
-    >>> snn = bsnn_tf.convert(ann, x_train[:500], phases=8)
+    >>> snn = bsnn_tf.convert(ann, x_train[:500], phases=4)
     >>> bsnn_tf.evaluate(snn, x_test, y_test, timesteps=[64, 128])
 """
 
@@ -23,8 +23,11 @@ from bsnn_tf.conversion.normalize import normalize
 from bsnn_tf.conversion.synchronize import spiking_depths, synchronize
 from bsnn_tf.network import METHODS, check_timesteps
 
+# K when `phases` is not given. Rate coding has no phases (its input layer ignores K).
+DEFAULT_PHASES = {"bsnn": 4, "phase": 8, "rate": 8}
 
-def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.99,
+
+def convert(model, calibration_data, *, method="bsnn", phases=None, percentile=99.99,
             channelwise=False, synchronous=True, input_encoding="real", initial_membrane=None,
             readout_delay=0, timesteps=256, batch_size=64, dtype="float32", verbose="auto"):
     """Converts a trained Keras ReLU classifier into a spiking network.
@@ -34,7 +37,9 @@ def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.9
         calibration_data: training images (N, *input_shape) for the data-norm statistics.
         method: "bsnn" (bistable neurons, phase code), "phase" (weighted spikes,
             Kim et al. 2018) or "rate" (IF with soft reset, Rueckauer et al. 2017).
-        phases: K, phases per period, 1..24.
+        phases: K, phases per period, 1..24. Default: `DEFAULT_PHASES[method]`,
+            4 for BSNN (the smallest T* across models in the time-step study,
+            docs/RESULTS.md), 8 for the phase baseline (Kim et al. 2018).
         percentile: data-norm statistic of each layer's activations (100 = max).
         channelwise: one statistic per channel instead of per layer.
         synchronous: insert synchronous layers on short merge branches (BSNN);
@@ -60,7 +65,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=8, percentile=99.9
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
-    phases = coding.check_phases(phases)
+    phases = coding.check_phases(DEFAULT_PHASES[method] if phases is None else phases)
     check_timesteps(timesteps)
     if input_encoding not in ("real", "spike"):
         raise ValueError(f"input_encoding must be 'real' or 'spike', got {input_encoding!r}.")
@@ -93,6 +98,6 @@ def _input_scale(data, input_encoding):
     return float(data.max()) or 1.0
 
 
-__all__ = ["convert", "trace", "fold", "calibrate", "normalize", "synchronize", "build",
+__all__ = ["convert", "DEFAULT_PHASES", "trace", "fold", "calibrate", "normalize", "synchronize", "build",
            "to_keras", "Graph", "Node", "LayerConverter", "register", "ActivationStatistics",
            "spiking_depths"]

@@ -1,0 +1,251 @@
+"""Shared pieces of the third-party benchmarks (`peer_compare.py`, `timestep_study.py`).
+
+- `load_task`: a third-party checkpoint as a Keras ANN with its test images,
+  calibration images and the ANN accuracy the issue quotes.
+- `simulate_accuracies`: one simulation, accuracy at every time step of a grid.
+- `t_star`: the smallest T from which accuracy stays within 0.1 pp of the ANN.
+- `plot_accuracy_vs_t`, `markdown_table`, `update_json`, `run_header`: reporting.
+
+The scripts add the repository root to sys.path, so they run from a clean
+clone: `python benchmarks/peer_compare.py --limit 100`.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shlex
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import bsnn_tf  # noqa: E402
+from bsnn_tf import data  # noqa: E402
+from bsnn_tf.models import thirdparty  # noqa: E402
+
+DATA_DIR = os.environ.get(data.DATA_DIR_ENV, "/work/shared/data")
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+DOCS_DIR = ROOT / "docs"
+TOLERANCE = 0.001  # 0.1 percentage points
+POWER_OF_TWO_GRID = tuple(2 ** n for n in range(3, 11))  # 8, 16, ..., 1024
+SEED = 0
+
+
+@dataclasses.dataclass
+class Task:
+    """A third-party checkpoint and its images.
+
+    Attributes:
+        name: "resnet20" or "lenet5".
+        ann: the Keras model (logits).
+        x_test, y_test: preprocessed test images and labels.
+        calibration: preprocessed training images for the data-norm.
+        expected_ann_accuracy: what the issue measured on the full test set.
+    """
+
+    name: str
+    ann: keras.Model
+    x_test: np.ndarray
+    y_test: np.ndarray
+    calibration: np.ndarray
+    expected_ann_accuracy: float
+
+
+TITLES = {"resnet20": "akamaster ResNet-20, CIFAR-10", "lenet5": "snn_toolbox LeNet-5, MNIST"}
+
+
+def load_title(name):
+    """'akamaster ResNet-20, CIFAR-10' for "resnet20"."""
+    return TITLES[name]
+
+
+def load_task(name, limit=None, data_dir=DATA_DIR):
+    """The task `name` ("resnet20" or "lenet5") on its first `limit` test images."""
+    loaders = {"resnet20": _resnet20_task, "lenet5": _lenet5_task}
+    if name not in loaders:
+        raise ValueError(f"Unknown task {name!r}; known: {', '.join(loaders)}.")
+    task = loaders[name](data_dir)
+    if limit:
+        task.x_test, task.y_test = task.x_test[:limit], task.y_test[:limit]
+    return task
+
+
+def _resnet20_task(data_dir):
+    """akamaster ResNet-20, 1,900 lossless CIFAR-10 test images, 500 JPEG training images."""
+    test = data.find("cifar10", "test_lossless", data_dir)
+    train = data.find("cifar10", "train", data_dir)
+    preprocess = thirdparty.cifar10_akamaster_preprocess
+    return Task(
+        name="resnet20",
+        ann=thirdparty.akamaster_resnet20(),
+        x_test=preprocess(test.pixels(range(len(test)))),
+        y_test=test.labels,
+        calibration=preprocess(train.pixels(_random_indices(len(train), 500))),
+        expected_ann_accuracy=0.9089,
+    )
+
+
+def _lenet5_task(data_dir):
+    """snn_toolbox LeNet-5, MNIST test set (x / 255), 2,000 training images."""
+    x_test, y_test = data.load("mnist", "test")
+    x_train, _ = data.load("mnist", "train", data_dir=data_dir)
+    return Task(
+        name="lenet5",
+        ann=thirdparty.snntoolbox_lenet5(),
+        x_test=x_test,
+        y_test=y_test,
+        calibration=x_train[_random_indices(len(x_train), 2000)],
+        expected_ann_accuracy=0.9914,
+    )
+
+
+def _random_indices(population, count, seed=SEED):
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(population, size=count, replace=False))
+
+
+def ann_accuracy(task):
+    """Top-1 accuracy of the Keras ANN on the task's test images."""
+    logits = task.ann.predict(task.x_test, batch_size=256, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == task.y_test))
+
+
+def check_ann_accuracy(task, accuracy, full_size):
+    """Raises if, on the full test set, the ANN misses the accuracy the issue measured."""
+    if len(task.y_test) == full_size and abs(accuracy - task.expected_ann_accuracy) > 5e-5:
+        raise RuntimeError(f"{task.name}: ANN accuracy {accuracy:.4%} differs from the "
+                           f"expected {task.expected_ann_accuracy:.2%}; check weights and data.")
+
+
+def simulate_accuracies(snn, task, timesteps, mode=None, batch_size=128, jit_compile="auto"):
+    """({T: accuracy} for every T in `timesteps`, seconds) from one simulation."""
+    timesteps = sorted(timesteps)
+    start = time.perf_counter()
+    result = bsnn_tf.simulate(snn, task.x_test, timesteps=timesteps[-1], mode=mode,
+                              checkpoints=timesteps, batch_size=min(batch_size, len(task.y_test)),
+                              jit_compile=jit_compile, verbose=0)
+    seconds = time.perf_counter() - start
+    return {t: result.accuracy(task.y_test, t) for t in timesteps}, seconds
+
+
+def t_star(accuracies, ann_accuracy, tolerance=TOLERANCE):
+    """Smallest T of the grid from which accuracy stays >= ANN - tolerance; None if none.
+
+    Exceeding the ANN counts as within. Accuracies are compared as counts of
+    correct images would be, with a margin for float rounding.
+    """
+    found = None
+    for t in sorted(accuracies, reverse=True):
+        if accuracies[t] < ann_accuracy - tolerance - 1e-9:
+            break
+        found = t
+    return found
+
+
+def plot_accuracy_vs_t(curves, ann_accuracy, title, path, log_scale=True):
+    """One accuracy-vs-T plot: `curves` is {label: {T: accuracy}}; log2 T axis by default."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    for label, accuracies in curves.items():
+        steps = sorted(accuracies)
+        axis.plot(steps, [100 * accuracies[t] for t in steps], marker="o", markersize=3,
+                  label=label)
+    axis.axhline(100 * ann_accuracy, color="black", linestyle="--", linewidth=1, label="ANN")
+    axis.axhspan(100 * (ann_accuracy - TOLERANCE), 100 * ann_accuracy, color="grey",
+                 alpha=0.2)
+    if log_scale:
+        axis.set_xscale("log", base=2)
+    axis.set_ylim(max(0, 100 * ann_accuracy - 12), 100 * ann_accuracy + 1.5)
+    axis.set_xlabel("time steps T")
+    axis.set_ylabel("top-1 accuracy (%)")
+    axis.set_title(title, fontsize=10)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def machine():
+    """CPU model and core count, or the accelerator's name, with the Keras backend."""
+    accelerator = _accelerator()
+    if accelerator:
+        return f"{accelerator}, Keras {keras.__version__} ({keras.backend.backend()} backend)"
+    cpu = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Keras {keras.__version__} " \
+           f"({keras.backend.backend()} backend)"
+
+
+def _accelerator():
+    """The first GPU's name as the backend sees it; None on a CPU."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return None if device.platform == "cpu" else f"{device.device_kind} (JAX {jax.__version__})"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return gpus[0].name if gpus else None
+    return None
+
+
+def run_header():
+    """The command line, date and machine of this run."""
+    return {
+        "command": "python " + shlex.join(sys.argv),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
+
+
+def update_json(path, key, entry):
+    """Stores `entry` as `results[key]` of the JSON file at `path`, keeping the other keys."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contents = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    contents["results"][key] = entry
+    path.write_text(json.dumps(contents, indent=1, default=_to_builtin) + "\n")
+
+
+def markdown_table(headers, rows):
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _to_builtin(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def percent(accuracy):
+    """'90.89' for 0.9089; '-' for None."""
+    return "-" if accuracy is None else f"{100 * accuracy:.2f}"
+
+
+def save_json(contents, path):
+    """Writes `contents` and this run's command line, date and machine to `path`."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**run_header(), **contents}, indent=1, default=_to_builtin) + "\n")
