@@ -14,5 +14,5 @@ from bsnn_tf.verification import Verification, verify
 
 __version__ = "0.1.0"
 
-__all__ = ["convert", "DEFAULT_PHASES", "simulate", "evaluate", "verify", "SpikingNetwork", "SimulationResult",
-           "Verification", "metrics", "models"]
+__all__ = ["convert", "DEFAULT_PHASES", "simulate", "evaluate", "verify", "SpikingNetwork",
+           "SimulationResult", "Verification", "metrics", "models"]

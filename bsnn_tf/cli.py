@@ -377,8 +377,8 @@ def convert_and_simulate(config, method, ann, x_calibration, x_test, y_test, che
     print(f"\nConverting with method={method} on {len(x_calibration)} calibration images:")
     snn = bsnn_tf.convert(
         ann, x_calibration, method=method, phases=config.phases_of(method),
-        percentile=config.percentile,
-        channelwise=config.channelwise, synchronous=config.synchronous,
+        percentile=config.percentile, channelwise=config.channelwise,
+        synchronous=config.synchronous,
         timesteps=config.timesteps, batch_size=config.batch_size,
     )
     print(f"Simulating {snn.name} ({snn.mode} mode) for T={config.timesteps}:")

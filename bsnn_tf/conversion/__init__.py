@@ -23,7 +23,8 @@ from bsnn_tf.conversion.normalize import normalize
 from bsnn_tf.conversion.synchronize import spiking_depths, synchronize
 from bsnn_tf.network import METHODS, check_timesteps
 
-# K when `phases` is not given. Rate coding has no phases (its input layer ignores K).
+# K when `phases` is not given. Rate neurons have no phases; for them K only sets
+# the bits of a spike-encoded input (input_encoding="spike").
 DEFAULT_PHASES = {"bsnn": 4, "phase": 8, "rate": 8}
 
 
@@ -38,8 +39,8 @@ def convert(model, calibration_data, *, method="bsnn", phases=None, percentile=9
         method: "bsnn" (bistable neurons, phase code), "phase" (weighted spikes,
             Kim et al. 2018) or "rate" (IF with soft reset, Rueckauer et al. 2017).
         phases: K, phases per period, 1..24. Default: `DEFAULT_PHASES[method]`,
-            4 for BSNN (the smallest T* across models in the time-step study,
-            docs/RESULTS.md), 8 for the phase baseline (Kim et al. 2018).
+            4 for BSNN (chosen by the time-step study in docs/RESULTS.md),
+            8 for the phase baseline (Kim et al. 2018).
         percentile: data-norm statistic of each layer's activations (100 = max).
         channelwise: one statistic per channel instead of per layer.
         synchronous: insert synchronous layers on short merge branches (BSNN);
