@@ -3,7 +3,8 @@
 - `load_task`: a third-party checkpoint as a Keras ANN with its test images,
   calibration images and the ANN accuracy the issue quotes.
 - `simulate_accuracies`: one simulation, accuracy at every time step of a grid.
-- `t_star`: the smallest T from which accuracy stays within 0.1 pp of the ANN.
+- `t_star` (`bsnn_tf.cli.converged_at`): the smallest T from which accuracy stays
+  within 0.1 pp of the ANN.
 - `plot_accuracy_vs_t`, `markdown_table`, `update_json`, `run_header`: reporting.
 
 The scripts add the repository root to sys.path, so they run from a clean
@@ -29,12 +30,13 @@ import numpy as np  # noqa: E402
 
 import bsnn_tf  # noqa: E402
 from bsnn_tf import data  # noqa: E402
+from bsnn_tf.cli import TOLERANCE  # noqa: E402  (0.1 percentage points)
+from bsnn_tf.cli import converged_at as t_star  # noqa: E402
 from bsnn_tf.models import thirdparty  # noqa: E402
 
 DATA_DIR = os.environ.get(data.DATA_DIR_ENV, "/work/shared/data")
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 DOCS_DIR = ROOT / "docs"
-TOLERANCE = 0.001  # 0.1 percentage points
 POWER_OF_TWO_GRID = tuple(2 ** n for n in range(3, 11))  # 8, 16, ..., 1024
 SEED = 0
 
@@ -134,20 +136,6 @@ def simulate_accuracies(snn, task, timesteps, mode=None, batch_size=128, jit_com
                               jit_compile=jit_compile, verbose=0)
     seconds = time.perf_counter() - start
     return {t: result.accuracy(task.y_test, t) for t in timesteps}, seconds
-
-
-def t_star(accuracies, ann_accuracy, tolerance=TOLERANCE):
-    """Smallest T of the grid from which accuracy stays >= ANN - tolerance; None if none.
-
-    Exceeding the ANN counts as within. Accuracies are compared as counts of
-    correct images would be, with a margin for float rounding.
-    """
-    found = None
-    for t in sorted(accuracies, reverse=True):
-        if accuracies[t] < ann_accuracy - tolerance - 1e-9:
-            break
-        found = t
-    return found
 
 
 def plot_accuracy_vs_t(curves, ann_accuracy, title, path, log_scale=True):

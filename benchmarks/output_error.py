@@ -15,7 +15,7 @@ import argparse
 
 import numpy as np
 
-from common import DOCS_DIR, RESULTS_DIR, load_task, machine, save_json
+from common import DOCS_DIR, RESULTS_DIR, load_task, save_json
 
 import bsnn_tf  # noqa: E402  (after common, which puts the repository on sys.path)
 
@@ -66,7 +66,7 @@ def main():
     phases = {m: args.phases or bsnn_tf.DEFAULT_PHASES[m] for m in METHODS}
     plot(errors, phases, args.timesteps, DOCS_DIR / "output_error.png")
     save_json({"timesteps": args.timesteps, "phases": phases, "images": args.images,
-               "machine": machine(), "errors": summary}, RESULTS_DIR / "output_error.json")
+               "errors": summary}, RESULTS_DIR / "output_error.json")
     for method, stats in summary.items():
         print(f"{method:>6}: median {stats['median']:.4f}  99th pct {stats['p99']:.4f}  "
               f"max {stats['max']:.4f}  within 0.005: {stats['within_0.005']:.1%}")

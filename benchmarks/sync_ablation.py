@@ -10,7 +10,7 @@ Usage (from the repository root):
 
 import argparse
 
-from common import (DOCS_DIR, RESULTS_DIR, ann_accuracy, load_task, machine,
+from common import (DOCS_DIR, RESULTS_DIR, ann_accuracy, load_task,
                     plot_accuracy_vs_t, save_json, simulate_accuracies, t_star)
 
 import bsnn_tf  # noqa: E402  (after common, which puts the repository on sys.path)
@@ -43,7 +43,7 @@ def main():
     name = f"sync_ablation_k{args.phases}_m{membrane}"
     plot_accuracy_vs_t(curves, reference, f"ResNet-20 BSNN, K={args.phases}, "
                        f"initial membrane {membrane}", DOCS_DIR / f"{name}.png")
-    save_json({"ann_accuracy": reference, "images": len(task.y_test), "machine": machine(),
+    save_json({"ann_accuracy": reference, "images": len(task.y_test),
                "phases": args.phases, "initial_membrane": membrane, "runs": rows},
               RESULTS_DIR / f"{name}.json")
 
