@@ -61,7 +61,8 @@ class Task:
     expected_ann_accuracy: float
 
 
-TITLES = {"resnet20": "akamaster ResNet-20, CIFAR-10", "lenet5": "snn_toolbox LeNet-5, MNIST"}
+TITLES = {"resnet20": "akamaster ResNet-20, CIFAR-10", "lenet5": "snn_toolbox LeNet-5, MNIST",
+          "mnist_cnn": "bsnn_tf demo CNN, MNIST"}
 
 
 def load_title(name):
@@ -69,18 +70,19 @@ def load_title(name):
     return TITLES[name]
 
 
-def load_task(name, limit=None, data_dir=DATA_DIR):
-    """The task `name` ("resnet20" or "lenet5") on its first `limit` test images."""
-    loaders = {"resnet20": _resnet20_task, "lenet5": _lenet5_task}
+def load_task(name, limit=None, data_dir=DATA_DIR, calibration_size=None):
+    """The task `name` ("resnet20", "lenet5", "mnist_cnn") on its first `limit` test images,
+    with `calibration_size` training images (default: the task's own count)."""
+    loaders = {"resnet20": _resnet20_task, "lenet5": _lenet5_task, "mnist_cnn": _mnist_cnn_task}
     if name not in loaders:
         raise ValueError(f"Unknown task {name!r}; known: {', '.join(loaders)}.")
-    task = loaders[name](data_dir)
+    task = loaders[name](data_dir, calibration_size)
     if limit:
         task.x_test, task.y_test = task.x_test[:limit], task.y_test[:limit]
     return task
 
 
-def _resnet20_task(data_dir):
+def _resnet20_task(data_dir, calibration_size=None):
     """akamaster ResNet-20, 1,900 lossless CIFAR-10 test images, 500 JPEG training images."""
     test = data.find("cifar10", "test_lossless", data_dir)
     train = data.find("cifar10", "train", data_dir)
@@ -90,12 +92,13 @@ def _resnet20_task(data_dir):
         ann=thirdparty.akamaster_resnet20(),
         x_test=preprocess(test.pixels(range(len(test)))),
         y_test=test.labels,
-        calibration=preprocess(train.pixels(_random_indices(len(train), 500))),
+        calibration=preprocess(train.pixels(_random_indices(len(train),
+                                                            calibration_size or 500))),
         expected_ann_accuracy=0.9089,
     )
 
 
-def _lenet5_task(data_dir):
+def _lenet5_task(data_dir, calibration_size=None):
     """snn_toolbox LeNet-5, MNIST test set (x / 255), 2,000 training images."""
     x_test, y_test = data.load("mnist", "test")
     x_train, _ = data.load("mnist", "train", data_dir=data_dir)
@@ -104,8 +107,22 @@ def _lenet5_task(data_dir):
         ann=thirdparty.snntoolbox_lenet5(),
         x_test=x_test,
         y_test=y_test,
-        calibration=x_train[_random_indices(len(x_train), 2000)],
+        calibration=x_train[_random_indices(len(x_train), calibration_size or 2000)],
         expected_ann_accuracy=0.9914,
+    )
+
+
+def _mnist_cnn_task(data_dir, calibration_size=None):
+    """The embedded demo CNN, its 10,000 test images and (up to 1,000) embedded training images."""
+    x_test, y_test = data.load("mnist", "test")
+    x_train, _ = data.load("mnist", "train")
+    return Task(
+        name="mnist_cnn",
+        ann=keras.models.load_model(f"{data.DEMO_DIR}/mnist_cnn.keras"),
+        x_test=x_test,
+        y_test=y_test,
+        calibration=x_train[:min(calibration_size or 500, len(x_train))],
+        expected_ann_accuracy=0.9923,
     )
 
 
@@ -206,12 +223,21 @@ def run_header():
 
 
 def update_json(path, key, entry):
-    """Stores `entry` as `results[key]` of the JSON file at `path`, keeping the other keys."""
+    """Stores `entry` as `results[key]` of the JSON file at `path`, keeping the other keys.
+
+    A lock file serialises concurrent runs; the file is replaced atomically.
+    """
+    import fcntl
+
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    contents = json.loads(path.read_text()) if path.exists() else {"results": {}}
-    contents["results"][key] = entry
-    path.write_text(json.dumps(contents, indent=1, default=_to_builtin) + "\n")
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        contents = json.loads(path.read_text()) if path.exists() else {"results": {}}
+        contents["results"][key] = entry
+        staging = path.with_suffix(".json.tmp")
+        staging.write_text(json.dumps(contents, indent=1, default=_to_builtin) + "\n")
+        os.replace(staging, path)
 
 
 def markdown_table(headers, rows):

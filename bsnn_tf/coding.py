@@ -47,7 +47,16 @@ def quantize(v, phases):
     of v, saturating at 1 - 2**-K and silent for v < 2**-K.
     """
     levels = 2.0**phases
-    return ops.clip(ops.floor(v * levels) / levels, 0.0, 1.0 - 1.0 / levels)
+    return uniform_levels(v, levels, 1.0 - 1.0 / levels)
+
+
+def uniform_levels(v, levels, top, offset=0.0):
+    """clip(floor(v * levels + offset) / levels, 0, top): `v` on a grid of 1 / `levels`.
+
+    `offset` (in grid steps) is a neuron's membrane at rest: 0 truncates,
+    0.5 rounds to the nearest level.
+    """
+    return ops.clip(ops.floor(v * levels + offset) / levels, 0.0, top)
 
 
 def bit_at(q, phase):

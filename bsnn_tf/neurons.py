@@ -117,6 +117,15 @@ class SpikingNeuron(keras.layers.Layer):
         """First step at which the layer emits what it was given."""
         return 0
 
+    def mean_output(self, current, timesteps):
+        """What the output per code period averages to after `timesteps` steps.
+
+        `current` is a constant input current (a normalised pre-activation);
+        the result is the quantised activation that calibration fits the
+        network to (`bsnn_tf.conversion.calibration`).
+        """
+        raise NotImplementedError
+
     def value_per_period(self, emitted_total, timesteps):
         """The ANN-scale estimate (times lambda) of a unit from its total emitted value."""
         periods = (timesteps - self.first_output_step) / self.code_phases
@@ -180,6 +189,12 @@ class BistableIF(SpikingNeuron):
             return coding.count_bits(emitted, self.phases)
         return super().spike_count(emitted)
 
+    def mean_output(self, current, timesteps=None):
+        """Q(current + rest): exactly what the unit emits in its first output
+        period, whatever T (the first readout is the K-bit quantised ANN)."""
+        return coding.quantize(current + self.initial_membrane * self.smallest_spike,
+                               self.phases)
+
 
 @keras.saving.register_keras_serializable(package="bsnn_tf")
 class PhaseIF(SpikingNeuron):
@@ -195,6 +210,13 @@ class PhaseIF(SpikingNeuron):
 
     def drive(self, time, period=False):
         return coding.phase_weight(time, self.phases, self.compute_dtype)
+
+    def mean_output(self, current, timesteps):
+        """Approximately the K-bit code averaged over T / K periods:
+        1 / (2**K * periods) steps, saturating at 1 - 2**-K."""
+        levels = 2.0**self.phases * max(timesteps // self.phases, 1)
+        return coding.uniform_levels(current, levels, 1.0 - self.smallest_spike,
+                                     self.initial_membrane)
 
     def update(self, current, state, t, period):
         (membrane,) = state
@@ -224,6 +246,11 @@ class IF(SpikingNeuron):
 
     def drive(self, time, period=False):
         return ops.ones(ops.shape(time), self.compute_dtype)
+
+    def mean_output(self, current, timesteps):
+        """Approximately the spike count over T, divided by T: steps of 1 / T
+        up to 1 (the SNN Calibration model of an IF neuron at a target T)."""
+        return coding.uniform_levels(current, float(timesteps), 1.0, self.initial_membrane)
 
     def update(self, current, state, t, period):
         (membrane,) = state

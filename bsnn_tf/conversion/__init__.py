@@ -2,21 +2,23 @@
 
 1. graph.trace        validate: every layer has a converter, or a clear error
 2. fold.fold          BatchNormalization into Conv/Dense, identities removed
-3. calibrate          activation statistics (Keras callback) over calibration data
+3. calibration      each spiking layer's scale (percentile or quantisation-error search)
 4. normalize          data-norm of weights and biases, residual scaling
-5. synchronize        synchronous layers on short merge branches, start periods
-6. build              the SpikingNetwork (a keras.Model)
+5. calibration      bias correction and weight reconstruction (calibration modes)
+6. synchronize        synchronous layers on short merge branches, start periods
+7. build              the SpikingNetwork (a keras.Model)
 
 Example:
     >>> snn = bsnn_tf.convert(ann, x_train[:500], phases=4)
     >>> bsnn_tf.evaluate(snn, x_test, y_test, timesteps=[64, 128])
 """
 
-import numpy as np
+import keras
 
-from bsnn_tf import coding
+from bsnn_tf import coding, neurons
 from bsnn_tf.conversion.build import build
-from bsnn_tf.conversion.calibrate import ActivationStatistics, calibrate, check_inputs
+from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, ActivationStatistics,
+                                            calibrate, check_inputs, correct)
 from bsnn_tf.conversion.fold import fold
 from bsnn_tf.conversion.graph import Graph, LayerConverter, Node, register, to_keras, trace
 from bsnn_tf.conversion.normalize import normalize
@@ -26,11 +28,14 @@ from bsnn_tf.network import METHODS, check_timesteps
 # K when `phases` is not given. Rate neurons have no phases; for them K only sets
 # the bits of a spike-encoded input (input_encoding="spike").
 DEFAULT_PHASES = {"bsnn": 4, "phase": 8, "rate": 8}
+# Significand bits (below the leading one) of the float types too short for K up to 24.
+_HALF_PRECISION_BITS = {"float16": 10, "bfloat16": 7}
 
 
-def convert(model, calibration_data, *, method="bsnn", phases=None, percentile=99.99,
-            channelwise=False, synchronous=True, input_encoding="real", initial_membrane=None,
-            readout_delay=0, timesteps=256, batch_size=64, dtype="float32", verbose="auto"):
+def convert(model, calibration_data, *, method="bsnn", phases=None,
+            calibration=DEFAULT_CALIBRATION, percentile=99.99, channelwise=False, synchronous=True, input_encoding="real",
+            initial_membrane=None, readout_delay=0, timesteps=256, batch_size=64,
+            dtype="float32", verbose="auto"):
     """Converts a trained Keras ReLU classifier into a spiking network.
 
     Args:
@@ -41,6 +46,12 @@ def convert(model, calibration_data, *, method="bsnn", phases=None, percentile=9
         phases: K, phases per period, 1..24. Default: `DEFAULT_PHASES[method]`,
             4 for BSNN (chosen by the time-step study in docs/RESULTS.md),
             8 for the phase baseline (Kim et al. 2018).
+        calibration: how each spiking layer is fitted to the ANN on the
+            calibration data (docs/DESIGN.md, "Calibration"): "percentile"
+            (lambda = the percentile below), "mse" (lambda with the smallest
+            quantisation error), "light" ("mse" + bias correction) or
+            "advanced" ("light" + layer-wise weight reconstruction). For BSNN
+            they fit the first readout; for the baselines, `timesteps`.
         percentile: data-norm statistic of each layer's activations (100 = max).
         channelwise: one statistic per channel instead of per layer.
         synchronous: insert synchronous layers on short merge branches (BSNN);
@@ -52,7 +63,8 @@ def convert(model, calibration_data, *, method="bsnn", phases=None, percentile=9
             BSNN, 0 for the baselines (as in their papers).
         readout_delay: periods the readout waits beyond the first one with
             valid output (BSNN: the spiking depth D; baselines: 0).
-        timesteps: steps that calling the returned model simulates.
+        timesteps: steps that calling the returned model simulates (and the
+            baselines' calibration target).
         batch_size: calibration batch size.
         dtype: "float32", or "float64" for exact comparisons.
 
@@ -77,14 +89,41 @@ def convert(model, calibration_data, *, method="bsnn", phases=None, percentile=9
                          "(a fraction of the smallest spike weight).")
     if isinstance(readout_delay, bool) or not isinstance(readout_delay, int) or readout_delay < 0:
         raise ValueError(f"readout_delay must be an int >= 0 (periods), got {readout_delay!r}.")
+    _check_precision(dtype, phases)
+    if calibration not in MODES:
+        raise ValueError(f"calibration must be one of {', '.join(map(repr, MODES))}; "
+                         f"got {calibration!r}.")
     graph = fold(trace(model))
     data = check_inputs(calibration_data, graph.input_shape)
     input_scale = _input_scale(data, input_encoding)
-    lambdas = calibrate(graph, data, percentile, channelwise, batch_size, verbose)
+    neuron = neurons.NEURONS[method](phases, initial_membrane=initial_membrane)
+    quantizer = lambda current: neuron.mean_output(current, timesteps)
+    lambdas = calibrate(graph, data, percentile, channelwise, batch_size, verbose,
+                        mode=calibration, quantizer=quantizer)
     graph = normalize(graph, lambdas, input_scale)
+    input_code = _input_code(input_encoding, input_scale, phases)
+    graph = correct(graph, data, calibration, quantizer, input_code, input_scale, batch_size,
+                    verbose)
     graph = synchronize(graph, enabled=synchronous and method == "bsnn")
     return build(graph, method, phases, input_encoding, input_scale, timesteps,
                  initial_membrane, readout_delay, dtype, name=f"{model.name}_{method}")
+
+
+def _check_precision(dtype, phases):
+    """Refuses a 16-bit float whose significand cannot hold a K-bit code below 1."""
+    bits = _HALF_PRECISION_BITS.get(keras.backend.standardize_dtype(dtype))
+    if bits is not None and phases > bits:
+        raise ValueError(
+            f"dtype={dtype!r} keeps {bits} bits below the leading one, too few for "
+            f"phases={phases}: membranes below 1 would lose the K-th bit. Use phases <= {bits} "
+            "or dtype='float32'.")
+
+
+def _input_code(input_encoding, input_scale, phases):
+    """x -> what the input layer sends, in the normalised graph's units."""
+    if input_encoding == "real":
+        return None
+    return lambda x: coding.quantize(x / input_scale, phases)
 
 
 def _input_scale(data, input_encoding):
@@ -99,6 +138,6 @@ def _input_scale(data, input_encoding):
     return float(data.max()) or 1.0
 
 
-__all__ = ["convert", "DEFAULT_PHASES", "trace", "fold", "calibrate", "normalize", "synchronize", "build",
+__all__ = ["convert", "DEFAULT_PHASES", "trace", "fold", "calibrate", "correct", "MODES", "normalize", "synchronize", "build",
            "to_keras", "Graph", "Node", "LayerConverter", "register", "ActivationStatistics",
            "spiking_depths"]

@@ -154,9 +154,22 @@ def register(*layer_classes):
 
 
 def converter_for(layer):
+    """The converter of `layer`'s nearest registered class, or None.
+
+    A subclass that overrides `call` computes something its base class's
+    converter does not know: it gets a converter that refuses it.
+    """
     for layer_class in type(layer).__mro__:
         if layer_class in _CONVERTERS:
-            return _CONVERTERS[layer_class]
+            if type(layer).call is layer_class.call:
+                return _CONVERTERS[layer_class]
+            refused = LayerConverter()
+            refused.unsupported_reason = lambda _: (
+                f"subclass of {layer_class.__name__} that overrides call(); its converter "
+                f"would silently convert it as a plain {layer_class.__name__}. Use "
+                f"keras.layers.{layer_class.__name__} itself, or register a converter for "
+                f"{type(layer).__name__} with bsnn_tf.conversion.register")
+            return refused
     return None
 
 
@@ -526,22 +539,29 @@ def _ann_layer(node):
     return make_layer(node)
 
 
-def to_keras(graph, outputs=None, with_weights=True):
+def to_keras(graph, outputs=None, with_weights=True, spiking_layer=None, input_layer=None):
     """The ANN that `graph` computes, as a Keras Functional model.
 
     Spiking nodes become ReLU, the max gate MaxPooling2D. Used to calibrate
     (outputs at every spiking node) and to check that each conversion stage
     leaves the ANN's function unchanged.
 
+    Args:
+        spiking_layer: node -> Keras layer for the spiking nodes instead of ReLU
+            (calibration's quantised network).
+        input_layer: () -> a Keras layer applied to the input, or None.
+
     Returns:
         (model, {node name: KerasTensor}).
     """
-    tensors = {"input": keras.Input(graph.input_shape, name="input")}
+    model_input = keras.Input(graph.input_shape, name="input")
+    tensors = {"input": input_layer()(model_input) if input_layer else model_input}
     built = []
     for node in graph:
         if node.op == "input":
             continue
-        layer = _ann_layer(node)
+        layer = (spiking_layer(node) if spiking_layer and node.op in SPIKING_OPS
+                 else _ann_layer(node))
         inputs = [tensors[name] for name in node.inputs]
         tensors[node.name] = layer(inputs if node.op in MERGE_OPS else inputs[0])
         built.append((layer, node))
@@ -553,5 +573,5 @@ def to_keras(graph, outputs=None, with_weights=True):
             else:
                 set_weights(layer, node)
     outputs = [graph.output] if outputs is None else list(outputs)
-    model = keras.Model(tensors["input"], [tensors[name] for name in outputs])
+    model = keras.Model(model_input, [tensors[name] for name in outputs])
     return model, tensors
