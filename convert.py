@@ -1,8 +1,9 @@
 """Converts a trained ANN into spiking networks and measures accuracy against time steps.
 
 Writes results.json, accuracy_vs_timesteps.png, snn_<method>.keras and
-TensorBoard logs (tensorboard/<method>) to --output_dir. With no flags it
-converts the embedded MNIST demo checkpoint, offline.
+TensorBoard logs (tensorboard/<method>) to --output_dir; an earlier run's
+outputs there are replaced only with --overwrite. With no flags it converts
+the embedded MNIST demo checkpoint, offline.
 
 Example:
     python convert.py
@@ -10,14 +11,38 @@ Example:
     python convert.py --flagfile=configs/cifar10_resnet20.cfg --data_dir /data
 """
 
+import logging
+import os
 import shlex
+import signal
 import sys
 
-from absl import app, flags
 
-from bsnn_tf import cli, coding, data, models
-from bsnn_tf.conversion import DEFAULT_PHASES
-from bsnn_tf.network import METHODS
+def _quiet_tensorflow(argv):
+    """Hides TensorFlow's C++ logs and retracing warnings unless --verbosity >= 1 asks for them.
+
+    Runs before TensorFlow is imported: its C++ log level is read at import.
+    """
+    verbosity = 0
+    for index, arg in enumerate(argv):
+        name, equals, value = arg.partition("=")
+        if name in ("--verbosity", "-v"):
+            value = value if equals else (argv[index + 1:] or [""])[0]
+            verbosity = int(value) if value.lstrip("-").isdigit() else verbosity
+    if verbosity < 1:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+_quiet_tensorflow(sys.argv)
+
+from absl import app, flags  # noqa: E402  (after _quiet_tensorflow)
+
+from bsnn_tf import cli, coding, data, models  # noqa: E402  (after _quiet_tensorflow)
+from bsnn_tf.conversion import DEFAULT_PHASES  # noqa: E402  (after _quiet_tensorflow)
+from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION  # noqa: E402
+from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES  # noqa: E402
+from bsnn_tf.network import METHODS  # noqa: E402  (after _quiet_tensorflow)
 
 flags.DEFINE_string("model", "mnist_cnn", "Zoo model name: " + ", ".join(models.names()) + ".")
 flags.DEFINE_string("dataset", "mnist", "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")
@@ -41,16 +66,30 @@ flags.DEFINE_list("checkpoints", None,
                   "period up to --timesteps, plus --timesteps).")
 flags.register_validator("checkpoints", lambda values: all(v.isdigit() for v in values or ()),
                          message="--checkpoints takes positive integers, e.g. 8,16,64.")
+flags.DEFINE_enum("calibration", DEFAULT_CALIBRATION, list(CALIBRATION_MODES),
+                  "How each layer is fitted to the ANN on the calibration images: percentile "
+                  "scale, mse (scale search), light (+ bias correction), advanced (+ weight "
+                  "reconstruction); docs/DESIGN.md, 'Calibration'.")
 flags.DEFINE_float("percentile", 99.99, "Data-norm percentile of activations (100 = max).")
 flags.DEFINE_boolean("channelwise", False, "One normalisation statistic per channel.")
 flags.DEFINE_boolean("synchronous", True,
                      "Synchronous layers on short merge branches (BSNN); off for ablations.")
-flags.DEFINE_integer("calibration_size", 500, "Training images for the calibration.")
-flags.DEFINE_integer("limit", None, "Simulate the first N test images only.")
+flags.DEFINE_integer("calibration_size", 500,
+                     "Images for the calibration, drawn at random (seed 0) from "
+                     "--calibration_split.")
+flags.DEFINE_enum("calibration_split", "auto", list(cli.CALIBRATION_SPLITS),
+                  "Where the calibration images come from: train; test, held out of the "
+                  "evaluation (it needs more than --calibration_size test images); auto, train "
+                  "if the dataset has it, else test (e.g. ImageNet with only val images).")
+flags.DEFINE_integer("limit", None,
+                     "Evaluate the first N test images only, counted after any held-out "
+                     "calibration images are removed (--calibration_split).")
 flags.DEFINE_integer("batch_size", 128, "Images per batch.")
 flags.DEFINE_string("output_dir", None, "Where the results go (default outputs/<dataset>_<model>).")
 flags.DEFINE_string("data_dir", None,
                     f"Dataset directory (default: ${data.DATA_DIR_ENV}, then the demo data).")
+flags.DEFINE_boolean("overwrite", False,
+                     "Replace the outputs of an earlier run in --output_dir (else refused).")
 flags.DEFINE_boolean("distribute", False,
                      "Data parallel over all local devices: the ANN's evaluation and the "
                      "simulation split every batch over them.")
@@ -66,11 +105,15 @@ def main(argv):
         model=FLAGS.model, dataset=FLAGS.dataset, weights=FLAGS.weights,
         random_weights=FLAGS.random_weights, methods=tuple(FLAGS.methods or [FLAGS.method]),
         phases=FLAGS.phases, timesteps=FLAGS.timesteps, checkpoints=checkpoints,
-        percentile=FLAGS.percentile, channelwise=FLAGS.channelwise,
+        calibration=FLAGS.calibration, percentile=FLAGS.percentile,
+        channelwise=FLAGS.channelwise,
         synchronous=FLAGS.synchronous, calibration_size=FLAGS.calibration_size,
+        calibration_split=FLAGS.calibration_split,
         limit=FLAGS.limit, batch_size=FLAGS.batch_size, output_dir=FLAGS.output_dir,
-        data_dir=FLAGS.data_dir, distribute=FLAGS.distribute,
+        data_dir=FLAGS.data_dir, distribute=FLAGS.distribute, overwrite=FLAGS.overwrite,
     )
+    # SIGTERM ends a run like Ctrl-C: the staging directory and the lock are removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cli.run(config, command=shlex.join(sys.argv))
     except (cli.ConfigError, data.DatasetNotFoundError, data.CorruptDataError) as error:

@@ -8,7 +8,8 @@ can fail on bad input (flags, weights, data) is checked or loaded before
 anything is written; the run directory is written at the end, through a
 temporary directory moved into place. It holds `results.json`,
 `accuracy_vs_timesteps.png`, `snn_<method>.keras` and TensorBoard logs under
-`tensorboard/<method>`.
+`tensorboard/<method>`. An earlier run's directory is replaced only with
+`overwrite`, and a lock file beside the directory keeps a second run out.
 
 Example:
     >>> from bsnn_tf import cli
@@ -18,7 +19,10 @@ Example:
     >>> results["timesteps"], results["methods"]["bsnn"]["accuracy"]
 """
 
+import contextlib
 import dataclasses
+import fcntl
+import glob
 import json
 import os
 import pathlib
@@ -34,7 +38,9 @@ from matplotlib.figure import Figure
 
 import bsnn_tf
 from bsnn_tf import backend, coding, data, metrics, models
-from bsnn_tf.network import METHODS
+from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
+from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
+from bsnn_tf.network import METHODS, check_timesteps
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
 # The largest T when --timesteps is not given. The MNIST CNN is two spiking
@@ -45,6 +51,11 @@ TORCHVISION_SUFFIXES = (".pth", ".pt", ".safetensors")
 # Accuracy within this of the ANN's counts as converged (0.1 percentage points).
 TOLERANCE = 0.001
 VERIFY_IMAGES = 32
+# Where the calibration images come from; "auto": train if found, else held-out test images.
+CALIBRATION_SPLITS = ("auto", "train", "test")
+CALIBRATION_SEED = 0
+# What a run writes into its output directory.
+RUN_OUTPUTS = ("results.json", "accuracy_vs_timesteps.png", "snn_*.keras", "tensorboard")
 
 
 class ConfigError(ValueError):
@@ -64,13 +75,18 @@ class ConvertConfig:
         timesteps: the largest T; `None` takes `DEFAULT_TIMESTEPS[dataset]`.
         checkpoints: the T at which accuracy is measured; `None` takes
             `default_checkpoints`. `timesteps` is always one.
-        calibration_size: training images for the data-norm statistics.
-        limit: simulate the first `limit` test images only.
+        calibration_size: images for the data-norm statistics.
+        calibration_split: where they come from: "train"; "test", a random
+            slice of the test images held out of the evaluation (see
+            `load_images`); "auto", train when the dataset has it, else test.
+        limit: simulate the first `limit` evaluated test images only (those
+            left after any held-out calibration slice).
         batch_size: images per batch in the ANN, calibration and simulation.
         output_dir: `None` takes `outputs/<dataset>_<model>`.
         distribute: split the batches of the ANN's evaluation and of the
             simulation over all local devices (data parallel; the accuracies
             are those of one device). Calibration and verification use one.
+        overwrite: replace the outputs of an earlier run in `output_dir`.
     """
 
     model: str = "mnist_cnn"
@@ -81,15 +97,18 @@ class ConvertConfig:
     phases: int = None
     timesteps: int = None
     checkpoints: tuple = None
+    calibration: str = DEFAULT_CALIBRATION
     percentile: float = 99.99
     channelwise: bool = False
     synchronous: bool = True
     calibration_size: int = 500
+    calibration_split: str = "auto"
     limit: int = None
     batch_size: int = 128
     output_dir: str = None
     data_dir: str = None
     distribute: bool = False
+    overwrite: bool = False
 
     def __post_init__(self):
         self.methods = tuple(dict.fromkeys(self.methods))
@@ -146,6 +165,12 @@ def validate(config):
             raise ConfigError(f"{field} must be a positive integer, got {getattr(config, field)}.")
     if config.limit is not None and config.limit < 1:
         raise ConfigError(f"limit must be a positive integer, got {config.limit}.")
+    if config.calibration_split not in CALIBRATION_SPLITS:
+        raise ConfigError(f"--calibration_split must be one of {', '.join(CALIBRATION_SPLITS)}; "
+                          f"got {config.calibration_split!r}.")
+    if config.calibration not in CALIBRATION_MODES:
+        raise ConfigError(f"--calibration must be one of {', '.join(CALIBRATION_MODES)}; "
+                          f"got {config.calibration!r}.")
     if not 0 < config.percentile <= 100:
         raise ConfigError(f"percentile must be in (0, 100], got {config.percentile}.")
     if config.distribute and keras.backend.backend() not in backend.DISTRIBUTED_BACKENDS:
@@ -155,11 +180,51 @@ def validate(config):
         )
     _check_weights(config)
     _check_writable(config.output_dir)
+    earlier = run_outputs(config.output_dir)
+    if earlier and not config.overwrite:
+        raise ConfigError(
+            f"Output directory {config.output_dir!r} holds an earlier run "
+            f"({', '.join(os.path.basename(p) for p in earlier)}); pass --overwrite to replace "
+            "it, or choose another --output_dir."
+        )
+
+
+def run_outputs(output_dir):
+    """The paths in `output_dir` that a run writes (`RUN_OUTPUTS`), sorted."""
+    return sorted(path for pattern in RUN_OUTPUTS
+                  for path in glob.glob(os.path.join(glob.escape(output_dir), pattern)))
+
+
+@contextlib.contextmanager
+def run_lock(output_dir):
+    """Holds `<output_dir>.lock` (beside it) while a run writes `output_dir`.
+
+    Raises:
+        ConfigError: another run holds it.
+    """
+    path = os.path.abspath(output_dir) + ".lock"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(lock.fileno()).st_ino != os.stat(path).st_ino:
+                raise BlockingIOError  # the holder removed it after we opened it
+        except (BlockingIOError, FileNotFoundError) as error:
+            raise ConfigError(
+                f"Another convert.py run is writing {output_dir!r} (it holds {path}); wait for "
+                "it to finish, or choose another --output_dir."
+            ) from error
+        try:
+            yield
+        finally:
+            os.remove(path)
 
 
 def _check_timesteps(config):
-    if config.timesteps < 1:
-        raise ConfigError(f"timesteps must be positive, got {config.timesteps}.")
+    try:
+        check_timesteps(config.timesteps)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--{error}") from error
     for t in (config.checkpoints or ()):
         if not 1 <= t <= config.timesteps:
             raise ConfigError(f"Checkpoint {t} is outside 1..timesteps={config.timesteps}.")
@@ -312,15 +377,19 @@ def run(config, command=None):
 
     Raises:
         ConfigError, data.DatasetNotFoundError, data.CorruptDataError: before
-            anything is written.
+            anything is simulated or written (a ConfigError also while another run holds
+            `run_lock(config.output_dir)`).
     """
     start = time.time()
     validate(config)
+    with run_lock(config.output_dir):
+        return _run(config, command, start)
+
+
+def _run(config, command, start):
     ann = load_ann(config)
     check_fits(ann, config.dataset)
-    x_test, y_test = data.load(config.dataset, "test", config.data_dir, limit=config.limit)
-    x_calibration = data.calibration_batch(config.dataset, config.calibration_size,
-                                           config.data_dir)
+    x_test, y_test, x_calibration, calibration = load_images(config)
     checkpoints = measured_timesteps(config)
 
     print(f"ANN {ann.name} on {len(x_test)} {config.dataset} test images:")
@@ -337,6 +406,7 @@ def run(config, command=None):
         "dataset": config.dataset,
         "test_images": len(x_test),
         "calibration_images": len(x_calibration),
+        "calibration": calibration,
         "ann_accuracy": ann_accuracy,
         "timesteps": checkpoints,
         "tolerance": TOLERANCE,
@@ -348,9 +418,63 @@ def run(config, command=None):
     }
     figure = accuracy_figure(runs, checkpoints, ann_accuracy,
                              f"{config.model} on {len(x_test)} {config.dataset} test images")
-    write_run(config.output_dir, results, runs, figure)
+    write_run(config.output_dir, results, runs, figure, overwrite=config.overwrite)
     print(f"Wrote {config.output_dir}")
     return results
+
+
+def load_images(config):
+    """The evaluated test images and labels, the calibration images, and where those came from.
+
+    With `calibration_split` "test" (or "auto" and no training split found),
+    `calibration_size` test images drawn by
+    `np.random.default_rng(CALIBRATION_SEED).permutation` are held out: they
+    calibrate and are not evaluated; `limit` takes the first of the rest, in
+    file order. Training images are drawn as `data.calibration_batch` does.
+
+    Returns:
+        (x_test, y_test, x_calibration, record); `record` is results.json's
+        "calibration": split, images, seed (and the held-out test indices).
+
+    Raises:
+        ConfigError: too few test images to hold `calibration_size` out.
+        data.DatasetNotFoundError, data.CorruptDataError: as `data.find`.
+    """
+    test = data.find(config.dataset, "test", config.data_dir)
+    size, split, train = config.calibration_size, config.calibration_split, None
+    if split != "test":
+        try:
+            train = data.find(config.dataset, "train", config.data_dir)
+        except data.DatasetNotFoundError as error:
+            if split == "train":
+                raise data.DatasetNotFoundError(
+                    f"{error}\nOr calibrate on held-out test images: --calibration_split=test."
+                ) from error
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    evaluated = np.arange(len(test))
+    if train is not None:
+        indices = np.sort(rng.choice(len(train), size=min(size, len(train)), replace=False))
+        x_calibration = data.preprocess(config.dataset, train.pixels(indices))
+        record = {"split": "train", "images": len(x_calibration), "seed": CALIBRATION_SEED}
+    else:
+        if len(test) <= size:
+            raise ConfigError(
+                f"Calibrating on held-out {config.dataset} test images "
+                f"({'--calibration_split=test' if split == 'test' else 'no training split found'})"
+                f" needs more than --calibration_size={size} of them, but {test.source} has "
+                f"{len(test)}; pass a smaller --calibration_size, or provide the training split.")
+        order = rng.permutation(len(test))
+        held_out, evaluated = np.sort(order[:size]), np.sort(order[size:])
+        x_calibration = data.preprocess(config.dataset, test.pixels(held_out))
+        record = {"split": "test (held out)", "images": size, "seed": CALIBRATION_SEED,
+                  "indices": held_out.tolist()}
+    evaluated = evaluated[:config.limit]
+    if train is None:
+        print(f"Calibrating on {size} {config.dataset} test images held out of the evaluation "
+              f"(seed {CALIBRATION_SEED}{'' if split == 'test' else '; no training split found'}"
+              f"); evaluating {len(evaluated)} others.")
+    return (data.preprocess(config.dataset, test.pixels(evaluated)), test.labels[evaluated],
+            x_calibration, record)
 
 
 def predict(model, x, batch_size, distribute=False):
@@ -377,7 +501,8 @@ def convert_and_simulate(config, method, ann, x_calibration, x_test, y_test, che
     print(f"\nConverting with method={method} on {len(x_calibration)} calibration images:")
     snn = bsnn_tf.convert(
         ann, x_calibration, method=method, phases=config.phases_of(method),
-        percentile=config.percentile, channelwise=config.channelwise,
+        calibration=config.calibration, percentile=config.percentile,
+        channelwise=config.channelwise,
         synchronous=config.synchronous,
         timesteps=config.timesteps, batch_size=config.batch_size,
     )
@@ -454,10 +579,11 @@ def accuracy_figure(runs, checkpoints, ann_accuracy, title):
     return figure
 
 
-def write_run(output_dir, results, runs, figure):
+def write_run(output_dir, results, runs, figure, overwrite=False):
     """Writes every output file into a temporary directory, then moves them into `output_dir`.
 
-    Files of an earlier run with the same names are replaced; others are kept.
+    With `overwrite`, an earlier run's outputs (`RUN_OUTPUTS`) are replaced
+    or removed; other files are kept.
     """
     with tempfile.TemporaryDirectory(dir=_existing_ancestor(output_dir),
                                      prefix=".convert-") as staging:
@@ -471,11 +597,20 @@ def write_run(output_dir, results, runs, figure):
         figure.savefig(os.path.join(staging, "accuracy_vs_timesteps.png"), dpi=120)
         with open(os.path.join(staging, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
-        _move_into(staging, output_dir)
+        _move_into(staging, output_dir, overwrite)
 
 
-def _move_into(staging, output_dir):
+def _move_into(staging, output_dir, overwrite=False):
     os.makedirs(output_dir, exist_ok=True)
+    if not overwrite and run_outputs(output_dir):
+        raise ConfigError(f"Output directory {output_dir!r} got an earlier run's outputs "
+                          "meanwhile; pass --overwrite to replace them.")
+    new = set(os.listdir(staging))
+    for stale in run_outputs(output_dir):
+        if os.path.isdir(stale) and os.path.basename(stale) not in new:
+            shutil.rmtree(stale)
+        elif os.path.basename(stale) not in new:
+            os.remove(stale)
     for name in os.listdir(staging):
         target = os.path.join(output_dir, name)
         if os.path.isdir(target) and not os.path.islink(target):

@@ -14,7 +14,8 @@ Where data is looked for, in order:
    - `<dataset>_<split>.npz` for mnist, cifar10 and cifar100 (split `train` or
      `test`; cifar10 also has `test_lossless`). With `s` = `train` for the
      training split and `test` otherwise, each file holds `y_<s>` (integer
-     labels) and either plain pixels `x_<s>` (uint8, N x H x W x C) or JPEG
+     labels in [0, classes)) and either plain pixels `x_<s>` (N x H x W x C,
+     uint8 in 0..255 or float in [0, 1]; one label per image) or JPEG
      bytes: a uint8 blob `<s>_jpeg` with int64 `<s>_offsets` (N + 1), image i
      being `blob[offsets[i]:offsets[i + 1]]`. These are the layouts of
      `shared/data/README.md`; CIFAR-100 uses the same two files, e.g. from
@@ -152,9 +153,9 @@ def load(name, split, data_dir=None, limit=None):
         name: a key of `DATASETS`.
         split: one of the dataset's `splits`.
         data_dir: directory with the files (see the module docstring).
-        limit: read only the first `limit` images, in file order (the
-            CIFAR-10 JPEG files are grouped by class: a small `limit` there
-            covers the first classes only).
+        limit: read only the first `limit` images (a positive int, or None
+            for all), in file order (the CIFAR-10 JPEG files are grouped by
+            class: a small `limit` there covers the first classes only).
 
     Returns:
         (x, y): float32 NHWC images, normalised as `DATASETS[name]` says,
@@ -165,9 +166,19 @@ def load(name, split, data_dir=None, limit=None):
         >>> x.shape
         (8, 32, 32, 3)
     """
+    limit = check_limit(limit)
     images = find(name, split, data_dir)
     indices = np.arange(min(len(images), limit or len(images)))
     return preprocess(name, images.pixels(indices)), images.labels[indices]
+
+
+def check_limit(limit):
+    """`limit` as an int, or None; a ValueError unless it is None or a positive int."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"limit must be >= 1 (an int), or None for every image; got {limit!r}.")
+    return int(limit)
 
 
 def calibration_batch(name, n, data_dir=None, seed=0):
@@ -234,6 +245,7 @@ def dataset(name, split, batch_size, data_dir=None, limit=None, augment=False,
         >>> test = dataset("mnist", "test", batch_size=256)
         >>> model.evaluate(test)
     """
+    limit = check_limit(limit)
     images = find(name, split, data_dir)
     if limit:
         images = images.head(limit)
@@ -340,7 +352,7 @@ def _find_in_directory(name, split, directory):
         return _find_imagenet(split, directory)
     path = os.path.join(directory, f"{name}_{split}.npz")
     if os.path.isfile(path):
-        return _read_npz(path, "train" if split == "train" else "test")
+        return _read_npz(path, "train" if split == "train" else "test", name)
     return None
 
 
@@ -353,8 +365,8 @@ def _expected_files(name, split):
             f"or ILSVRC2012_img_{folder}.tar (tensorflow-datasets manual dir)")
 
 
-def _read_npz(path, split):
-    """A `LabeledImages` from an npz holding plain pixels or JPEG bytes.
+def _read_npz(path, split, name):
+    """A `LabeledImages` of dataset `name` from an npz holding plain pixels or JPEG bytes.
 
     `split` is the key prefix/suffix: "train" or "test".
     """
@@ -363,18 +375,56 @@ def _read_npz(path, split):
     try:
         with np.load(path) as archive:
             keys = set(archive.files)
-            if keys >= set(pixel_keys):
-                x, y = (archive[key] for key in pixel_keys)
-                return LabeledImages.from_arrays(x, y, path)
-            if keys >= set(jpeg_keys):
-                blob, offsets, y = (archive[key] for key in jpeg_keys)
-                return _jpeg_images(blob, offsets, y, path)
+            found = next((k for k in (pixel_keys, jpeg_keys) if keys >= set(k)), None)
+            arrays = found and [archive[key] for key in found]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise CorruptDataError(f"{path}: not a readable .npz archive: {error}") from error
+    if found is None:
+        raise CorruptDataError(
+            f"{path}: expected keys {' and '.join(pixel_keys)} (pixels) or "
+            f"{', '.join(jpeg_keys)} (JPEG bytes); found {sorted(keys)}."
+        )
+    num_classes = spec(name).num_classes
+    if found == pixel_keys:
+        x, y = arrays
+        _check_labels(y, len(x), num_classes, path)
+        return LabeledImages.from_arrays(_check_pixels(x, spec(name), path), y, path)
+    blob, offsets, y = arrays
+    _check_labels(y, len(offsets) - 1, num_classes, path)
+    return _jpeg_images(blob, offsets, y, path)
+
+
+def _check_labels(labels, count, num_classes, source):
+    """CorruptDataError unless `labels` are `count` integers in [0, num_classes)."""
+    if labels.ndim != 1 or len(labels) != count:
+        raise CorruptDataError(
+            f"{source}: labels have shape {labels.shape} for {count} images; expected "
+            f"({count},). Store one integer label per image (e.g. y.ravel()).")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise CorruptDataError(f"{source}: labels have dtype {labels.dtype}; store integers.")
+    if count and (labels.min() < 0 or labels.max() >= num_classes):
+        raise CorruptDataError(
+            f"{source}: labels range over [{labels.min()}, {labels.max()}], outside "
+            f"[0, {num_classes}) of this dataset.")
+
+
+def _check_pixels(x, dataset_spec, source):
+    """Images as uint8, or float 0..255 from float pixels in [0, 1]; else CorruptDataError.
+
+    The library keeps pixels in 0..255 up to `preprocess`, which divides by 255.
+    """
+    if dataset_spec.stored_size is None and tuple(x.shape[1:]) != dataset_spec.input_shape:
+        raise CorruptDataError(
+            f"{source}: images have shape {x.shape}; expected (N, "
+            f"{', '.join(map(str, dataset_spec.input_shape))}).")
+    if x.dtype == np.uint8:
+        return x
+    if np.issubdtype(x.dtype, np.floating) and x.size and 0 <= x.min() and x.max() <= 1:
+        return x.astype("float32") * 255.0
+    extent = f" in [{x.min()}, {x.max()}]" if x.size and np.issubdtype(x.dtype, np.number) else ""
     raise CorruptDataError(
-        f"{path}: expected keys {' and '.join(pixel_keys)} (pixels) or "
-        f"{', '.join(jpeg_keys)} (JPEG bytes); found {sorted(keys)}."
-    )
+        f"{source}: pixels have dtype {x.dtype}{extent}; store uint8 pixels in 0..255 or "
+        "float pixels in [0, 1].")
 
 
 def _jpeg_images(blob, offsets, labels, source, size=None):
@@ -434,7 +484,7 @@ def _imagenet_folder(directory, folder, class_dirs):
 
 
 def _imagenet_samples(paths):
-    shards = [_read_npz(path, "test") for path in paths]
+    shards = [_read_npz(path, "test", "imagenet") for path in paths]
     labels = np.concatenate([shard.labels for shard in shards])
     starts = np.cumsum([0] + [len(shard) for shard in shards])
 

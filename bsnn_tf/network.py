@@ -18,6 +18,8 @@ from keras import ops
 from bsnn_tf import coding, layers, neurons
 
 METHODS = ("bsnn", "phase", "rate")
+# The simulation indexes time with int32.
+MAX_TIMESTEPS = 2**31 - 1
 
 
 def layer_kind(layer):
@@ -42,8 +44,10 @@ class SpikingNetwork(keras.Model):
             PhaseEncoder, the last the Readout.
         topology: [layer name, [input layer names]] per layer, same order.
         method: "bsnn", "phase" or "rate".
-        timesteps: steps that `call` simulates.
-        mode: "period" (exact period-level, BSNN only) or "step" for `call`.
+        timesteps: steps that `call` simulates; setting it takes effect at
+            the next `predict` or call.
+        mode: "period" (exact period-level, BSNN only) or "step" for `call`;
+            setting it takes effect at the next `predict` or call too.
         ann_layers: {neuron layer: name of the ANN layer whose activation it codes}.
         scales: {neuron layer: lambda}, to read outputs in ANN units.
 
@@ -61,7 +65,7 @@ class SpikingNetwork(keras.Model):
         self.graph_layers = list(graph_layers)
         self.topology = [[name, list(inputs)] for name, inputs in topology]
         self.method = method
-        self.timesteps = int(timesteps)
+        self.timesteps = timesteps
         self.mode = mode or ("period" if method == "bsnn" else "step")
         self.ann_layers = dict(ann_layers or {})
         self.scales = {k: np.asarray(v, "float32") for k, v in (scales or {}).items()}
@@ -69,6 +73,26 @@ class SpikingNetwork(keras.Model):
         self._kinds = {layer.name: layer_kind(layer) for layer in self.graph_layers}
         self._static = self._static_layers()
         self.unit_shapes = {}
+
+    # ------------------------------------------------------------ settings
+
+    @property
+    def timesteps(self):
+        return self._timesteps
+
+    @timesteps.setter
+    def timesteps(self, value):
+        self._timesteps = check_timesteps(value)
+        self.predict_function = None  # compiled for the old value
+
+    @property
+    def mode(self):
+        return self._mode
+
+    @mode.setter
+    def mode(self, value):
+        self._mode = value
+        self.predict_function = None
 
     # ------------------------------------------------------------ structure
 
@@ -237,6 +261,25 @@ class SpikingNetwork(keras.Model):
             )
         return timesteps // self.phases
 
+    def check_inputs(self, x):
+        """`x` as float32, or a ValueError naming its shape and the expected one, or NaNs."""
+        from bsnn_tf.conversion.calibration import check_inputs  # (conversion imports this)
+
+        if not self.built:
+            return x
+        return check_inputs(x, self.unit_shapes[self.encoder.name], what="input batch")
+
+    def __call__(self, x, *args, **kwargs):
+        if isinstance(x, (np.ndarray, list)):
+            x = self.check_inputs(x)
+        return super().__call__(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`; an array `x` is first checked like `bsnn_tf.simulate`'s."""
+        if isinstance(x, (np.ndarray, list)) or keras.ops.is_tensor(x):
+            x = self.check_inputs(x)
+        return super().predict(x, *args, **kwargs)
+
     def call(self, x):
         """Simulates `self.timesteps` steps from rest (in `self.mode`); returns logits."""
         period = check_mode(self, self.mode)
@@ -293,6 +336,9 @@ def check_timesteps(timesteps):
         raise TypeError(f"timesteps must be a positive int, got {timesteps!r}.")
     if timesteps <= 0:
         raise ValueError(f"timesteps must be positive, got {timesteps}.")
+    if timesteps > MAX_TIMESTEPS:
+        raise ValueError(f"timesteps={timesteps} is too large: the simulation counts time "
+                         f"in int32; use at most {MAX_TIMESTEPS}.")
     return int(timesteps)
 
 

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from bsnn_tf import backend
-from bsnn_tf.conversion.calibrate import check_inputs
+from bsnn_tf.conversion.calibration import check_inputs
 from bsnn_tf.network import check_mode, check_timesteps
 
 _COMPILED = weakref.WeakKeyDictionary()
@@ -56,9 +56,14 @@ class SimulationResult:
     trace: dict = None
 
     def accuracy(self, labels, timesteps=None):
-        """Top-1 accuracy of the logits after `timesteps` (default T)."""
+        """Top-1 accuracy of the logits after `timesteps` (default T).
+
+        Args:
+            labels: one integer class per simulated image, shape (N,).
+        """
         logits = self.outputs if timesteps is None else self.outputs_at[timesteps]
-        return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(labels).reshape(-1)))
+        labels = check_labels(labels, len(logits))
+        return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
     def firing_rates(self):
         """{layer: spikes per neuron per step}, averaged over samples."""
@@ -102,6 +107,10 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     units = snn.time_units(timesteps, period)
     checkpoints = _check_checkpoints(checkpoints, timesteps, snn.phases if period else 1)
     x = check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
+    if batch_size is not None and (isinstance(batch_size, bool)
+                                   or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
     devices = backend.devices(distribute)
     batch_size = -(-(batch_size or min(len(x), 128)) // devices.count) * devices.count
     chunk_units = min(_chunk_units(snn, batch_size // devices.count, chunk, period),
@@ -123,11 +132,32 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
 
 def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, verbose="auto",
              distribute=False):
-    """{T: top-1 accuracy} of `snn` on (x, y) after each T in `timesteps`."""
+    """{T: top-1 accuracy} of `snn` on (x, y) after each T in `timesteps`.
+
+    Args:
+        y: one integer label per image, shape (N,).
+        timesteps: a positive int or a non-empty list of them.
+    """
     timesteps = sorted({check_timesteps(t) for t in np.atleast_1d(timesteps).tolist()})
+    if not timesteps:
+        raise ValueError("timesteps is empty; give at least one number of time steps.")
+    check_labels(y, len(x))
     result = simulate(snn, x, timesteps=timesteps[-1], mode=mode, checkpoints=timesteps,
                       batch_size=batch_size, verbose=verbose, distribute=distribute)
     return {t: result.accuracy(y, t) for t in timesteps}
+
+
+def check_labels(labels, count):
+    """`labels` as an int array of shape (count,), or a ValueError saying the shapes."""
+    labels = np.asarray(labels)
+    if labels.shape != (count,):
+        raise ValueError(f"labels have shape {labels.shape}, but there are {count} images: "
+                         f"give one integer label per image, shape ({count},).")
+    integral = np.issubdtype(labels.dtype, np.integer) or (
+        np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0))
+    if not integral:
+        raise ValueError(f"labels must be integer classes, got dtype {labels.dtype}.")
+    return labels.astype("int64")
 
 
 def _check_checkpoints(checkpoints, timesteps, multiple):

@@ -15,7 +15,9 @@ Example:
 import dataclasses
 import importlib.util
 import json
+import math
 import os
+import tempfile
 import time
 
 import keras
@@ -35,6 +37,10 @@ DEFAULT_EPOCHS = {"mnist": 20, "cifar10": 300, "cifar100": 300, "imagenet": 100}
 
 class ConfigError(ValueError):
     """A training configuration that cannot run; nothing has been written."""
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss; no model and no results were written."""
 
 
 @dataclasses.dataclass
@@ -92,9 +98,12 @@ def validate(config):
             raise ConfigError(f"{field} must be a positive integer, got {getattr(config, field)}.")
     if config.limit is not None and config.limit < 1:
         raise ConfigError(f"limit must be a positive integer, got {config.limit}.")
-    for field in ("lr", "momentum", "weight_decay"):
-        if getattr(config, field) < 0:
-            raise ConfigError(f"{field} must not be negative, got {getattr(config, field)}.")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise ConfigError(f"lr must be a positive finite number, got {config.lr}.")
+    for field in ("momentum", "weight_decay"):
+        if not (math.isfinite(getattr(config, field)) and getattr(config, field) >= 0):
+            raise ConfigError(
+                f"{field} must be a finite number >= 0, got {getattr(config, field)}.")
     if config.distribute and keras.backend.backend() not in backend.DISTRIBUTED_BACKENDS:
         raise ConfigError(
             f"--distribute is not supported on the {keras.backend.backend()} backend "
@@ -115,6 +124,8 @@ def train(config, command=None):
 
     Raises:
         ConfigError, data.DatasetNotFoundError: before anything is written.
+        DivergedError: the loss became NaN or infinite; model.keras and
+            results.json are not written (an earlier run's are kept).
     """
     validate(config)
     keras.utils.set_random_seed(config.seed)
@@ -139,7 +150,12 @@ def train(config, command=None):
         # The batches are shuffled by bsnn_tf.data already.
         history = model.fit(train_batches, epochs=config.epochs, validation_data=test_batches,
                             shuffle=False, callbacks=_callbacks(config.output_dir))
-        model.save(os.path.join(config.output_dir, "model.keras"))
+        losses = history.history["loss"]
+        if not all(math.isfinite(loss) for loss in losses):
+            raise DivergedError(
+                f"Training diverged: loss {losses[-1]} after {len(losses)} epoch(s); nothing "
+                f"was saved. Lower --lr (now {config.lr}).")
+        write_atomically(os.path.join(config.output_dir, "model.keras"), model.save)
     results = {
         # The last epoch's validation pass is the final test evaluation.
         "test_accuracy": float(history.history["val_accuracy"][-1]),
@@ -150,9 +166,34 @@ def train(config, command=None):
         "flags": dataclasses.asdict(config),
         "command": command,
     }
-    with open(os.path.join(config.output_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+
+    def write_json(path):
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+
+    write_atomically(os.path.join(config.output_dir, "results.json"), write_json)
     return results
+
+
+def write_atomically(path, write):
+    """Calls `write(temporary path)` beside `path`, then renames it to `path`.
+
+    A failure or a kill while writing leaves any earlier `path` as it was.
+
+    Example:
+        >>> write_atomically("run/model.keras", model.save)
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}-",
+                                         suffix=os.path.splitext(name)[1])
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
 
 
 def _check_writable(directory):
@@ -213,7 +254,9 @@ def _optimizer(config, steps_per_epoch):
 
 
 def _callbacks(output_dir):
+    # A NaN loss stops training at once (`train` then raises DivergedError).
     # keras.callbacks.TensorBoard writes through tf.summary: it needs both.
+    stop = [keras.callbacks.TerminateOnNaN()]
     if not all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):
-        return []
-    return [keras.callbacks.TensorBoard(log_dir=os.path.join(output_dir, "logs"))]
+        return stop
+    return stop + [keras.callbacks.TensorBoard(log_dir=os.path.join(output_dir, "logs"))]

@@ -63,6 +63,9 @@ def verify(ann, snn, x, timesteps, *, mode=None, atol=None, batch_size=None):
     Returns:
         A Verification.
     """
+    if not isinstance(ann, keras.Model):
+        raise TypeError(f"ann must be the keras.Model that `snn` was converted from, got "
+                        f"{type(ann).__name__}.")
     result = simulate(snn, x, timesteps=timesteps, mode=mode, record_values=True,
                       batch_size=batch_size, verbose=0)
     names = [n for n, a in snn.ann_layers.items() if _has_layer(ann, a)]

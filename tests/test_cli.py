@@ -6,8 +6,10 @@ short run, so one subprocess runs several command lines (`run_convert`).
 """
 
 import json
+import logging
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -26,6 +28,7 @@ DEMO_LIMIT, DEMO_TIMESTEPS = 100, 16
 DEMO_ARGV = ["--methods=bsnn,rate", "--phases=4", f"--timesteps={DEMO_TIMESTEPS}",
              f"--limit={DEMO_LIMIT}", "--calibration_size=100"]
 IMAGENET_WNIDS = ("n01440764", "n01443537", "n01484850")
+HELD_OUT_IMAGES, HELD_OUT_CALIBRATION = 60, 20
 OUTPUTS = ["accuracy_vs_timesteps.png", "results.json", "snn_bsnn.keras", "snn_rate.keras",
            "tensorboard"]
 
@@ -72,10 +75,10 @@ def run_convert(command_lines, cwd, timeout=600):
 
 
 def make_imagenet_folder(root, train_per_class=2, val_per_class=1):
-    """imagenet/{train,val}/<wnid>/*.JPEG of random pixels, of varying sizes."""
+    """imagenet/{train,val}/<wnid>/*.JPEG of random pixels, of varying sizes (no empty split)."""
     rng = np.random.default_rng(0)
     for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for wnid in IMAGENET_WNIDS:
+        for wnid in IMAGENET_WNIDS if count else ():
             folder = root / "imagenet" / split / wnid
             folder.mkdir(parents=True)
             for i in range(count):
@@ -83,6 +86,24 @@ def make_imagenet_folder(root, train_per_class=2, val_per_class=1):
                 pixels = rng.integers(0, 256, shape, dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
     return root
+
+
+def make_held_out_mnist(folder, count=HELD_OUT_IMAGES, calibration_size=HELD_OUT_CALIBRATION):
+    """`folder`/mnist_test.npz only: demo test images, labelled so that the demo ANN is right
+    on exactly those that `cli.load_images` evaluates (not on the held-out ones).
+
+    Returns the held-out indices, drawn as the issue specifies.
+    """
+    x, _ = data.load("mnist", "test", data.DEMO_DIR, limit=count)
+    with np.load(os.path.join(data.DEMO_DIR, "mnist_test.npz")) as demo_test:
+        pixels = demo_test["x_test"][:count]
+    predicted = np.argmax(keras.models.load_model(cli.DEMO_CHECKPOINT).predict(x, verbose=0), -1)
+    held_out = np.sort(np.random.default_rng(0).permutation(count)[:calibration_size])
+    labels = predicted.copy()
+    labels[held_out] = (predicted[held_out] + 1) % 10
+    folder.mkdir(parents=True)
+    np.savez_compressed(folder / "mnist_test.npz", x_test=pixels, y_test=labels)
+    return held_out
 
 
 def read_tensorboard(logdir):
@@ -98,22 +119,32 @@ def read_tensorboard(logdir):
 
 @pytest.fixture(scope="module")
 def end_to_end(tmp_path_factory):
-    """{run: (output_dir, outcome)}: the demo with two methods, and random ResNet-34 on ImageNet."""
+    """{run: (output_dir, outcome)}: the demo with two methods, random ResNet-34 on ImageNet
+    val images only, and the demo ANN calibrated on held-out test images."""
     root = tmp_path_factory.mktemp("end_to_end")
-    imagenet_data = make_imagenet_folder(root / "data")
+    imagenet_data = make_imagenet_folder(root / "data", train_per_class=0, val_per_class=3)
+    held_out = make_held_out_mnist(root / "mnist_test_only")
     demo_dir, imagenet_dir = root / "demo", root / "imagenet_run"
+    held_out_dir, test_split_dir = root / "held_out_run", root / "test_split_run"
     # An earlier run's directory: its outputs get replaced, other files stay.
     (demo_dir / "tensorboard" / "bsnn").mkdir(parents=True)
     (demo_dir / "tensorboard" / "bsnn" / "events.out.tfevents.earlier").write_bytes(b"")
     (demo_dir / "results.json").write_text("{}")
+    (demo_dir / "snn_phase.keras").write_bytes(b"a method this run does not convert")
     (demo_dir / "notes.txt").write_text("keep me")
     outcomes = run_convert([
-        [*DEMO_ARGV, f"--output_dir={demo_dir}"],
+        [*DEMO_ARGV, f"--output_dir={demo_dir}", "--overwrite"],
         ["--model=resnet34", "--dataset=imagenet", f"--data_dir={imagenet_data}",
          "--random_weights", "--phases=1", "--timesteps=2", "--limit=2",
          "--calibration_size=4", "--batch_size=2", f"--output_dir={imagenet_dir}"],
+        [f"--data_dir={root / 'mnist_test_only'}", f"--calibration_size={HELD_OUT_CALIBRATION}",
+         "--phases=4", "--timesteps=8", f"--output_dir={held_out_dir}"],
+        ["--calibration_split=test", "--phases=4", "--timesteps=8", "--limit=50",
+         "--calibration_size=50", f"--output_dir={test_split_dir}"],
     ], cwd=root)
-    return {"demo": (demo_dir, outcomes[0]), "imagenet": (imagenet_dir, outcomes[1])}
+    return {"demo": (demo_dir, outcomes[0]), "imagenet": (imagenet_dir, outcomes[1]),
+            "held_out": (held_out_dir, outcomes[2], held_out),
+            "test_split": (test_split_dir, outcomes[3])}
 
 
 def test_demo_run_writes_every_output(end_to_end):
@@ -129,6 +160,8 @@ def test_demo_run_writes_every_output(end_to_end):
 
     results = json.loads((output_dir / "results.json").read_text())
     assert results["test_images"] == DEMO_LIMIT and results["timesteps"] == [4, 8, 16]
+    assert results["calibration"] == {"split": "train", "images": 100, "seed": 0}
+    assert "held out" not in outcome["stdout"]
     assert results["ann_accuracy"] > 0.95
     assert results["flags"]["methods"] == ["bsnn", "rate"]
     assert f"--timesteps={DEMO_TIMESTEPS}" in results["command"]
@@ -171,9 +204,66 @@ def test_resnet34_on_an_imagenet_folder(end_to_end):
     results = json.loads((output_dir / "results.json").read_text())
     assert (results["model"], results["dataset"]) == ("resnet34", "imagenet")
     assert results["test_images"] == 2 and results["calibration_images"] == 4
+    # No imagenet/train: 4 of the 9 val images calibrate, 2 of the other 5 are evaluated.
+    record = results["calibration"]
+    assert record["split"] == "test (held out)" and record["images"] == 4
+    assert record["indices"] == sorted(np.random.default_rng(0).permutation(9)[:4].tolist())
+    assert "no training split found" in outcome["stdout"]
     assert results["timesteps"] == [1, 2]
     assert len(results["methods"]["bsnn"]["firing_rates"]) > 30
     assert (output_dir / "snn_bsnn.keras").is_file()
+
+
+def test_held_out_calibration_images_are_not_evaluated(end_to_end):
+    output_dir, outcome, held_out = end_to_end["held_out"]
+    assert outcome["code"] == 0, outcome["stderr"][-3000:]
+    results = json.loads((output_dir / "results.json").read_text())
+    assert results["calibration"] == {"split": "test (held out)", "images": HELD_OUT_CALIBRATION,
+                                      "seed": 0, "indices": held_out.tolist()}
+    assert results["flags"]["calibration_split"] == "auto"
+    assert results["test_images"] == HELD_OUT_IMAGES - HELD_OUT_CALIBRATION
+    # The ANN is wrong on every held-out image, right on every other one.
+    assert results["ann_accuracy"] == 1.0
+    lines = [line for line in outcome["stdout"].splitlines() if "held out" in line]
+    assert lines == [f"Calibrating on {HELD_OUT_CALIBRATION} mnist test images held out of the "
+                     "evaluation (seed 0; no training split found); evaluating 40 others."]
+
+
+def test_calibration_split_test_on_the_demo_data(end_to_end):
+    output_dir, outcome = end_to_end["test_split"]
+    assert outcome["code"] == 0, outcome["stderr"][-3000:]
+    results = json.loads((output_dir / "results.json").read_text())
+    record = results["calibration"]
+    assert (record["split"], record["images"], record["seed"]) == ("test (held out)", 50, 0)
+    assert results["test_images"] == 50  # --limit counts the images left after the 50
+    assert results["ann_accuracy"] > 0.9
+    assert "(seed 0); evaluating 50 others." in outcome["stdout"]
+
+
+@pytest.mark.jax
+def test_load_images_holds_the_calibration_slice_out(tmp_path):
+    held_out = make_held_out_mnist(tmp_path / "data")
+    config = cli.ConvertConfig(data_dir=str(tmp_path / "data"), calibration_split="test",
+                               calibration_size=HELD_OUT_CALIBRATION)
+    x_test, y_test, x_calibration, record = cli.load_images(config)
+    x_all, _ = data.load("mnist", "test", tmp_path / "data")
+    assert len(np.unique(x_all.reshape(len(x_all), -1), axis=0)) == len(x_all)
+    np.testing.assert_array_equal(x_calibration, x_all[held_out])
+    assert len(x_test) == len(y_test) == HELD_OUT_IMAGES - HELD_OUT_CALIBRATION
+    assert not any((x == x_calibration).all(axis=(1, 2, 3)).any() for x in x_test)
+    assert record["indices"] == held_out.tolist()
+    # --limit: the first evaluated images, in file order.
+    config.limit = 5
+    x_limited, _, _, _ = cli.load_images(config)
+    np.testing.assert_array_equal(x_limited, np.delete(x_all, held_out, axis=0)[:5])
+    config.limit, config.calibration_size = None, HELD_OUT_IMAGES
+    with pytest.raises(cli.ConfigError, match=re.escape(
+            f"needs more than --calibration_size={HELD_OUT_IMAGES} of them")):
+        cli.load_images(config)
+    config.calibration_split = "val"
+    with pytest.raises(cli.ConfigError, match=re.escape(
+            "--calibration_split must be one of auto, train, test; got 'val'.")):
+        cli.validate(config)
 
 
 # (id, convert.py arguments, message); {inputs} is a folder of prepared bad
@@ -207,6 +297,9 @@ BAD_INPUTS = [
      "Unknown command line flag 'epochs'"),
     ("timesteps_zero", ["--timesteps=0"], "timesteps must be positive, got 0."),
     ("timesteps_negative", ["--timesteps=-64"], "timesteps must be positive, got -64."),
+    ("timesteps_beyond_int32", ["--timesteps=4294967296"],
+     "--timesteps=4294967296 is too large: the simulation counts time in int32; use at most "
+     "2147483647."),
     ("timesteps_off_period", ["--timesteps=62"],
      "Time steps [62] are not multiples of phases=4"),
     ("checkpoint_beyond_timesteps", ["--timesteps=32", "--checkpoints=8,64"],
@@ -223,6 +316,21 @@ BAD_INPUTS = [
     ("calibration_size_zero", ["--calibration_size=0"], "calibration_size must be a positive"),
     ("limit_zero", ["--limit=0"], "limit must be a positive integer, got 0."),
     ("unexpected_argument", ["extra"], "Unexpected arguments: extra"),
+    ("calibration_split_unknown", ["--calibration_split=val"],
+     "flag --calibration_split=val: value should be one of"),
+    ("calibration_split_test_too_few",
+     ["--calibration_split=test", "--data_dir={inputs}/ten_test_images", "--calibration_size=10"],
+     "(--calibration_split=test) needs more than --calibration_size=10 of them, but "
+     "{inputs}/ten_test_images/mnist_test.npz has 10; pass a smaller --calibration_size"),
+    ("calibration_split_train_missing",
+     ["--calibration_split=train", "--data_dir={inputs}/ten_test_images"],
+     "No 'mnist' 'train' data found. Searched:"),
+    ("calibration_split_train_missing_hint",
+     ["--calibration_split=train", "--data_dir={inputs}/ten_test_images"],
+     "Or calibrate on held-out test images: --calibration_split=test."),
+    ("earlier_run_without_overwrite", ["--output_dir={inputs}/earlier_run"],
+     "Output directory '{inputs}/earlier_run' holds an earlier run (results.json, "
+     "snn_bsnn.keras); pass --overwrite to replace it"),
 ]
 # The paper experiments' flagfiles parse and validate; only the trained model is missing.
 BAD_INPUTS += [
@@ -240,11 +348,18 @@ def bad_input_outcomes(tmp_path_factory):
     for folder in ("empty", "corrupt_data"):
         (inputs / folder).mkdir(parents=True)
     (inputs / "corrupt_data" / "mnist_test.npz").write_bytes(b"PK\x03\x04 cut short")
+    (inputs / "ten_test_images").mkdir()
+    with np.load(os.path.join(data.DEMO_DIR, "mnist_test.npz")) as demo_test:
+        np.savez_compressed(inputs / "ten_test_images" / "mnist_test.npz",
+                            x_test=demo_test["x_test"][:10], y_test=demo_test["y_test"][:10])
     demo = pathlib.Path(cli.DEMO_CHECKPOINT).read_bytes()
     (inputs / "truncated.keras").write_bytes(demo[:len(demo) // 2])
     (inputs / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
     (inputs / "model.h5").write_bytes(b"")
     (inputs / "a_file").write_text("keep me")
+    (inputs / "earlier_run").mkdir()
+    for name in ("results.json", "snn_bsnn.keras"):
+        (inputs / "earlier_run" / name).write_text("an earlier run")
     five_classes = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                                      keras.layers.Dense(5)])
     five_classes.save(inputs / "five_classes.keras")
@@ -276,6 +391,86 @@ def test_bad_input_fails_clearly_and_writes_nothing(bad_input_outcomes, case, me
     assert "Traceback" not in outcome["stderr"]
     assert not any(case_dir.iterdir())
     assert (inputs / "a_file").read_text() == "keep me"
+    assert (inputs / "earlier_run" / "results.json").read_text() == "an earlier run"
+
+
+QUIET_PROBE = """
+import logging, os, sys
+sys.argv = [sys.argv[1] + ".py", *sys.argv[2:]]
+__import__(sys.argv[0][:-3])
+import tensorflow as tf
+tf.constant(1.0) + 1.0
+print(os.environ.get("TF_CPP_MIN_LOG_LEVEL"), logging.getLogger("tensorflow").level)
+"""
+
+
+@pytest.mark.parametrize("script", ["convert", "train"])
+def test_scripts_start_quietly_unless_verbosity_asks(script):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO)
+    start = lambda *argv: subprocess.run([sys.executable, "-c", QUIET_PROBE, script, *argv],
+                                         cwd=REPO, env=env, capture_output=True, text=True,
+                                         timeout=300)
+    quiet, verbose = start(), start("--verbosity", "1")
+    assert quiet.returncode == verbose.returncode == 0, quiet.stderr[-2000:]
+    assert quiet.stdout.split() == ["3", str(logging.ERROR)]
+    assert verbose.stdout.split() == ["None", str(logging.NOTSET)]
+    # TensorFlow's C++ info logs, where this machine prints any, show only when asked for.
+    if "cpu_feature_guard" in verbose.stderr:
+        assert "cpu_feature_guard" not in quiet.stderr
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("timesteps, message", [
+    (2**32, "--timesteps=4294967296 is too large"),
+    (2**31, "--timesteps=2147483648 is too large"),
+    (True, "--timesteps must be a positive int, got True."),
+    (64.0, "--timesteps must be a positive int, got 64.0."),
+])
+def test_timesteps_the_simulation_cannot_count_are_refused(tmp_path, timesteps, message):
+    config = cli.ConvertConfig(timesteps=timesteps, phases=1, output_dir=str(tmp_path / "out"))
+    with pytest.raises(cli.ConfigError, match=re.escape(message)):
+        cli.validate(config)
+
+
+@pytest.mark.jax
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
+    output_dir = tmp_path / "run"
+    with cli.run_lock(str(output_dir)):
+        assert (tmp_path / "run.lock").is_file()
+        with pytest.raises(cli.ConfigError, match="Another convert.py run is writing"):
+            with cli.run_lock(str(output_dir)):
+                pass
+    assert not any(tmp_path.iterdir())
+    with cli.run_lock(str(output_dir)):  # free again
+        pass
+
+
+SIGTERM_DRIVER = """
+import os, signal, sys
+from absl import app
+import convert
+from bsnn_tf import cli, metrics
+
+def terminated_while_writing(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()
+
+metrics.write_tensorboard = terminated_while_writing
+sys.argv = ["convert.py", *sys.argv[1:]]
+app.run(convert.main, argv=sys.argv)
+"""
+
+
+def test_sigterm_while_writing_leaves_no_staging_directory_or_lock(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop(data.DATA_DIR_ENV, None)
+    process = subprocess.run(
+        [sys.executable, "-c", SIGTERM_DRIVER, "--phases=4", "--timesteps=8", "--limit=8",
+         "--calibration_size=8", f"--output_dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert process.returncode != 0 and "KeyboardInterrupt" in process.stderr, process.stderr
+    assert not any(tmp_path.iterdir())  # no .convert-* staging, no run/, no run.lock
 
 
 @pytest.mark.jax

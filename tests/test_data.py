@@ -243,6 +243,48 @@ def test_corrupt_jpeg_names_the_file_and_image(tmp_path):
         data.load("cifar10", "test", tmp_path)
 
 
+@pytest.mark.parametrize("limit", [0, -1, 2.5, True])
+def test_limit_must_be_positive(limit):
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        data.load("mnist", "test", limit=limit)
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        data.dataset("mnist", "test", batch_size=8, limit=limit)
+
+
+@pytest.mark.parametrize("x, y, match", [
+    (np.zeros((3, 28, 28, 1), np.uint8), [1, 2], r"labels have shape \(2,\) for 3 images"),
+    (np.zeros((2, 28, 28, 1), np.uint8), [1, 2, 3], r"labels have shape \(3,\) for 2 images"),
+    (np.zeros((2, 28, 28, 1), np.uint8), [[1], [2]], r"labels have shape \(2, 1\)"),
+    (np.zeros((2, 28, 28, 1), np.uint8), [3, 10], r"labels range over \[3, 10\], outside \[0, 10\)"),
+    (np.zeros((2, 28, 28, 1), np.uint8), [-1, 2], r"outside \[0, 10\)"),
+    (np.zeros((2, 28, 28, 1), np.uint8), [0.5, 2], "labels have dtype float"),
+    (np.zeros((2, 28, 28), np.uint8), [1, 2], r"images have shape \(2, 28, 28\); expected "
+                                              r"\(N, 28, 28, 1\)"),
+    (np.full((2, 28, 28, 1), 255.0, np.float32), [1, 2], r"dtype float32 in \[255.0, 255.0\]"),
+    (np.zeros((2, 28, 28, 1), np.int64), [1, 2], "pixels have dtype int64"),
+])
+def test_npz_contents_are_checked(tmp_path, x, y, match):
+    np.savez(tmp_path / "mnist_test.npz", x_test=x, y_test=np.asarray(y))
+    with pytest.raises(data.CorruptDataError, match="mnist_test.npz: .*" + match):
+        data.load("mnist", "test", tmp_path)
+
+
+def test_jpeg_npz_labels_are_checked(tmp_path):
+    encoded = _jpeg_bytes(np.full((32, 32, 3), 10, np.uint8))
+    np.savez(tmp_path / "cifar10_test.npz", test_jpeg=np.frombuffer(encoded, np.uint8),
+             test_offsets=np.array([0, len(encoded)]), y_test=np.array([10]))
+    with pytest.raises(data.CorruptDataError, match=r"outside \[0, 10\)"):
+        data.find("cifar10", "test", tmp_path)
+
+
+def test_float_pixels_in_the_unit_interval_are_not_rescaled_twice(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    _save_plain_npz(tmp_path / "cifar10_test.npz", "test", pixels / 255.0, [0, 1, 2])
+    x, _ = data.load("cifar10", "test", tmp_path)
+    spec = data.DATASETS["cifar10"]
+    np.testing.assert_allclose(x, (pixels / 255.0 - spec.mean) / spec.std, atol=1e-5)
+
+
 def test_unknown_names_are_value_errors():
     with pytest.raises(ValueError, match="Known datasets"):
         data.load("svhn", "test")

@@ -107,6 +107,7 @@ def test_bad_calibration_data(data, error, match):
     ({"percentile": 101}, ValueError, "percentile=101 is out of range"),
     ({"input_encoding": "poisson"}, ValueError, "input_encoding"),
     ({"timesteps": -1}, ValueError, "timesteps must be positive"),
+    ({"timesteps": 2**32}, ValueError, r"timesteps=4294967296 is too large.*at most 2147483647"),
 ])
 def test_bad_conversion_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -123,6 +124,9 @@ def test_spike_encoding_needs_unit_interval_inputs():
     (-8, ValueError, "timesteps must be positive"),
     (8.0, TypeError, "timesteps must be a positive int"),
     ("64", TypeError, "timesteps must be a positive int"),
+    (True, TypeError, "timesteps must be a positive int"),
+    (2**32, ValueError, "timesteps=4294967296 is too large"),
+    (2**31, ValueError, "timesteps=2147483648 is too large"),
 ])
 def test_bad_timesteps(snn, timesteps, error, match):
     with pytest.raises(error, match=match):
@@ -144,3 +148,82 @@ def test_bad_simulation_inputs(snn, rate_snn):
         bsnn_tf.simulate(snn, images(2, (8, 8, 2)), timesteps=8, checkpoints=[6], verbose=0)
     with pytest.raises(ValueError, match="beyond timesteps=8"):
         bsnn_tf.simulate(snn, images(2, (8, 8, 2)), timesteps=8, checkpoints=[16], verbose=0)
+
+
+class OwnDense(L.Dense):
+    def call(self, inputs):
+        return super().call(inputs) * 2.0
+
+
+class RenamedDense(L.Dense):
+    pass
+
+
+def test_subclass_that_overrides_call_is_refused():
+    model = keras.Sequential([keras.Input((4,)), OwnDense(3, activation="relu", name="own"),
+                              L.LayerNormalization(name="norm"), L.Dense(2)])
+    with pytest.raises(ValueError) as error:
+        convert(model)
+    message = str(error.value)  # listed together with the other unsupported layer
+    assert "'own' (OwnDense): subclass of Dense that overrides call()" in message
+    assert "'norm' (LayerNormalization)" in message
+
+
+def test_subclass_that_keeps_call_converts_as_its_base():
+    plain = dense_net(0)
+    renamed = keras.Sequential([keras.Input((6,))] + [
+        RenamedDense(layer.units, activation=layer.activation) for layer in plain.layers])
+    renamed.set_weights(plain.get_weights())
+    x = images(4, (6,))
+    expected = bsnn_tf.simulate(convert(plain, x), x, timesteps=32, verbose=0).outputs
+    np.testing.assert_allclose(
+        bsnn_tf.simulate(convert(renamed, x), x, timesteps=32, verbose=0).outputs, expected,
+        rtol=1e-6, atol=1e-6)
+
+
+def test_predict_and_call_check_their_input(snn):
+    snn.timesteps = 8
+    bad = images(2, (8, 8, 2))
+    bad[0, 0, 0, 0], bad[1, 3, 3, 1] = np.nan, np.inf
+    for run in (lambda x: snn.predict(x, verbose=0), snn):
+        with pytest.raises(ValueError, match="input batch contains 2 NaN or infinite values"):
+            run(bad)
+        with pytest.raises(ValueError, match=r"input batch has shape \(2, 8, 8\), but the model "
+                                             r"expects \(N, 8, 8, 2\)"):
+            run(np.zeros((2, 8, 8)))
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.zeros((3,), int), r"labels have shape \(3,\), but there are 2 images"),
+    (np.zeros((2, 1), int), r"labels have shape \(2, 1\), but there are 2 images"),
+    (np.array([0.5, 1.0]), "labels must be integer classes"),
+    (np.array(["a", "b"]), "labels must be integer classes"),
+])
+def test_bad_labels(snn, labels, match):
+    x = images(2, (8, 8, 2))
+    with pytest.raises(ValueError, match=match):
+        bsnn_tf.evaluate(snn, x, labels, timesteps=8, verbose=0)
+    result = bsnn_tf.simulate(snn, x, timesteps=8, verbose=0)
+    with pytest.raises(ValueError, match=match):
+        result.accuracy(labels)
+    assert result.accuracy(np.array([1.0, 2.0])) == np.mean(np.argmax(result.outputs, -1)
+                                                           == [1, 2])
+
+
+@pytest.mark.parametrize("batch_size", [0, -4, 2.5])
+def test_bad_batch_size(snn, batch_size):
+    x, y = images(2, (8, 8, 2)), np.zeros(2, int)
+    with pytest.raises(ValueError, match="batch_size must be a positive int or None"):
+        bsnn_tf.simulate(snn, x, timesteps=8, batch_size=batch_size, verbose=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive int or None"):
+        bsnn_tf.evaluate(snn, x, y, timesteps=8, batch_size=batch_size, verbose=0)
+
+
+def test_evaluate_with_no_timesteps(snn):
+    with pytest.raises(ValueError, match="timesteps is empty"):
+        bsnn_tf.evaluate(snn, images(2, (8, 8, 2)), np.zeros(2, int), timesteps=[], verbose=0)
+
+
+def test_verify_without_the_ann(snn):
+    with pytest.raises(TypeError, match="ann must be the keras.Model .* got NoneType"):
+        bsnn_tf.verify(None, snn, images(2, (8, 8, 2)), timesteps=8)

@@ -127,6 +127,20 @@ def test_calling_the_model_equals_simulate():
 
 
 @pytest.mark.jax
+def test_changing_timesteps_after_predict_takes_effect():
+    snn, x = converted("conv_maxpool", "bsnn", phases=4, dtype="float32")
+    snn.timesteps = 8
+    early = np.asarray(snn.predict(x, verbose=0))
+    snn.timesteps = 64
+    late = np.asarray(snn.predict(x, verbose=0))
+    np.testing.assert_allclose(early, bsnn_tf.simulate(snn, x, timesteps=8, verbose=0).outputs,
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(late, bsnn_tf.simulate(snn, x, timesteps=64, verbose=0).outputs,
+                               rtol=1e-6, atol=1e-6)
+    assert not np.allclose(early, late)  # the two T give different logits
+
+
+@pytest.mark.jax
 def test_xla_compiled_simulation_matches_graph_mode():
     snn, x = converted("residual_maxpool", "bsnn", phases=4)
     graph = bsnn_tf.simulate(snn, x, timesteps=32, jit_compile=False, trace=True, verbose=0)

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from absl import app, flags
@@ -88,6 +89,51 @@ def test_bad_flags_fail_clearly_and_write_nothing(tmp_path, argv, message):
     code = run_train(*argv, f"--output_dir={output_dir}")
     assert isinstance(code, str) and message in code
     assert not output_dir.exists()
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--lr=nan", "lr must be a positive finite number, got nan."),
+    ("--lr=inf", "lr must be a positive finite number, got inf."),
+    ("--lr=0", "lr must be a positive finite number, got 0.0."),
+    ("--momentum=nan", "momentum must be a finite number >= 0, got nan."),
+    ("--weight_decay=-inf", "weight_decay must be a finite number >= 0, got -inf."),
+])
+def test_bad_rates_are_refused_before_training(tmp_path, flag, message):
+    # No data in --data_dir: a run that got past the flag checks fails differently.
+    output_dir = tmp_path / "run"
+    code = run_train(*SHORT_RUN, flag, f"--data_dir={tmp_path}", f"--output_dir={output_dir}")
+    assert isinstance(code, str) and message in code
+    assert not output_dir.exists()
+
+
+def test_diverged_training_writes_no_model_or_results(tmp_path, small_mnist):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    (output_dir / "model.keras").write_bytes(b"an earlier run")
+    code = run_train(*SHORT_RUN, "--lr=1e30", f"--data_dir={small_mnist}",
+                     f"--output_dir={output_dir}")
+    assert isinstance(code, str) and "Training diverged" in code and "Lower --lr" in code
+    assert (output_dir / "model.keras").read_bytes() == b"an earlier run"
+    assert not (output_dir / "results.json").exists()
+
+
+def test_a_failed_save_keeps_the_previous_model(tmp_path, small_mnist, monkeypatch):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    (output_dir / "model.keras").write_bytes(b"an earlier run")
+
+    def save_cut_short(model, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04 half a model")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", save_cut_short)
+    config = training.TrainConfig("mnist_cnn", "mnist", str(output_dir), epochs=1,
+                                  batch_size=64, limit=128, data_dir=str(small_mnist))
+    with pytest.raises(OSError, match="No space left"):
+        training.train(config)
+    assert (output_dir / "model.keras").read_bytes() == b"an earlier run"
+    assert sorted(p.name for p in output_dir.iterdir() if p.name != "logs") == ["model.keras"]
 
 
 def test_unwritable_output_dir(tmp_path):
