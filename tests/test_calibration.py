@@ -77,7 +77,7 @@ def _first_readout(snn):
     return (snn.readout_start + 1) * snn.phases
 
 
-@pytest.mark.parametrize("name", ["dense", "conv", "residual"])
+@pytest.mark.parametrize("name", ["conv", "residual"])
 def test_bias_correction_zeroes_the_mean_output_error_on_the_calibration_set(name):
     ann, x = _nets()[name]
     reference = _logits(ann, x)
@@ -91,7 +91,7 @@ def test_bias_correction_zeroes_the_mean_output_error_on_the_calibration_set(nam
     assert np.max(errors["mse"]) > 10 * np.max(errors["light"])  # the test can fail
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", ["advanced"])  # every stage runs in "advanced"
 def test_calibration_never_changes_the_ann(mode):
     ann, x = _nets()["residual"]
     weights = [w.copy() for w in ann.get_weights()]
@@ -101,8 +101,7 @@ def test_calibration_never_changes_the_ann(mode):
     np.testing.assert_array_equal(before, ann.predict(x, verbose=0))
 
 
-@pytest.mark.parametrize("mode", ["light", "advanced"])
-@pytest.mark.parametrize("name", ["conv", "residual"])
+@pytest.mark.parametrize("name, mode", [("conv", "light"), ("residual", "advanced")])
 def test_calibrated_snn_matches_the_reference_and_period_equals_step(name, mode):
     ann, x = _nets()[name]
     snn = bsnn_tf.convert(ann, x[:64], phases=3, calibration=mode, verbose=0,
@@ -137,7 +136,7 @@ def test_first_readout_is_the_quantised_ann(mode):
     np.testing.assert_allclose(first, v, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("mode", ["light", "advanced"])
+@pytest.mark.parametrize("mode", ["advanced"])
 def test_calibrated_snn_saves_and_loads(tmp_path, mode):
     ann, x = _nets()["residual"]
     snn = bsnn_tf.convert(ann, x[:64], calibration=mode, verbose=0)
@@ -147,8 +146,8 @@ def test_calibrated_snn_saves_and_loads(tmp_path, mode):
     np.testing.assert_array_equal(snn.predict(x[:8], verbose=0), loaded.predict(x[:8], verbose=0))
 
 
-@pytest.mark.parametrize("method", ["rate", "phase"])
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("method, mode", [("rate", "mse"), ("rate", "advanced"),
+                                          ("phase", "light")])
 def test_every_mode_converts_every_method(method, mode):
     ann, x = _nets()["conv"]
     snn = bsnn_tf.convert(ann, x, method=method, calibration=mode, timesteps=64, verbose=0)

@@ -49,5 +49,6 @@ def test_demo_checkpoint_bsnn_reaches_recorded_accuracy_at_t64(demo):
                                 verbose=0)[64]
 
     assert snn.phases == bsnn["phases"]
+    assert bsnn_tf.conversion.calibration.DEFAULT_CALIBRATION == bsnn["calibration"]
     assert accuracy == pytest.approx(bsnn["accuracy_t64"], abs=ONE_IMAGE)
     assert accuracy >= record["test_accuracy"] - 0.001  # within 0.1 pp of the ANN
