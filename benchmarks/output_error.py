@@ -24,7 +24,7 @@ METHODS = ("rate", "phase", "bsnn")
 
 def output_errors(task, method, phases, timesteps):
     """|SNN - ANN| output per (image, class), divided by the largest |ANN output|."""
-    snn = bsnn_tf.convert(task.ann, task.calibration, method=method, phases=phases, verbose=0)
+    snn = bsnn_tf.convert(task.ann, task.calibration, method=method, phases=phases, verbose=0, calibration="percentile")
     snn_outputs = bsnn_tf.simulate(snn, task.x_test, timesteps=timesteps, verbose=0).outputs
     ann_outputs = task.ann.predict(task.x_test, verbose=0)
     return np.abs(snn_outputs - ann_outputs).reshape(-1) / np.abs(ann_outputs).max()

@@ -58,7 +58,7 @@ def bsnn_tf_accuracies(task, method, timesteps, args):
         settings.update({name: getattr(args, name) for name in
                          ("phases", "percentile", "initial_membrane", "readout_delay")
                          if getattr(args, name) is not None})
-    snn = bsnn_tf.convert(task.ann, task.calibration, verbose=0, **settings)
+    snn = bsnn_tf.convert(task.ann, task.calibration, verbose=0, **{"calibration": "percentile", **settings})
     mode = "step" if any(t % snn.phases for t in timesteps) else snn.mode
     accuracies, seconds = common.simulate_accuracies(
         snn, task, timesteps, mode=mode, batch_size=BATCH_SIZE[task.name],

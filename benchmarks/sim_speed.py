@@ -34,7 +34,7 @@ def build_snn(phases, seed=0):
     keras.utils.set_random_seed(seed)
     ann = bsnn_tf.models.get("vgg16", num_classes=10, input_shape=(32, 32, 3))
     calibration = np.random.default_rng(seed).normal(size=(64, 32, 32, 3)).astype("float32")
-    return ann, bsnn_tf.convert(ann, calibration, phases=phases, verbose=0)
+    return ann, bsnn_tf.convert(ann, calibration, phases=phases, verbose=0, calibration="percentile")
 
 
 def throughput(run, images, repeats):

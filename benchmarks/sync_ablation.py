@@ -29,7 +29,7 @@ def main():
     for synchronous in (True, False):
         snn = bsnn_tf.convert(task.ann, task.calibration, phases=args.phases,
                               synchronous=synchronous, initial_membrane=args.initial_membrane,
-                              verbose=0)
+                              verbose=0, calibration="percentile")
         grid = range(args.phases * (snn.readout_start + 1), args.timesteps + 1, args.phases)
         accuracies, seconds = simulate_accuracies(snn, task, grid)
         label = "with synchronous layers" if synchronous else "without"

@@ -57,7 +57,7 @@ def run_setting(task, ann_accuracy, phases, initial_membrane, percentile, channe
     snn = bsnn_tf.convert(task.ann, task.calibration, method="bsnn", phases=phases,
                           percentile=percentile, channelwise=channelwise,
                           initial_membrane=initial_membrane, readout_delay=readout_delay,
-                          verbose=0)
+                          verbose=0, calibration="percentile")
     convert_seconds = time.perf_counter() - start
     grid = range(phases, max_timesteps + 1, phases)
     accuracies, simulate_seconds = common.simulate_accuracies(

@@ -135,7 +135,7 @@ def end_to_end(tmp_path_factory):
     outcomes = run_convert([
         [*DEMO_ARGV, f"--output_dir={demo_dir}", "--overwrite"],
         ["--model=resnet34", "--dataset=imagenet", f"--data_dir={imagenet_data}",
-         "--random_weights", "--phases=1", "--timesteps=2", "--limit=2",
+         "--random_weights", "--phases=1", "--timesteps=2", "--limit=2", "--calibration=percentile",
          "--calibration_size=4", "--batch_size=2", f"--output_dir={imagenet_dir}"],
         [f"--data_dir={root / 'mnist_test_only'}", f"--calibration_size={HELD_OUT_CALIBRATION}",
          "--phases=4", "--timesteps=8", f"--output_dir={held_out_dir}"],

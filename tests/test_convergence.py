@@ -32,7 +32,7 @@ def test_output_error_shrinks_as_two_to_minus_k_over_periods(build, shape, phase
         # Calibrating on larger inputs keeps every test activation below the
         # largest K-bit value, where the error is a quantisation residual only.
         snn = bsnn_tf.convert(model, np.concatenate([x, 2 * x]), percentile=100,
-                              phases=phases, dtype="float64", verbose=0)
+                              phases=phases, dtype="float64", verbose=0, calibration="percentile")
         periods = [4, 16, 64]
         steps = {p: (snn.depth + p) * phases for p in periods}
         result = bsnn_tf.simulate(snn, x, timesteps=steps[64], checkpoints=steps.values(),
@@ -64,7 +64,7 @@ def test_phase_coding_spikes_in_inactivated_neurons_and_bsnn_does_not():
     counts = {}
     for method in ("phase", "bsnn"):
         snn = bsnn_tf.convert(model, calibration, method=method, phases=4, percentile=100,
-                              verbose=0)
+                              verbose=0, calibration="percentile")
         result = bsnn_tf.simulate(snn, x, timesteps=64, mode="step", ann=model, verbose=0)
         neuron = next(n for n, a in snn.ann_layers.items() if a == inactive_layer)
         counts[method] = result.sin[neuron]
@@ -86,7 +86,7 @@ def test_synchronous_layers_cut_early_error_on_resnet20(resnet20_cifar):
     checkpoints = [160, 192, 224, 256]
     errors, accuracy = {}, {}
     for synchronous in (True, False):
-        snn = bsnn_tf.convert(ann, calibration, phases=8, synchronous=synchronous, verbose=0)
+        snn = bsnn_tf.convert(ann, calibration, phases=8, synchronous=synchronous, verbose=0, calibration="percentile")
         result = bsnn_tf.simulate(snn, x, timesteps=256, checkpoints=checkpoints, verbose=0)
         errors[synchronous] = {t: np.abs(result.outputs_at[t] - reference).mean()
                                for t in checkpoints}

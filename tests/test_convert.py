@@ -102,7 +102,7 @@ def test_synchronous_layers_equalise_merge_depths_and_keep_the_function(name):
 
 @pytest.mark.jax
 def test_start_periods_follow_spiking_depth():
-    snn = bsnn_tf.convert(dense_net(0, widths=(5, 5, 5)), images(8, (6,)), verbose=0)
+    snn = bsnn_tf.convert(dense_net(0, widths=(5, 5, 5)), images(8, (6,)), verbose=0, calibration="percentile")
     assert [layer.start_period for layer in snn.spiking_layers()] == [0, 1, 2]
     assert snn.depth == 3
 
@@ -126,7 +126,7 @@ def test_keras_applications_vgg16_and_resnet50_convert():
     for application in (keras.applications.VGG16, keras.applications.ResNet50):
         keras.utils.set_random_seed(0)
         model = application(weights=None, input_shape=(32, 32, 3), classes=10)
-        snn = bsnn_tf.convert(model, x, percentile=100, verbose=0)
+        snn = bsnn_tf.convert(model, x, percentile=100, verbose=0, calibration="percentile")
         assert len(snn.spiking_layers()) >= 13
         ops = {type(layer).__name__ for layer in snn.graph_layers}
         assert "SpikingMaxPool" in ops
@@ -162,7 +162,7 @@ def test_method_neurons_and_gates():
     model, x = conv_net(8), images(8, (8, 8, 2), seed=8)
     expected = {"bsnn": "BistableIF", "phase": "PhaseIF", "rate": "IF"}
     for method, neuron in expected.items():
-        snn = bsnn_tf.convert(model, x, method=method, verbose=0)
+        snn = bsnn_tf.convert(model, x, method=method, verbose=0, calibration="percentile")
         kinds = {type(layer).__name__ for layer in snn.graph_layers}
         assert neuron in kinds and "SpikingMaxPool" in kinds
         assert snn.mode == ("period" if method == "bsnn" else "step")
@@ -175,7 +175,7 @@ def test_method_neurons_and_gates():
 def test_zoo_models_convert(name, shape, classes):
     keras.utils.set_random_seed(0)
     model = bsnn_tf.models.get(name, num_classes=classes, input_shape=shape)
-    snn = bsnn_tf.convert(model, images(4, shape), verbose=0)
+    snn = bsnn_tf.convert(model, images(4, shape), verbose=0, calibration="percentile")
     relus = sum(1 for node in stages.fold(stages.trace(model)) if node.op == "relu")
     synchronous = [layer for layer in snn.spiking_layers()
                    if isinstance(layer, bsnn_tf.layers.SynchronousLayer)]

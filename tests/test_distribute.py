@@ -68,7 +68,7 @@ def mismatches(snn, x, **kwargs):
 
 # A conv net with max pooling, 7 images in batches of 4 (the last one padded), 2 chunks or more.
 snn = bsnn_tf.convert(conv_net(0), images(32, (8, 8, 2), seed=1), phases=4, dtype="float64",
-                      verbose=0)
+                      verbose=0, calibration="percentile")
 x = images(7, (8, 8, 2), seed=2)
 report["simulate"] = {
     "step": mismatches(snn, x, timesteps=16, mode="step", checkpoints=[8], batch_size=4,

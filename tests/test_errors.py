@@ -13,17 +13,17 @@ pytestmark = pytest.mark.jax
 
 @pytest.fixture(scope="module")
 def snn():
-    return bsnn_tf.convert(conv_net(0), images(8, (8, 8, 2)), phases=4, verbose=0)
+    return bsnn_tf.convert(conv_net(0), images(8, (8, 8, 2)), phases=4, verbose=0, calibration="percentile")
 
 
 @pytest.fixture(scope="module")
 def rate_snn():
-    return bsnn_tf.convert(dense_net(0), images(8, (6,)), method="rate", verbose=0)
+    return bsnn_tf.convert(dense_net(0), images(8, (6,)), method="rate", verbose=0, calibration="percentile")
 
 
 def convert(model, data=None, **kwargs):
     data = images(4, model.inputs[0].shape[1:]) if data is None else data
-    return bsnn_tf.convert(model, data, verbose=0, **kwargs)
+    return bsnn_tf.convert(model, data, verbose=0, **{"calibration": "percentile", **kwargs})
 
 
 def test_unsupported_layers_are_all_listed_with_class_and_reason():
@@ -60,7 +60,7 @@ def test_several_inputs_or_outputs_are_refused():
     a, b = keras.Input((4,)), keras.Input((4,))
     two_inputs = keras.Model([a, b], L.Dense(2)(L.ReLU()(L.Add()([a, b]))))
     with pytest.raises(ValueError, match="2 inputs and 1 outputs"):
-        bsnn_tf.convert(two_inputs, np.zeros((2, 4)), verbose=0)
+        bsnn_tf.convert(two_inputs, np.zeros((2, 4)), verbose=0, calibration="percentile")
     hidden = L.ReLU()(L.Dense(3)(a))
     two_outputs = keras.Model(a, [L.Dense(2)(hidden), L.Dense(2)(hidden)])
     with pytest.raises(ValueError, match="1 inputs and 2 outputs"):
@@ -81,9 +81,9 @@ def test_softmax_inside_the_network_and_maxpool_on_currents_are_refused():
 
 def test_unbuilt_model_is_refused():
     with pytest.raises(ValueError, match="no defined input"):
-        bsnn_tf.convert(keras.Sequential([L.Dense(2)]), np.zeros((2, 4)), verbose=0)
+        bsnn_tf.convert(keras.Sequential([L.Dense(2)]), np.zeros((2, 4)), verbose=0, calibration="percentile")
     with pytest.raises(TypeError, match="keras.Model"):
-        bsnn_tf.convert(object(), np.zeros((2, 4)), verbose=0)
+        bsnn_tf.convert(object(), np.zeros((2, 4)), verbose=0, calibration="percentile")
 
 
 @pytest.mark.parametrize("data, error, match", [

@@ -55,7 +55,7 @@ def build(arch):
 def test_random_architectures_period_step_and_reference_agree(arch):
     model = build(arch)
     x, calibration = images(2, (7, 7, 2), 1), images(16, (7, 7, 2), 2)
-    snn = bsnn_tf.convert(model, calibration, phases=3, dtype="float64", verbose=0)
+    snn = bsnn_tf.convert(model, calibration, phases=3, dtype="float64", verbose=0, calibration="percentile")
     timesteps = 3 * (snn.depth + 4)
     step = bsnn_tf.simulate(snn, x, timesteps=timesteps, mode="step", trace=True, verbose=0)
     period = bsnn_tf.simulate(snn, x, timesteps=timesteps, mode="period", trace=True, verbose=0)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.jax
 def test_saved_and_loaded_snn_simulates_identically(tmp_path, method):
     model = residual_net(0, concat=True)
     snn = bsnn_tf.convert(model, images(16, (8, 8, 2)), method=method, phases=4,
-                          timesteps=48, verbose=0)
+                          timesteps=48, verbose=0, calibration="percentile")
     x = images(4, (8, 8, 2), seed=1)
     before = bsnn_tf.simulate(snn, x, timesteps=48, checkpoints=[24], verbose=0)
     path = tmp_path / "snn.keras"

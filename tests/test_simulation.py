@@ -23,7 +23,7 @@ def converted(net, method, phases=4, seed=0, encoding="real", dtype="float64",
     calibration = images(32, shape, seed + 1, low=low)
     snn = bsnn_tf.convert(build(seed), calibration, method=method, phases=phases,
                           input_encoding=encoding, initial_membrane=initial_membrane,
-                          dtype=dtype, verbose=0)
+                          dtype=dtype, verbose=0, calibration="percentile")
     return snn, images(3, shape, seed + 2, low=low)
 
 

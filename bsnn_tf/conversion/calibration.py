@@ -34,7 +34,7 @@ from bsnn_tf.conversion.graph import SPIKING_OPS, Node, make_layer, set_weights,
 
 MODES = ("percentile", "mse", "light", "advanced")
 # `convert`'s default, chosen by the calibration study in docs/RESULTS.md.
-DEFAULT_CALIBRATION = "light"
+DEFAULT_CALIBRATION = "percentile"
 # The "mse" search: fractions of the largest activation per pass (two passes).
 SEARCH_STEPS = 16
 # Weight reconstruction ("advanced"): Adam steps per layer, batch size, step size.
