@@ -414,7 +414,8 @@ def test_scripts_start_quietly_unless_verbosity_asks(script):
     quiet, verbose = start(), start("--verbosity", "1")
     assert quiet.returncode == verbose.returncode == 0, quiet.stderr[-2000:]
     assert quiet.stdout.split() == ["3", str(logging.ERROR)]
-    assert verbose.stdout.split() == ["None", str(logging.NOTSET)]
+    level, logger_level = verbose.stdout.split()
+    assert level != "3" and logger_level == str(logging.NOTSET)  # Keras may set its own "1"
     # TensorFlow's C++ info logs, where this machine prints any, show only when asked for.
     if "cpu_feature_guard" in verbose.stderr:
         assert "cpu_feature_guard" not in quiet.stderr
