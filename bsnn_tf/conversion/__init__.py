@@ -18,6 +18,7 @@ import keras
 from bsnn_tf import coding, neurons
 from bsnn_tf.conversion.build import build
 from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, ActivationStatistics,
+                                            check_mode as check_calibration_mode,
                                             calibrate, check_inputs, correct)
 from bsnn_tf.conversion.fold import fold
 from bsnn_tf.conversion.graph import Graph, LayerConverter, Node, register, to_keras, trace
@@ -90,9 +91,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
     if isinstance(readout_delay, bool) or not isinstance(readout_delay, int) or readout_delay < 0:
         raise ValueError(f"readout_delay must be an int >= 0 (periods), got {readout_delay!r}.")
     _check_precision(dtype, phases)
-    if calibration not in MODES:
-        raise ValueError(f"calibration must be one of {', '.join(map(repr, MODES))}; "
-                         f"got {calibration!r}.")
+    check_calibration_mode(calibration)
     graph = fold(trace(model))
     data = check_inputs(calibration_data, graph.input_shape)
     input_scale = _input_scale(data, input_encoding)
