@@ -48,8 +48,10 @@ flags.DEFINE_string("model", "mnist_cnn", "Zoo model name: " + ", ".join(models.
 flags.DEFINE_string("dataset", "mnist", "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")
 flags.DEFINE_string("weights", None,
                     "The trained ANN: a .keras checkpoint, or .pth/.safetensors torchvision "
-                    "weights for the zoo model (resnet18/34). Default for mnist_cnn on mnist: "
-                    "the embedded demo checkpoint; otherwise required.")
+                    "weights for the zoo model (resnet18/34). Default: the embedded demo "
+                    "checkpoint for mnist_cnn on mnist; the published weights, downloaded once "
+                    "into Keras's cache ($KERAS_HOME, else ~/.keras) and hash-checked, for "
+                    + ", ".join(models.published.available()) + "; otherwise required.")
 flags.DEFINE_boolean("random_weights", False,
                      "Convert the zoo model with random weights (smoke tests).")
 flags.DEFINE_enum("method", "bsnn", METHODS, "Conversion method.")

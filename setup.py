@@ -16,6 +16,8 @@ setup(
         "tensorflow>=2.16",
         "keras>=3.3",
         "tensorflow-datasets",
+        # tensorflow-datasets imports it to download, but declares it only for Python < 3.9.
+        "importlib_resources",
         "numpy",
         "absl-py",
         # tf.summary needs it: TensorFlow no longer installs TensorBoard itself.

@@ -1,6 +1,7 @@
 """What `convert.py` does: ANN to SNN(s), accuracy against time steps, and a run directory.
 
-The pipeline loads the ANN (a .keras checkpoint, torchvision weights or random
+The pipeline loads the ANN (a .keras checkpoint, torchvision weights, the
+model's published weights, downloaded once into Keras's cache, or random
 weights), checks that it fits the dataset, measures its test accuracy, then
 per method calibrates and converts it, simulates the test set with
 checkpoints, and verifies it layer by layer on a few images. Everything that
@@ -69,7 +70,9 @@ class ConvertConfig:
     Attributes:
         weights: a .keras checkpoint, or .pth/.pt/.safetensors torchvision
             weights for the zoo model; `None` takes the demo checkpoint for
-            mnist_cnn on mnist.
+            mnist_cnn on mnist, and the published weights where the model has
+            them for the dataset (`models.published.WEIGHTS`: torchvision's
+            ResNet-18/34 on ImageNet), downloaded by `load_ann`.
         random_weights: convert the zoo model with random weights (smoke tests).
         methods: conversion methods, simulated on the same test images.
         timesteps: the largest T; `None` takes `DEFAULT_TIMESTEPS[dataset]`.
@@ -243,10 +246,13 @@ def _check_weights(config):
             raise ConfigError("Give either --weights or --random_weights, not both.")
         return
     if config.weights is None:
+        if models.published.find(config.model, config.dataset):
+            return  # downloaded by load_ann
         raise ConfigError(
             f"--weights is required for {config.model} on {config.dataset} (a .keras "
             "checkpoint, or torchvision .pth/.safetensors weights); --random_weights "
-            "converts random weights for a smoke test."
+            "converts random weights for a smoke test. Published weights, downloaded "
+            f"when --weights is not given, exist for {', '.join(models.published.available())}."
         )
     suffix = pathlib.Path(config.weights).suffix
     if suffix not in (KERAS_SUFFIX, *TORCHVISION_SUFFIXES):
@@ -276,23 +282,50 @@ def _existing_ancestor(directory):
 
 
 def load_ann(config):
-    """The ANN to convert: the checkpoint, torchvision weights or random weights.
+    """The ANN to convert: the checkpoint, torchvision weights, published weights or random ones.
+
+    With no `config.weights`, the model's published weights are downloaded
+    (once; then read from Keras's cache) and their hash checked.
 
     Raises:
-        ConfigError: a checkpoint that cannot be read (the message names the file).
+        ConfigError: a checkpoint that cannot be read (the message names the
+            file), or published weights that cannot be downloaded.
     """
+    _check_weights(config)
     spec = data.DATASETS[config.dataset]
     if config.random_weights:
         keras.utils.set_random_seed(0)
         return models.get(config.model, spec.num_classes, spec.input_shape)
-    if config.weights.endswith(KERAS_SUFFIX):
-        return _load_keras(config.weights)
+    weights = config.weights or download_published_weights(config.model, config.dataset)
+    if weights.endswith(KERAS_SUFFIX):
+        return _load_keras(weights)
     ann = models.get(config.model, spec.num_classes, spec.input_shape)
     try:
-        models.load_torchvision_weights(ann, config.weights)
+        models.load_torchvision_weights(ann, weights)
     except (OSError, ImportError, ValueError) as error:
-        raise ConfigError(f"Cannot load weights {config.weights}: {error}") from error
+        raise ConfigError(f"Cannot load weights {weights}: {error}") from error
     return ann
+
+
+def download_published_weights(model, dataset):
+    """The local path of `model`'s published weights for `dataset`, downloaded if not cached.
+
+    Raises:
+        ConfigError: offline, or a file that fails its hash check; the message
+            names the URL and says how to go on without the download.
+    """
+    published = models.published.find(model, dataset)
+    try:
+        path = models.published.download(published)
+    except models.published.DownloadError as error:
+        raise ConfigError(
+            f"{error}\nWith no --weights, convert.py downloads the published {model} weights "
+            f"for {dataset} from {published.url}. Where this machine cannot download it, "
+            "download that file elsewhere and pass --weights FILE, or pass --random_weights "
+            "to convert random weights (a smoke test)."
+        ) from error
+    print(f"Published weights {published.url} (cached at {path})")
+    return path
 
 
 def _load_keras(path):

@@ -28,7 +28,8 @@ Where data is looked for, in order:
      `imagenet_sample_*.npz`; or the ILSVRC2012 tar files, prepared by
      tensorflow-datasets as its manual dir.
 2. tensorflow-datasets (`mnist`, `cifar10`, `cifar100`, `imagenet2012`): an
-   already prepared copy first, then a download. Its splits are read into
+   already prepared copy first, then a download (not when the `BSNN_OFFLINE`
+   environment variable is set, e.g. to 1). Its splits are read into
    memory, so train on ImageNet from the folder layout, which streams.
 
 If nothing is found, `DatasetNotFoundError` lists what was searched.
@@ -54,6 +55,8 @@ import numpy as np
 from PIL import Image
 
 DATA_DIR_ENV = "BSNN_DATA_DIR"
+# Set (to anything but "", "0", "false" or "no"), nothing is downloaded: no dataset, no weights.
+OFFLINE_ENV = "BSNN_OFFLINE"
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 # Streamed splits up to this size are decoded once and kept in memory.
@@ -502,14 +505,22 @@ def _find_in_tfds(name, split):
     try:
         return _tfds_images(name, split), None
     except Exception as error:  # tfds raises many types; the report keeps the reason.
+        missing = isinstance(error, ImportError) and error.name
         return None, (
             f"tensorflow-datasets {spec(name).tfds_name!r} (a prepared copy under $TFDS_DATA_DIR "
             f"or ~/tensorflow_datasets, then a download): {type(error).__name__}: {error}"
+            + (f" (pip install {error.name})" if missing else "")
         )
 
 
+def offline():
+    """Whether `OFFLINE_ENV` forbids downloads."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _tfds_images(name, split, manual_dir=None):
-    """Reads a tensorflow-datasets split into memory (prepared copy first)."""
+    """Reads a tensorflow-datasets split into memory (prepared copy first, then a download
+    unless `offline()`; from `manual_dir`, a preparation of local files)."""
     tfds = importlib.import_module("tensorflow_datasets")
     dataset_spec = spec(name)
     tfds_split = "validation" if name == "imagenet" and split != "train" else split
@@ -519,7 +530,10 @@ def _tfds_images(name, split, manual_dir=None):
         kwargs["download_and_prepare_kwargs"] = {"download_config": config}
     try:
         supervised = tfds.load(dataset_spec.tfds_name, download=False, **kwargs)
-    except AssertionError:  # tfds's "could not find data" signal
+    except AssertionError as error:  # tfds's "could not find data" signal
+        if offline() and not manual_dir:
+            raise DatasetNotFoundError(
+                f"no prepared copy, and no download: ${OFFLINE_ENV} is set") from error
         supervised = tfds.load(dataset_spec.tfds_name, download=True, **kwargs)
     x, y = zip(*tfds.as_numpy(supervised))
     source = f"tensorflow-datasets {dataset_spec.tfds_name}[{tfds_split}]"

@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# No test downloads (tensorflow-datasets, published weights); subprocesses inherit it.
+# Tests of the download paths unset it and fetch from local files.
+os.environ.setdefault("BSNN_OFFLINE", "1")
 
 import keras
 import numpy as np

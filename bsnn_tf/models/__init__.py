@@ -3,8 +3,12 @@
 Example:
     >>> from bsnn_tf import models
     >>> ann = models.get("resnet20", num_classes=10, input_shape=(32, 32, 3))
+
+Published pretrained weights of zoo models (torchvision's ImageNet ResNet-18/34)
+are listed, downloaded and hash-checked by `bsnn_tf.models.published`.
 """
 
+from bsnn_tf.models import published
 from bsnn_tf.models.cnn import mnist_cnn
 from bsnn_tf.models.resnet import resnet18, resnet20, resnet34
 from bsnn_tf.models.torchvision import load_torchvision_weights
