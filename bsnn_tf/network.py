@@ -20,6 +20,8 @@ from bsnn_tf import coding, layers, neurons
 METHODS = ("bsnn", "phase", "rate")
 # The simulation indexes time with int32.
 MAX_TIMESTEPS = 2**31 - 1
+# Chunks compiled with the wavefront schedule at the start of a simulation (compile time).
+MAX_SKEWED_CHUNKS = 8
 
 
 def layer_kind(layer):
@@ -118,6 +120,29 @@ class SpikingNetwork(keras.Model):
         """First period the readout counts (D for BSNN, 0 for the baselines)."""
         return self.readout.start_period
 
+    @property
+    def active_from(self):
+        """{layer: first period in which it can change}: the wavefront of the first input.
+
+        A layer is provably at rest before it (no input, no bias, no emission),
+        so `run` skips it there. Synapses are bias-free and map silence to
+        silence, except one that adds a constant (`use_bias`, `use_shift`).
+        """
+        first_output, begins = {}, {}
+        for name, inputs in self.topology:
+            layer, kind = self._by_name[name], self._kinds[name]
+            arriving = min((first_output[i] for i in inputs), default=0)
+            if kind == "neuron":
+                begins[name], first_output[name] = layer.active_periods(arriving)
+            elif kind == "readout":
+                begins[name] = max(arriving, layer.start_period)
+            elif kind == "synapse" and (getattr(layer, "use_bias", False)
+                                        or getattr(layer, "use_shift", False)):
+                begins[name] = first_output[name] = 0
+            else:
+                begins[name] = first_output[name] = arriving
+        return begins
+
     def spiking_layers(self):
         """The neuron layers, in topological order."""
         return [l for l in self.graph_layers if self._kinds[l.name] == "neuron"]
@@ -158,8 +183,12 @@ class SpikingNetwork(keras.Model):
 
     # ----------------------------------------------------------- simulation
 
-    def initial_state(self, x):
-        """State at rest for input batch `x`, with the constant input currents."""
+    def initial_state(self, x, count_spikes=True, record_values=False):
+        """State at rest for input batch `x`, with the constant input currents.
+
+        `count_spikes` and `record_values` add the spike and emitted-value
+        totals per unit; a logits-only simulation carries neither.
+        """
         x = ops.cast(x, self.compute_dtype)
         batch = ops.shape(x)[0]
         constant_values, constants = {}, {}
@@ -177,73 +206,113 @@ class SpikingNetwork(keras.Model):
                     constants[name] = constant_values[inputs[0]]
             elif kind == "gate":
                 gates[name] = layer.initial_state((batch,) + self.unit_shapes[inputs[0]])
-        return {
+        zeros = lambda: {n: ops.zeros((batch,) + self.unit_shapes[n], self.compute_dtype)
+                         for n in cells}
+        state = {
             "neurons": cells,
             "gates": gates,
             "constants": constants,
             "readout": self.readout.initial_state((batch,) + self.unit_shapes[self.readout.name]),
-            "spikes": {n: ops.zeros((batch,) + self.unit_shapes[n], self.compute_dtype)
-                       for n in cells},
-            "emitted": {n: ops.zeros((batch,) + self.unit_shapes[n], self.compute_dtype)
-                        for n in cells},
         }
+        if count_spikes:
+            state["spikes"] = zeros()
+        if record_values:
+            state["emitted"] = zeros()
+        return state
 
-    def run(self, x, state, start, length, period, end, trace=False, record_values=False):
+    def run(self, x, state, start, length, period, end, trace=False, skew=None):
         """Advances the simulation by `length` time units (periods or steps).
 
         Args:
             x: the input batch (N, ...).
-            state: from `initial_state` or the previous `run`.
+            state: from `initial_state` or the previous `run`; its spike and
+                emitted-value totals (if any) are advanced too.
             start: index of the first time unit of the chunk (a multiple of K in step mode).
             length: time units in the chunk (whole periods in step mode).
             period: True for period units (BSNN), False for steps.
             end: time units at or after `end` are not counted (readout, spikes).
             trace: also return what every neuron and gate emitted.
-            record_values: accumulate each unit's emitted value (`state["emitted"]`).
+            skew: `start` as a Python int, to skip each layer before it is
+                `active_from` (the wavefront schedule; exact); None simulates
+                every layer over the whole chunk.
 
         Returns:
             (new state, running readout totals (length, N, classes), trace dict).
         """
         x = ops.cast(x, self.compute_dtype)
+        batch = ops.shape(x)[0]
         time = ops.cast(start, "int32") + ops.arange(length, dtype="int32")
         counted = ops.cast(time < end, self.compute_dtype)
+        offsets = self._chunk_offsets(skew, length, period)
         values, traced = {}, {}
         new = {key: dict(value) if isinstance(value, dict) else value
                for key, value in state.items()}
         for name, inputs in self.topology:
             if name in self._static:
                 continue
-            layer, kind = self._by_name[name], self._kinds[name]
-            if kind == "encoder":
-                values[name] = layer.spikes(x, time, period)
-            elif kind == "synapse":
-                values[name] = _over_time(layer, [values[i] for i in inputs])
-            elif kind == "neuron":
-                values[name] = self._run_neuron(layer, inputs[0], values, state, new, time,
-                                                period, counted, record_values)
-            elif kind == "gate":
-                values[name], new["gates"][name] = layer.run(
-                    values[inputs[0]], state["gates"][name], time, period)
-            else:
-                totals, new["readout"] = layer.run(values[inputs[0]], state["readout"], time,
-                                                   period, end)
+            layer, kind, offset = self._by_name[name], self._kinds[name], offsets[name]
+            arriving = [self._aligned(values, i, offset, length, batch)
+                        for i in inputs if i not in self._static]
+            if kind == "readout":
+                totals = self._run_readout(layer, arriving[0], state, new, time, offset,
+                                           length, period, end)
+                continue
+            at_rest = offset == length
+            values[name] = (offset, None if at_rest else self._advance(
+                layer, kind, x, arriving, state, new, time[offset:], period, counted[offset:]))
             if trace and kind in ("neuron", "gate"):
-                traced[name] = values[name]
+                traced[name] = self._aligned(values, name, 0, length, batch)
         return new, totals, traced
 
-    def _run_neuron(self, layer, source, values, state, new, time, period, counted,
-                    record_values):
+    def _advance(self, layer, kind, x, arriving, state, new, time, period, counted):
+        """Runs one layer over `time`; returns its time-major output."""
+        if kind == "encoder":
+            return layer.spikes(x, time, period)
+        if kind == "synapse":
+            return _over_time(layer, arriving)
+        if kind == "neuron":
+            return self._run_neuron(layer, arriving[0] if arriving else None, state, new, time,
+                                    period, counted)
+        output, new["gates"][layer.name] = layer.run(arriving[0], state["gates"][layer.name],
+                                                     time, period)
+        return output
+
+    def _chunk_offsets(self, skew, length, period):
+        """{layer: time units it stays at rest at the start of the chunk}, at most `length`."""
+        if skew is None:
+            return dict.fromkeys(self._by_name, 0)
+        per_unit = 1 if period else self.phases
+        return {name: int(np.clip(begin * per_unit - skew, 0, length))
+                for name, begin in self.active_from.items()} | {self.encoder.name: 0}
+
+    def _aligned(self, values, name, offset, length, batch):
+        """`name`'s values over the chunk's time units from `offset` on, zeros where at rest."""
+        own_offset, output = values[name]
+        if output is not None and own_offset <= offset:
+            return output[offset - own_offset:]
+        silent = (length if output is None else own_offset) - offset
+        rest = ops.zeros((silent, batch) + self.unit_shapes[name], self.compute_dtype)
+        return rest if output is None else ops.concatenate([rest, output])
+
+    def _run_readout(self, layer, current, state, new, time, offset, length, period, end):
+        """Readout totals over the chunk: the carried total while at rest, then counted."""
+        (accumulated,) = state["readout"]
+        before = ops.repeat(accumulated[None], offset, axis=0)
+        if offset == length:
+            return before
+        totals, new["readout"] = layer.run(current, state["readout"], time[offset:], period, end)
+        return ops.concatenate([before, totals]) if offset else totals
+
+    def _run_neuron(self, layer, current, state, new, time, period, counted):
         name = layer.name
-        if source in self._static:
-            current, constant = None, state["constants"][name]
-        else:
-            current, constant = values[source], None
+        constant = state["constants"].get(name)
         emitted, new["neurons"][name] = layer.run(current, state["neurons"][name], time,
                                                   constant, period)
         as_weight = lambda w: ops.reshape(w, (-1,) + (1,) * (len(emitted.shape) - 1))
-        new["spikes"][name] = state["spikes"][name] + ops.sum(
-            layer.spike_count(emitted, period) * as_weight(counted), axis=0)
-        if record_values:
+        if "spikes" in state:
+            new["spikes"][name] = state["spikes"][name] + ops.sum(
+                layer.spike_count(emitted, period) * as_weight(counted), axis=0)
+        if "emitted" in state:
             first_output = layer.first_output_step // (self.phases if period else 1)
             valid = counted * ops.cast(time >= first_output, counted.dtype)
             new["emitted"][name] = state["emitted"][name] + ops.sum(emitted * as_weight(valid),
@@ -286,13 +355,29 @@ class SpikingNetwork(keras.Model):
         steps = check_timesteps(self.timesteps)
         units = self.time_units(steps, period)
         chunk = 1 if period else self.phases
-        state = self.initial_state(x)
+        starts = self.chunk_starts(units, chunk, period)
+        state = self.initial_state(x, count_spikes=False)
+        skewed = [start for start, skew in starts if skew is not None]
+        for start in skewed:
+            state = self.run(x, state, start, chunk, period, units, skew=start)[0]
 
         def advance(index, state):
             return self.run(x, state, index * chunk, chunk, period, units)[0]
 
-        state = ops.fori_loop(0, -(-units // chunk), advance, state)
+        state = ops.fori_loop(len(skewed), len(starts), advance, state)
         return self.readout.logits(state["readout"][0], steps)
+
+    def chunk_starts(self, units, chunk, period):
+        """[(start, skew)] of the chunks of `chunk` time units that simulate `units`.
+
+        `skew` is the start itself for the first chunks, where some layers are
+        still at rest (`active_from`), and None once all are active: each skewed
+        chunk is compiled on its own, so there are at most MAX_SKEWED_CHUNKS.
+        """
+        per_unit = 1 if period else self.phases
+        all_active = max(self.active_from.values()) * per_unit
+        return [(start, start if start < all_active and index < MAX_SKEWED_CHUNKS else None)
+                for index, start in enumerate(range(0, units, chunk))]
 
     # -------------------------------------------------------------- saving
 

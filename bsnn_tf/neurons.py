@@ -117,6 +117,16 @@ class SpikingNeuron(keras.layers.Layer):
         """First step at which the layer emits what it was given."""
         return 0
 
+    def active_periods(self, first_input):
+        """(first period to simulate, first period that can emit), given the first
+        period in which the input current can be non-zero.
+
+        Before the first, the state provably stays at rest, so the simulation
+        skips those periods (`SpikingNetwork.run`). The baselines inject their
+        bias from step 0, so they are active from the start.
+        """
+        return 0, 0
+
     def mean_output(self, current, timesteps):
         """What the output per code period averages to after `timesteps` steps.
 
@@ -183,6 +193,14 @@ class BistableIF(SpikingNeuron):
             ops.where(period_ends, spiking, integrating),
         )
         return emitted, state
+
+    def active_periods(self, first_input):
+        """A BIF unit integrates from its first input (or its bias, from `start_period`)
+        and emits one period later; at a rest below one level it emits nothing before."""
+        if self.initial_membrane >= 1:  # emits Q(rest) > 0 from period 0
+            return 0, 0
+        begin = min(first_input, self.start_period)
+        return begin, begin + 1
 
     def spike_count(self, emitted, period=False):
         if period:

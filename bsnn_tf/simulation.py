@@ -34,8 +34,9 @@ class SimulationResult:
         timesteps: T, steps simulated.
         outputs: (N, classes) logits after T steps, in ANN units.
         outputs_at: {T_c: (N, classes)} logits after each checkpoint T_c.
-        spike_counts: {layer: (N,)} spikes per sample.
-        unit_spike_counts: {layer: (*units)} spikes per unit, summed over samples.
+        spike_counts: {layer: (N,)} spikes per sample; None with `count_spikes=False`.
+        unit_spike_counts: {layer: (*units)} spikes per unit, summed over samples
+            (None with `count_spikes=False`).
         neurons: {layer: neurons per sample} (a BIF unit has two).
         values: {layer: (N, *units)} each unit's output per period in ANN
             units (emitted value / periods * lambda); only with `record_values`.
@@ -67,6 +68,9 @@ class SimulationResult:
 
     def firing_rates(self):
         """{layer: spikes per neuron per step}, averaged over samples."""
+        if self.spike_counts is None:
+            raise ValueError("This simulation did not count spikes; run bsnn_tf.simulate "
+                             "with count_spikes=True.")
         return {name: float(np.mean(counts) / (self.neurons[name] * self.timesteps))
                 for name, counts in self.spike_counts.items()}
 
@@ -76,8 +80,8 @@ class SimulationResult:
 
 
 def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None, ann=None,
-             record_values=False, trace=False, chunk=None, jit_compile="auto", verbose="auto",
-             distribute=False):
+             count_spikes=True, record_values=False, trace=False, chunk=None, jit_compile="auto",
+             verbose="auto", distribute=False):
     """Simulates `snn` on images `x` for `timesteps` steps.
 
     Args:
@@ -89,6 +93,8 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
         checkpoints: step counts at which to also record the logits.
         batch_size: images per batch (default: all, at most 128).
         ann: the source keras.Model; with it, spikes of inactivated neurons are counted.
+        count_spikes: count spikes per layer and unit (metrics, TensorBoard, SIN);
+            False compiles a logits-only simulation that carries no counters.
         record_values: also return each unit's output per period (for `verify`).
         trace: also return every neuron's and gate's output at every step (small nets).
         chunk: periods per compiled chunk (default: as many as fit about 1 GiB).
@@ -115,8 +121,11 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     batch_size = -(-(batch_size or min(len(x), 128)) // devices.count) * devices.count
     chunk_units = min(_chunk_units(snn, batch_size // devices.count, chunk, period),
                       -(-units // snn.phases) * snn.phases if not period else units)
-    run_chunk, start_state = _compiled(snn, chunk_units, period, trace, record_values,
-                                       jit_compile, devices)
+    if ann is not None and not count_spikes:
+        raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
+                         "count_spikes=True.")
+    run_chunk, start_state = _compiled(snn, chunk_units, period, trace, count_spikes,
+                                       record_values, jit_compile, devices)
     probe = _activation_probe(snn, ann)
 
     batches = []
@@ -127,7 +136,8 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
                                        chunk_units, period, checkpoints, timesteps, trace,
                                        devices))
         progress.update(min(begin + batch_size, len(x)))
-    return _collect(snn, batches, x, timesteps, checkpoints, probe, record_values, trace)
+    return _collect(snn, batches, x, timesteps, checkpoints, probe, count_spikes,
+                    record_values, trace)
 
 
 def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, verbose="auto",
@@ -143,7 +153,8 @@ def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, verbose="auto"
         raise ValueError("timesteps is empty; give at least one number of time steps.")
     check_labels(y, len(x))
     result = simulate(snn, x, timesteps=timesteps[-1], mode=mode, checkpoints=timesteps,
-                      batch_size=batch_size, verbose=verbose, distribute=distribute)
+                      batch_size=batch_size, count_spikes=False, verbose=verbose,
+                      distribute=distribute)
     return {t: result.accuracy(y, t) for t in timesteps}
 
 
@@ -184,26 +195,43 @@ def _chunk_units(snn, batch_size, chunk, period):
     return int(chunk) * (1 if period else snn.phases)
 
 
-def _compiled(snn, length, period, trace, record_values, jit_compile, devices):
-    """Compiled (run_chunk, initial_state) for this chunk shape and devices, cached per SNN.
+def _compiled(snn, length, period, trace, count_spikes, record_values, jit_compile, devices):
+    """Compiled ({skew: run_chunk}, initial_state) for this chunk shape and devices, cached per SNN.
 
-    Everything they return is batch-major (the readout totals and the trace
-    too), so that `devices` can split and gather it along axis 0.
+    A run_chunk is compiled per skew of `SpikingNetwork.chunk_starts` on first
+    use. Everything they return is batch-major (the readout totals and the
+    trace too), so that `devices` can split and gather it along axis 0.
     """
     cache = _COMPILED.setdefault(snn, {})
-    key = (length, period, trace, record_values, jit_compile, type(devices))
+    key = (length, period, trace, count_spikes, record_values, jit_compile, type(devices))
     if key not in cache:
         variables = snn.variables
 
-        def run_chunk(x, state, start, end):
-            state, totals, traced = snn.run(x, state, start, length, period, end, trace,
-                                            record_values)
-            batch_major = lambda t: keras.ops.moveaxis(t, 0, 1)
-            return state, batch_major(totals), {k: batch_major(v) for k, v in traced.items()}
+        def compile_chunk(skew):
+            def run_chunk(x, state, start, end):
+                state, totals, traced = snn.run(x, state, start, length, period, end, trace,
+                                                skew=skew)
+                batch_major = lambda t: keras.ops.moveaxis(t, 0, 1)
+                return state, batch_major(totals), {k: batch_major(v) for k, v in traced.items()}
 
-        cache[key] = (devices.compile(run_chunk, variables, jit_compile),
-                      devices.compile(snn.initial_state, variables, jit_compile))
+            return devices.compile(run_chunk, variables, jit_compile)
+
+        initial_state = lambda x: snn.initial_state(x, count_spikes, record_values)
+        cache[key] = (_Variants(compile_chunk),
+                      devices.compile(initial_state, variables, jit_compile))
     return cache[key]
+
+
+class _Variants(dict):
+    """{key: make(key)}, each made on first use."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key):
+        self[key] = self.make(key)
+        return self[key]
 
 
 def _pad(batch, size):
@@ -218,8 +246,8 @@ def _simulate_batch(snn, batch, run_chunk, state, units, chunk_units, period, ch
     per_unit = snn.phases if period else 1
     wanted = {t // per_unit - 1: t for t in checkpoints}
     totals_at, traces = {}, []
-    for start in range(0, units, chunk_units):
-        state, totals, traced = run_chunk(batch, state, np.int32(start), np.int32(units))
+    for start, skew in snn.chunk_starts(units, chunk_units, period):
+        state, totals, traced = run_chunk[skew](batch, state, np.int32(start), np.int32(units))
         in_chunk = {t: position - start for position, t in wanted.items()
                     if start <= position < start + chunk_units}
         if in_chunk:
@@ -229,7 +257,8 @@ def _simulate_batch(snn, batch, run_chunk, state, units, chunk_units, period, ch
             traces.append(devices.to_numpy(traced))
     outputs_at = {t: keras.ops.convert_to_numpy(snn.readout.logits(totals_at[t], t))
                   for t in checkpoints}
-    host_state = devices.to_numpy({key: state[key] for key in ("spikes", "emitted")})
+    host_state = devices.to_numpy({key: state[key] for key in ("spikes", "emitted")
+                                   if key in state})
     trace_arrays = None
     if trace:
         trace_arrays = {k: np.concatenate([c[k] for c in traces], axis=1)[:, :units]
@@ -237,21 +266,26 @@ def _simulate_batch(snn, batch, run_chunk, state, units, chunk_units, period, ch
     return outputs_at, host_state, trace_arrays
 
 
-def _collect(snn, batches, x, timesteps, checkpoints, probe, record_values, trace):
+def _collect(snn, batches, x, timesteps, checkpoints, probe, count_spikes, record_values,
+             trace):
     count = len(x)
     cat = lambda parts: np.concatenate(parts)[:count]
     outputs_at = {t: cat([b[0][t] for b in batches]) for t in checkpoints}
-    spikes = {name: cat([b[1]["spikes"][name] for b in batches])
-              for name in batches[0][1]["spikes"]}
     result = SimulationResult(
         timesteps=timesteps,
         outputs=outputs_at[timesteps],
         outputs_at=outputs_at,
-        spike_counts={name: s.reshape(count, -1).sum(axis=1) for name, s in spikes.items()},
-        unit_spike_counts={name: s.sum(axis=0) for name, s in spikes.items()},
+        spike_counts=None,
+        unit_spike_counts=None,
         neurons={layer.name: layer.neurons_per_unit * int(np.prod(snn.unit_shapes[layer.name]))
                  for layer in snn.spiking_layers()},
     )
+    if count_spikes:
+        spikes = {name: cat([b[1]["spikes"][name] for b in batches])
+                  for name in batches[0][1]["spikes"]}
+        result.spike_counts = {name: s.reshape(count, -1).sum(axis=1)
+                               for name, s in spikes.items()}
+        result.unit_spike_counts = {name: s.sum(axis=0) for name, s in spikes.items()}
     if record_values:
         result.values = {}
         for layer in snn.spiking_layers():

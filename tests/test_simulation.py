@@ -148,3 +148,40 @@ def test_xla_compiled_simulation_matches_graph_mode():
     for name, emitted in graph.trace.items():
         np.testing.assert_array_equal(xla.trace[name], emitted)
     np.testing.assert_allclose(xla.outputs, graph.outputs, rtol=1e-12)
+
+
+@pytest.mark.jax
+def test_wavefront_schedule_skips_only_silent_layers(monkeypatch):
+    snn, x = converted("residual_maxpool", "bsnn", phases=4)
+    for layer in snn.spiking_layers():  # a BIF layer waits for its input: start_period
+        assert snn.active_from[layer.name] == layer.start_period
+    assert snn.active_from[snn.readout.name] == snn.depth == snn.readout_start
+    skews = [skew for _, skew in snn.chunk_starts(snn.depth + 4, 1, period=True)]
+    assert skews == list(range(snn.depth)) + [None] * 4
+
+    kwargs = dict(timesteps=4 * (snn.depth + 3), checkpoints=[4 * snn.depth, 4 * snn.depth + 4],
+                  chunk=1, trace=True, record_values=True, verbose=0)
+    skewed = bsnn_tf.simulate(snn, x, **kwargs)
+    monkeypatch.setattr(bsnn_tf.network, "MAX_SKEWED_CHUNKS", 0)
+    plain = bsnn_tf.simulate(snn, x, **kwargs)
+    for t, logits in plain.outputs_at.items():
+        np.testing.assert_array_equal(skewed.outputs_at[t], logits)
+    for field in ("spike_counts", "values", "trace"):
+        for name, expected in getattr(plain, field).items():
+            np.testing.assert_array_equal(getattr(skewed, field)[name], expected, err_msg=name)
+
+
+@pytest.mark.jax
+def test_logits_only_simulation_carries_no_counters():
+    snn, x = converted("conv_maxpool", "bsnn", phases=4)
+    assert not {"spikes", "emitted"} & set(snn.initial_state(x, count_spikes=False))
+    counted = bsnn_tf.simulate(snn, x, timesteps=32, checkpoints=[16], verbose=0)
+    logits_only = bsnn_tf.simulate(snn, x, timesteps=32, checkpoints=[16], count_spikes=False,
+                                   verbose=0)
+    for t in (16, 32):
+        np.testing.assert_array_equal(logits_only.outputs_at[t], counted.outputs_at[t])
+    assert logits_only.spike_counts is None
+    with pytest.raises(ValueError, match="count_spikes=True"):
+        logits_only.firing_rates()
+    with pytest.raises(ValueError, match="count_spikes=True"):
+        bsnn_tf.simulate(snn, x, timesteps=32, count_spikes=False, ann=object(), verbose=0)
