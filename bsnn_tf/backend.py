@@ -10,6 +10,7 @@ its own compiled functions.
 
 import contextlib
 import functools
+import logging
 
 import keras
 import numpy as np
@@ -65,10 +66,34 @@ def compile_function(fn, variables, jit_compile="auto"):
 
         if jit_compile == "auto":
             jit_compile = bool(tf.config.list_logical_devices("GPU"))
+        _drop_retracing_warnings(fn)
         return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True)
     if backend == "jax":
         return _jax_jit(fn, variables, lambda: [v.value for v in variables])
     return fn
+
+
+class _ExpectedTracing(logging.Filter):
+    """Drops TensorFlow's retracing warning for functions that are traced once each, on
+    purpose (the simulation compiles one function per skewed chunk, from one closure)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def filter(self, record):
+        message = record.getMessage()
+        return "retracing" not in message or not any(n in message for n in self.names)
+
+
+_EXPECTED_TRACING = _ExpectedTracing()
+
+
+def _drop_retracing_warnings(fn):
+    _EXPECTED_TRACING.names.add(getattr(fn, "__qualname__", ""))
+    logger = logging.getLogger("tensorflow")
+    if _EXPECTED_TRACING not in logger.filters:
+        logger.addFilter(_EXPECTED_TRACING)
 
 
 def _jax_jit(fn, variables, values):

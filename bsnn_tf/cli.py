@@ -42,6 +42,7 @@ from bsnn_tf import backend, coding, data, metrics, models
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.network import METHODS, check_timesteps
+from bsnn_tf.validation import ConfigError, check_writable, existing_ancestor
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
 # The largest T when --timesteps is not given. The MNIST CNN is two spiking
@@ -57,10 +58,6 @@ CALIBRATION_SPLITS = ("auto", "train", "test")
 CALIBRATION_SEED = 0
 # What a run writes into its output directory.
 RUN_OUTPUTS = ("results.json", "accuracy_vs_timesteps.png", "snn_*.keras", "tensorboard")
-
-
-class ConfigError(ValueError):
-    """A conversion configuration that cannot run; nothing has been written."""
 
 
 @dataclasses.dataclass
@@ -182,7 +179,7 @@ def validate(config):
             f"(only on {' and '.join(backend.DISTRIBUTED_BACKENDS)})."
         )
     _check_weights(config)
-    _check_writable(config.output_dir)
+    check_writable(config.output_dir)
     earlier = run_outputs(config.output_dir)
     if earlier and not config.overwrite:
         raise ConfigError(
@@ -262,23 +259,6 @@ def _check_weights(config):
         )
     if not os.path.isfile(config.weights):
         raise ConfigError(f"Checkpoint file not found: {config.weights}")
-
-
-def _check_writable(directory):
-    """Checks that `directory` can be created or written, creating nothing."""
-    existing = _existing_ancestor(directory)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"Output directory {directory!r} is not writable "
-            f"({existing} is not a writable directory)."
-        )
-
-
-def _existing_ancestor(directory):
-    existing = os.path.abspath(directory)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    return existing
 
 
 def load_ann(config):
@@ -618,7 +598,7 @@ def write_run(output_dir, results, runs, figure, overwrite=False):
     With `overwrite`, an earlier run's outputs (`RUN_OUTPUTS`) are replaced
     or removed; other files are kept.
     """
-    with tempfile.TemporaryDirectory(dir=_existing_ancestor(output_dir),
+    with tempfile.TemporaryDirectory(dir=existing_ancestor(output_dir),
                                      prefix=".convert-") as staging:
         for method, method_run in runs.items():
             method_run.snn.save(os.path.join(staging, f"snn_{method}.keras"))

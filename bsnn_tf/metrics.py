@@ -21,8 +21,6 @@ import numpy as np
 
 from bsnn_tf.network import layer_kind
 
-_WEIGHTED = (keras.layers.Conv2D, keras.layers.Dense)
-
 
 def ann_macs(snn):
     """{synapse layer: the ANN's multiply-accumulates per image}."""

@@ -23,6 +23,7 @@ import time
 import keras
 
 from bsnn_tf import backend, data, models
+from bsnn_tf.validation import ConfigError, check_writable
 
 # The paper's experiments; other zoo models may be trained on any dataset.
 SUPPORTED_DATASETS = {
@@ -33,10 +34,6 @@ SUPPORTED_DATASETS = {
     "resnet34": ("imagenet",),
 }
 DEFAULT_EPOCHS = {"mnist": 20, "cifar10": 300, "cifar100": 300, "imagenet": 100}
-
-
-class ConfigError(ValueError):
-    """A training configuration that cannot run; nothing has been written."""
 
 
 class DivergedError(RuntimeError):
@@ -109,7 +106,7 @@ def validate(config):
             f"--distribute is not supported on the {keras.backend.backend()} backend "
             f"(only on {' and '.join(backend.DISTRIBUTED_BACKENDS)})."
         )
-    _check_writable(config.output_dir)
+    check_writable(config.output_dir)
 
 
 def train(config, command=None):
@@ -194,18 +191,6 @@ def write_atomically(path, write):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
-
-
-def _check_writable(directory):
-    """Checks that `directory` can be created or written, creating nothing."""
-    existing = os.path.abspath(directory)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"Output directory {directory!r} is not writable "
-            f"({existing} is not a writable directory)."
-        )
 
 
 def _check_even_batches(config):

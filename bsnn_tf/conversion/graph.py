@@ -21,7 +21,6 @@ from bsnn_tf import layers as snn_layers
 
 LINEAR_OPS = {"conv2d", "dense", "affine", "scale", "avgpool", "gap", "flatten", "reshape",
               "zeropad", "add", "concat"}
-WEIGHTED_OPS = {"conv2d", "dense", "affine", "scale"}
 SPIKING_OPS = {"relu", "sync"}
 MERGE_OPS = {"add", "concat"}
 
