@@ -5,7 +5,12 @@
 - `simulate_accuracies`: one simulation, accuracy at every time step of a grid.
 - `t_star` (`bsnn_tf.cli.converged_at`): the smallest T from which accuracy stays
   within 0.1 pp of the ANN.
+- `throughput`: images per second of a call, compilation excluded.
 - `plot_accuracy_vs_t`, `markdown_table`, `update_json`, `run_header`: reporting.
+
+Where results go: benchmarks/results (`RESULTS_DIR`), or $BSNN_RESULTS_DIR if
+set; plots: docs/ (`DOCS_DIR`), or $BSNN_PLOTS_DIR if set (benchmarks/gpu_rows.sh
+points both elsewhere).
 
 The scripts add the repository root to sys.path, so they run from a clean
 clone: `python benchmarks/peer_compare.py --limit 100`.
@@ -35,8 +40,9 @@ from bsnn_tf.cli import converged_at as t_star  # noqa: E402
 from bsnn_tf.models import thirdparty  # noqa: E402
 
 DATA_DIR = os.environ.get(data.DATA_DIR_ENV, "/work/shared/data")
-RESULTS_DIR = ROOT / "benchmarks" / "results"
-DOCS_DIR = ROOT / "docs"
+STORED_RESULTS_DIR = ROOT / "benchmarks" / "results"
+RESULTS_DIR = pathlib.Path(os.environ.get("BSNN_RESULTS_DIR") or STORED_RESULTS_DIR)
+DOCS_DIR = pathlib.Path(os.environ.get("BSNN_PLOTS_DIR") or ROOT / "docs")
 POWER_OF_TWO_GRID = tuple(2 ** n for n in range(3, 11))  # 8, 16, ..., 1024
 SEED = 0
 
@@ -150,9 +156,19 @@ def simulate_accuracies(snn, task, timesteps, mode=None, batch_size=128, jit_com
     start = time.perf_counter()
     result = bsnn_tf.simulate(snn, task.x_test, timesteps=timesteps[-1], mode=mode,
                               checkpoints=timesteps, batch_size=min(batch_size, len(task.y_test)),
-                              jit_compile=jit_compile, verbose=0)
+                              count_spikes=False, jit_compile=jit_compile, verbose=0)
     seconds = time.perf_counter() - start
     return {t: result.accuracy(task.y_test, t) for t in timesteps}, seconds
+
+
+def throughput(run, images, repeats=1, warm_up=None):
+    """Images per second of `repeats` calls of `run()` (`images` each), timed after one call
+    of `warm_up` (default: `run`), so that compilation is not timed."""
+    (warm_up or run)()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return images * repeats / (time.perf_counter() - start)
 
 
 def plot_accuracy_vs_t(curves, ann_accuracy, title, path, log_scale=True):
@@ -179,6 +195,7 @@ def plot_accuracy_vs_t(curves, ann_accuracy, title, path, log_scale=True):
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
@@ -213,6 +230,13 @@ def _accelerator():
     return None
 
 
+def device_label():
+    """'NVIDIA H200 (jax)' on a GPU, 'CPU (tensorflow)' on a CPU: a results key's device part."""
+    accelerator = _accelerator()
+    name = accelerator.split(" (")[0] if accelerator else "CPU"
+    return f"{name} ({keras.backend.backend()})"
+
+
 def run_header():
     """The command line, date and machine of this run."""
     return {
@@ -238,6 +262,14 @@ def update_json(path, key, entry):
         staging = path.with_suffix(".json.tmp")
         staging.write_text(json.dumps(contents, indent=1, default=_to_builtin) + "\n")
         os.replace(staging, path)
+
+
+def add_output_arguments(parser, output):
+    """The --output (JSON the results are merged into) and --report options of every script."""
+    parser.add_argument("--output", type=pathlib.Path, default=output,
+                        help="JSON file the results are merged into (default: %(default)s)")
+    parser.add_argument("--report", action="store_true",
+                        help="only print the table(s) of what --output holds")
 
 
 def markdown_table(headers, rows):

@@ -31,7 +31,6 @@ Usage (from the repository root):
 import argparse
 import copy
 import json
-import pathlib
 import time
 
 import numpy as np
@@ -50,56 +49,115 @@ SPIKINGJELLY_CALIBRATION_BATCH = 100
 
 
 def bsnn_tf_accuracies(task, method, timesteps, args):
-    """({T: accuracy}, settings, seconds) of a bsnn_tf conversion."""
-    settings = {"method": method}
-    if method == "phase":
-        settings["phases"] = PHASE_BASELINE_PHASES
-    if method == "bsnn":
-        settings.update({name: getattr(args, name) for name in
-                         ("phases", "percentile", "initial_membrane", "readout_delay")
-                         if getattr(args, name) is not None})
-    snn = bsnn_tf.convert(task.ann, task.calibration, verbose=0, **{"calibration": "percentile", **settings})
-    mode = "step" if any(t % snn.phases for t in timesteps) else snn.mode
-    accuracies, seconds = common.simulate_accuracies(
-        snn, task, timesteps, mode=mode, batch_size=BATCH_SIZE[task.name],
-        jit_compile=True if args.xla else "auto")
-    return accuracies, {**settings, "phases": snn.phases, "depth": snn.depth, "mode": mode}, seconds
+    """({T: accuracy}, settings, seconds of the simulation) of a bsnn_tf conversion."""
+    overrides = {name: getattr(args, name) for name in
+                 ("phases", "percentile", "initial_membrane", "readout_delay")
+                 if getattr(args, name) is not None}
+    runner = BsnnTf(task, method, overrides, xla=args.xla)
+    mode = "step" if any(t % runner.snn.phases for t in timesteps) else runner.snn.mode
+    start = time.perf_counter()
+    accuracies = runner.accuracies(task.x_test, task.y_test, timesteps, mode)
+    return accuracies, {**runner.settings, "mode": mode}, time.perf_counter() - start
 
 
 def spikingjelly_accuracies(task, norm_mode, timesteps, keras_accuracy):
-    """({T: accuracy}, settings, seconds) of SpikingJelly's rate coding on the same weights."""
-    import torch
-    from spikingjelly.activation_based import ann2snn, functional
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    ann = TORCH_ANNS[task.name](task).to(device).eval()
-    x_test = torch.from_numpy(np.ascontiguousarray(task.x_test.transpose(0, 3, 1, 2)))
-    torch_accuracy = _torch_ann_accuracy(ann, x_test, task.y_test, device)
-    if torch_accuracy != keras_accuracy:
-        raise RuntimeError(f"{task.name}: torch ANN {torch_accuracy:.4%} != Keras ANN "
-                           f"{keras_accuracy:.4%}; the torch copy is not the same network.")
-    calibration = torch.from_numpy(np.ascontiguousarray(task.calibration.transpose(0, 3, 1, 2)))
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(calibration),
-                                         batch_size=SPIKINGJELLY_CALIBRATION_BATCH)
+    """({T: accuracy}, settings, seconds of conversion and simulation) of SpikingJelly's rate
+    coding on the same weights."""
     start = time.perf_counter()
-    recipe = ann2snn.RateCodingRecipe(dataloader=loader, mode=norm_mode)
-    snn = ann2snn.FXConverter(recipe=recipe, device=device).convert(copy.deepcopy(ann))
-    correct = dict.fromkeys(timesteps, 0)
-    with torch.no_grad():
-        for begin in range(0, len(x_test), BATCH_SIZE[task.name]):
-            images = x_test[begin:begin + BATCH_SIZE[task.name]].to(device)
-            labels = torch.from_numpy(task.y_test[begin:begin + len(images)]).to(device)
-            functional.reset_net(snn)
-            summed = 0
-            for step in range(1, max(timesteps) + 1):
-                summed = summed + snn(images)
-                if step in correct:
-                    correct[step] += int((summed.argmax(dim=1) == labels).sum())
-    seconds = time.perf_counter() - start
-    settings = {"method": "spikingjelly", "mode": norm_mode, "device": device,
-                "torch_ann_accuracy": torch_accuracy,
-                "calibration_batch": SPIKINGJELLY_CALIBRATION_BATCH}
-    return {t: c / len(x_test) for t, c in correct.items()}, settings, seconds
+    runner = SpikingJelly(task, norm_mode, keras_accuracy)
+    accuracies = runner.accuracies(task.x_test, task.y_test, timesteps)
+    return accuracies, runner.settings, time.perf_counter() - start
+
+
+class BsnnTf:
+    """A bsnn_tf conversion of `task.ann` ("bsnn", "phase" or "rate"), evaluated through the
+    public API: `bsnn_tf.evaluate`, or `bsnn_tf.simulate(jit_compile=True)` with `xla`.
+
+    `overrides` (bsnn only): convert's phases, percentile, initial_membrane, readout_delay.
+    """
+
+    def __init__(self, task, method, overrides=None, xla=False, batch_size=None):
+        self.settings = {"method": method}
+        if method == "phase":
+            self.settings["phases"] = PHASE_BASELINE_PHASES
+        if method == "bsnn":
+            self.settings.update(overrides or {})
+        self.snn = bsnn_tf.convert(task.ann, task.calibration, verbose=0,
+                                   **{"calibration": "percentile", **self.settings})
+        self.settings.update({"phases": self.snn.phases, "depth": self.snn.depth})
+        self.xla = xla
+        self.batch_size = batch_size or BATCH_SIZE[task.name]
+
+    def accuracies(self, x, y, timesteps, mode=None):
+        """{T: top-1 accuracy} on (x, y) at every T of `timesteps`, from one simulation."""
+        batch_size = min(self.batch_size, len(y))
+        if not self.xla:
+            return bsnn_tf.evaluate(self.snn, x, y, timesteps, mode=mode, batch_size=batch_size,
+                                    verbose=0)
+        result = bsnn_tf.simulate(self.snn, x, timesteps=max(timesteps), mode=mode,
+                                  checkpoints=timesteps, batch_size=batch_size,
+                                  jit_compile=True, verbose=0)
+        return {t: result.accuracy(y, t) for t in timesteps}
+
+
+class SpikingJelly:
+    """SpikingJelly 2.0's rate-coding conversion of the torch copy of `task.ann`:
+    `ann2snn.FXConverter(recipe=RateCodingRecipe(loader, norm_mode))`, on CUDA when torch
+    sees a GPU. Refuses a torch copy that scores other than `keras_accuracy`."""
+
+    def __init__(self, task, norm_mode, keras_accuracy, batch_size=None):
+        import torch
+        from spikingjelly.activation_based import ann2snn
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda":  # float32 convolutions, not TF32: the ANN check is exact
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        self.batch_size = batch_size or BATCH_SIZE[task.name]
+        ann = TORCH_ANNS[task.name](task).to(self.device).eval()
+        torch_accuracy = _torch_ann_accuracy(ann, _nchw(task.x_test), task.y_test, self.device)
+        if torch_accuracy != keras_accuracy:
+            raise RuntimeError(f"{task.name}: torch ANN {torch_accuracy:.4%} != Keras ANN "
+                               f"{keras_accuracy:.4%}; the torch copy is not the same network.")
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(_nchw(task.calibration)),
+            batch_size=SPIKINGJELLY_CALIBRATION_BATCH)
+        recipe = ann2snn.RateCodingRecipe(dataloader=loader, mode=norm_mode)
+        self.snn = ann2snn.FXConverter(recipe=recipe, device=self.device).convert(
+            copy.deepcopy(ann))
+        self.settings = {"method": "spikingjelly", "mode": norm_mode, "device": self.device,
+                         "torch_ann_accuracy": torch_accuracy,
+                         "calibration_batch": SPIKINGJELLY_CALIBRATION_BATCH}
+
+    def accuracies(self, x, y, timesteps, mode=None):
+        """{T: top-1 accuracy} on (x, y) at every T of `timesteps`: per batch, what
+        SpikingJelly's ann2snn examples run (reset, then the outputs of T single-step
+        passes summed)."""
+        import torch
+        from spikingjelly.activation_based import functional
+
+        del mode  # one mode: every time step
+        x = _nchw(x)
+        correct = dict.fromkeys(timesteps, 0)
+        with torch.no_grad():
+            for begin in range(0, len(x), self.batch_size):
+                images = x[begin:begin + self.batch_size].to(self.device)
+                labels = torch.from_numpy(np.asarray(y[begin:begin + len(images)])).to(
+                    self.device)
+                functional.reset_net(self.snn)
+                summed = 0
+                for step in range(1, max(timesteps) + 1):
+                    summed = summed + self.snn(images)
+                    if step in correct:
+                        correct[step] += int((summed.argmax(dim=1) == labels).sum())
+        return {t: c / len(x) for t, c in correct.items()}
+
+
+def _nchw(images):
+    """A torch tensor of channels-last numpy images, channels first."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
 def _torch_ann_accuracy(ann, x_test, y_test, device):
@@ -204,7 +262,7 @@ TORCH_ANNS = {"resnet20": torch_resnet20, "lenet5": torch_lenet5}
 def run(args):
     timesteps = [t for t in common.POWER_OF_TWO_GRID if t <= args.max_timesteps]
     for model in args.models:
-        task = common.load_task(model, args.limit)
+        task = common.load_task(model, args.limit, calibration_size=args.calibration_size)
         ann_accuracy = common.ann_accuracy(task)
         common.check_ann_accuracy(task, ann_accuracy, FULL_SIZE[model])
         print(f"{model}: Keras ANN {common.percent(ann_accuracy)}% on {len(task.y_test)} "
@@ -216,6 +274,7 @@ def run(args):
             else:
                 accuracies, settings, seconds = bsnn_tf_accuracies(task, method, timesteps, args)
             entry = {"model": model, "images": len(task.y_test), "ann_accuracy": ann_accuracy,
+                     "calibration_images": len(task.calibration),
                      "settings": settings, "accuracy": accuracies,
                      "t_star": common.t_star(accuracies, ann_accuracy),
                      "seconds": round(seconds, 1), **common.run_header()}
@@ -276,23 +335,29 @@ def report(output):
     plot(results, output.stem)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_task_arguments(parser, methods):
+    """The options this script shares with time_to_accuracy.py: models, methods, images, grid."""
     parser.add_argument("--models", nargs="+", default=["resnet20", "lenet5"],
                         choices=["resnet20", "lenet5"])
-    parser.add_argument("--methods", nargs="+", default=METHODS,
+    parser.add_argument("--methods", nargs="+", default=methods,
                         help="bsnn, phase, rate, spikingjelly:<Max|99.9%%|99.99%%>")
     parser.add_argument("--limit", type=int, help="first N test images (default: all)")
-    parser.add_argument("--max_timesteps", type=int, default=1024)
+    parser.add_argument("--calibration_size", type=int,
+                        help="calibration images (default: the task's own count)")
+    parser.add_argument("--max_timesteps", type=int, default=max(common.POWER_OF_TWO_GRID),
+                        help="end of the T grid 8, 16, ...")
+    parser.add_argument("--xla", action="store_true",
+                        help="XLA-compile bsnn_tf simulations (faster for these nets on a CPU)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_task_arguments(parser, METHODS)
     parser.add_argument("--phases", type=int, help="bsnn: K (default: the library's)")
     parser.add_argument("--percentile", type=float, help="bsnn: data-norm percentile")
     parser.add_argument("--initial_membrane", type=float, help="bsnn: membrane at rest")
     parser.add_argument("--readout_delay", type=int, help="bsnn: extra readout periods")
-    parser.add_argument("--xla", action="store_true",
-                        help="XLA-compile bsnn_tf simulations (faster for these nets on a CPU)")
-    parser.add_argument("--output", type=pathlib.Path, default=OUTPUT,
-                        help="JSON file the results are merged into; plots are named after it")
-    parser.add_argument("--report", action="store_true", help="only print the table and plot")
+    common.add_output_arguments(parser, OUTPUT)  # plots are named after --output
     args = parser.parse_args()
     if not args.report:
         run(args)

@@ -135,7 +135,11 @@ def measure(args):
             print(f"  {name} throughput x periods / ANN throughput: {ratio:.2f}")
     if args.memory_timesteps:
         low, high = args.memory_timesteps
-        memory = {t: peak_memory(args, t) for t in (low, high)}
+        try:
+            memory = {t: peak_memory(args, t) for t in (low, high)}
+        except (RuntimeError, ValueError) as error:  # the throughputs are still stored
+            entry["memory_error"] = str(error)
+            return entry
         entry.update({"peak_memory_bytes": memory, "memory_ratio": memory[high] / memory[low],
                       "malloc_arenas": args.malloc_arenas})
         print(f"  peak memory, period mode: T={low}: {memory[low] / 2**20:.0f} MiB, "
@@ -203,6 +207,8 @@ def main():
         key = (f"vgg16-cifar K={args.phases} T={args.timesteps} batch={args.batch} "
                f"{entry['device']}" + (" smoke" if args.smoke else ""))
         common.update_json(args.output, key, entry)
+        if "memory_error" in entry:
+            sys.exit(entry["memory_error"])
     if args.output.exists():
         print(table(json.loads(args.output.read_text())["results"]))
 
