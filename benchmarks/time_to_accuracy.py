@@ -110,6 +110,7 @@ def time_method(task, method, ann_accuracy, args):
         timesteps = -(-timesteps // phases) * phases  # period mode runs whole periods
     batch = slice(0, min(args.batch_size, len(task.y_test)))
     accuracies = {}
+    load_before = os.getloadavg()[0]
     images_per_second = common.throughput(
         lambda: accuracies.update(net.accuracies(task.x_test, task.y_test, [timesteps])),
         len(task.y_test),
@@ -118,7 +119,8 @@ def time_method(task, method, ann_accuracy, args):
               "accuracy": accuracies[timesteps], "settings": net.settings,
               "convert_seconds": round(convert_seconds, 2),
               "seconds": round(len(task.y_test) / images_per_second, 3),
-              "images_per_second": images_per_second}
+              "images_per_second": images_per_second,
+              "load_average": [load_before, os.getloadavg()[0]]}  # 1-minute, around the timing
     if isinstance(net, peer_compare.BsnnTf):
         result["mode"] = net.snn.mode
     if method == "bsnn":
@@ -188,6 +190,9 @@ def run(args):
             args.batch_size = min(args.batch_size, SMOKE["batch_size"])
         entry, errors = run_model(model, args)
         key = f"{model} n={entry['images']} {entry['device']}" + (" smoke" if args.smoke else "")
+        if args.tag:
+            entry["tag"] = args.tag
+            key += f" [{args.tag}]"
         common.update_json(args.output, key, entry)
         failed += errors
     return failed
@@ -198,21 +203,26 @@ def table(results):
     rows = []
     for key in sorted(results):
         entry = results[key]
-        label = entry["device"] + (" (smoke)" if entry.get("smoke") else "")
+        label = entry["device"] + (" (smoke)" if entry.get("smoke") else "") + (
+            f" [{entry['tag']}]" if entry.get("tag") else "")
         rows.append([entry["model"], entry["images"], label, "ANN (`predict`)", "-",
                      common.percent(entry["ann_accuracy"]), "-",
-                     f"{entry['ann_images_per_second']:.1f}", "-", "-"])
+                     _rate(entry["ann_images_per_second"]), "-", "-"])
         for method, result in entry["methods"].items():
             ratio = result.get("periods_x_throughput_over_ann")
             rows.append([entry["model"], entry["images"], label, _label(method, result),
                          f"{result['timesteps']} ({result['t_star_source']})",
                          common.percent(result["accuracy"]), f"{result['seconds']:.2f}",
-                         f"{result['images_per_second']:.1f}",
+                         _rate(result["images_per_second"]),
                          f"{result['x_spikingjelly']:.2f}" if "x_spikingjelly" in result
                          else "-", "-" if ratio is None else f"{ratio:.2f}"])
     headers = ["model", "images", "device", "method", "T timed (T* from)", "accuracy there",
                "seconds", "images/s", "x SpikingJelly", "throughput x periods / ANN"]
     return common.markdown_table(headers, rows)
+
+
+def _rate(images_per_second):
+    return f"{images_per_second:.{1 if images_per_second >= 10 else 2}f}"
 
 
 def _label(method, result):
@@ -241,6 +251,7 @@ def main():
                              "measure every T* in this run")
     parser.add_argument("--t_star_from", nargs="+", type=pathlib.Path, default=PEER_RESULTS,
                         help="peer_compare.py results, first match wins")
+    parser.add_argument("--tag", help="a label for this run, in its key and its table rows")
     parser.add_argument("--smoke", action="store_true",
                         help=f"code paths only, in seconds: {SMOKE} unless given")
     common.add_output_arguments(parser, OUTPUT)
