@@ -53,6 +53,13 @@ TORCHVISION_SUFFIXES = (".pth", ".pt", ".safetensors")
 # Accuracy within this of the ANN's counts as converged (0.1 percentage points).
 TOLERANCE = 0.001
 VERIFY_IMAGES = 32
+# `bsnn_tf.simulate` holds every image's spike count per neuron unit until it returns
+# (and, to count spikes of inactivated neurons, the ANN's activations), about
+# SIMULATION_BYTES_PER_UNIT bytes per unit and image: about 72 MB an image for ResNet-34
+# on ImageNet (5.1 M units), 36 GB for the 500 images of the 1,000-image sample. The CLI
+# simulates the test images in blocks of at most SIMULATION_BLOCK_BYTES of that.
+SIMULATION_BLOCK_BYTES = 1 << 30
+SIMULATION_BYTES_PER_UNIT = 16
 # Where the calibration images come from; "auto": train if found, else held-out test images.
 CALIBRATION_SPLITS = ("auto", "train", "test")
 CALIBRATION_SEED = 0
@@ -520,9 +527,9 @@ def convert_and_simulate(config, method, ann, x_calibration, x_test, y_test, che
         timesteps=config.timesteps, batch_size=config.batch_size,
     )
     print(f"Simulating {snn.name} ({snn.mode} mode) for T={config.timesteps}:")
-    result = bsnn_tf.simulate(snn, x_test, timesteps=config.timesteps, checkpoints=checkpoints,
-                              batch_size=config.batch_size, ann=ann,
-                              distribute=config.distribute)
+    result = simulate_in_blocks(snn, x_test, timesteps=config.timesteps,
+                                checkpoints=checkpoints, batch_size=config.batch_size, ann=ann,
+                                distribute=config.distribute)
     accuracy = {t: result.accuracy(y_test, t) for t in checkpoints}
     verification = bsnn_tf.verify(ann, snn, x_test[:VERIFY_IMAGES], config.timesteps,
                                   batch_size=config.batch_size)
@@ -530,6 +537,57 @@ def convert_and_simulate(config, method, ann, x_calibration, x_test, y_test, che
     metrics.summary(snn, result)
     return MethodRun(snn, result, verification, accuracy,
                      converged_at(accuracy, ann_accuracy))
+
+
+def simulation_block(snn, batch_size, distribute=False, budget=None):
+    """Images per `bsnn_tf.simulate` call in `simulate_in_blocks`: whole batches, as many as
+    keep the per-image arrays under `budget` bytes (default `SIMULATION_BLOCK_BYTES`; at
+    least one batch)."""
+    budget = SIMULATION_BLOCK_BYTES if budget is None else budget
+    units = sum(int(np.prod(snn.unit_shapes[layer.name])) for layer in snn.spiking_layers())
+    count = backend.devices(distribute).count
+    batch = -(-batch_size // count) * count  # as `bsnn_tf.simulate` rounds it
+    return max(1, budget // max(units * SIMULATION_BYTES_PER_UNIT * batch, 1)) * batch
+
+
+def simulate_in_blocks(snn, x, *, timesteps, checkpoints, batch_size, ann=None,
+                       distribute=False, block=None):
+    """`bsnn_tf.simulate(snn, x, ...)` in blocks of `block` images (default
+    `simulation_block`), merged: memory does not grow with the number of images.
+
+    Blocks are whole batches, so every image is simulated in the batch it
+    would be in one call, and the result is the same.
+    """
+    block = block or simulation_block(snn, batch_size, distribute)
+    progress = keras.utils.Progbar(len(x))
+    parts = []
+    for begin in range(0, len(x), block):
+        parts.append(bsnn_tf.simulate(snn, x[begin:begin + block], timesteps=timesteps,
+                                      checkpoints=checkpoints, batch_size=batch_size, ann=ann,
+                                      distribute=distribute, verbose=0))
+        progress.update(min(begin + block, len(x)))
+    return merge_results(parts)
+
+
+def merge_results(parts):
+    """One `SimulationResult` of consecutive blocks of images (no values or trace)."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    concatenate = lambda field: {key: np.concatenate([getattr(p, field)[key] for p in parts])
+                                 for key in getattr(first, field)}
+    outputs_at = concatenate("outputs_at")
+    result = bsnn_tf.SimulationResult(
+        timesteps=first.timesteps, outputs=outputs_at[first.timesteps], outputs_at=outputs_at,
+        spike_counts=None, unit_spike_counts=None, neurons=first.neurons)
+    if first.spike_counts is not None:
+        result.spike_counts = concatenate("spike_counts")
+        result.unit_spike_counts = {name: sum(p.unit_spike_counts[name] for p in parts)
+                                    for name in first.unit_spike_counts}
+    if first.sin is not None:
+        result.sin = {name: tuple(sum(p.sin[name][i] for p in parts) for i in range(2))
+                      for name in first.sin}
+    return result
 
 
 def accuracy_table(runs, checkpoints, ann_accuracy):

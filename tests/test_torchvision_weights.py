@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bsnn_tf import models
+from bsnn_tf import cli, models
 from bsnn_tf.models import load_torchvision_weights
 
 RELATIVE_TOLERANCE = 1e-4
@@ -144,6 +144,23 @@ def test_resnet34_cifar_stem_matches_torch(tmp_path):
     load_torchvision_weights(model, path)
 
     assert relative_error(model, torch_model, 32) <= RELATIVE_TOLERANCE
+
+
+def test_convert_py_loads_a_torchvision_resnet34_file_for_imagenet(tmp_path):
+    """The mission's --weights: a torchvision-layout ResNet-34 ImageNet state dict (218 keys,
+    with num_batches_tracked), read by convert.py's loader, gives torch's logits at 224 px.
+    (The rest of the run is test_cli's ResNet-34 run, with random weights.)"""
+    torch_model = random_torch_resnet("resnet34", num_classes=1000, stem="imagenet", seed=3)
+    assert len(torch_model.state_dict()) == 218
+    path = tmp_path / "resnet34-0123abcd.pth"
+    torch.save(torch_model.state_dict(), path)
+    config = cli.ConvertConfig(model="resnet34", dataset="imagenet", weights=str(path),
+                               output_dir=str(tmp_path / "run"))
+
+    ann = cli.load_ann(config)
+
+    cli.check_fits(ann, "imagenet")
+    assert relative_error(ann, torch_model, 224) <= RELATIVE_TOLERANCE
 
 
 def test_wrapped_state_dict_with_module_prefix(resnet18_64px, tmp_path):
