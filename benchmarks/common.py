@@ -295,3 +295,11 @@ def save_json(contents, path):
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**run_header(), **contents}, indent=1, default=_to_builtin) + "\n")
+
+
+def apply_smoke(parser, args, smoke, keep=()):
+    """Sets each `--smoke` value of `smoke` on `args` where the user left the default
+    (or None), except the names in `keep`."""
+    for name, value in smoke.items():
+        if name not in keep and getattr(args, name) in (None, parser.get_default(name)):
+            setattr(args, name, value)

@@ -169,9 +169,7 @@ def main():
     common.add_output_arguments(parser, OUTPUT)
     args = parser.parse_args()
     if args.smoke:
-        for name, value in SMOKE.items():
-            if getattr(args, name) == parser.get_default(name):
-                setattr(args, name, value)
+        common.apply_smoke(parser, args, SMOKE)
     if not args.report:
         entry = measure(args)
         key = (f"resnet34 K={args.phases} batch={args.batch} {entry['device']}"

@@ -199,9 +199,7 @@ def main():
     if args.probe_memory:
         return probe_memory(args)
     if args.smoke:
-        for name, value in SMOKE.items():
-            if getattr(args, name) == parser.get_default(name):
-                setattr(args, name, value)
+        common.apply_smoke(parser, args, SMOKE)
     if not args.report:
         entry = measure(args)
         key = (f"vgg16-cifar K={args.phases} T={args.timesteps} batch={args.batch} "

@@ -257,9 +257,7 @@ def main():
     common.add_output_arguments(parser, OUTPUT)
     args = parser.parse_args()
     if args.smoke:
-        for name, value in SMOKE.items():
-            if name != "batch_size" and getattr(args, name) in (None, parser.get_default(name)):
-                setattr(args, name, value)
+        common.apply_smoke(parser, args, SMOKE, keep=("batch_size",))
     failed = [] if args.report else run(args)
     report(args.output)
     if failed:
