@@ -283,7 +283,7 @@ class SpikingNetwork(keras.Model):
             return dict.fromkeys(self._by_name, 0)
         per_unit = 1 if period else self.phases
         return {name: int(np.clip(begin * per_unit - skew, 0, length))
-                for name, begin in self.active_from.items()} | {self.encoder.name: 0}
+                for name, begin in self.active_from.items()}
 
     def _aligned(self, values, name, offset, length, batch):
         """`name`'s values over the chunk's time units from `offset` on, zeros where at rest."""
