@@ -42,19 +42,20 @@ from bsnn_tf import cli, coding, data, models  # noqa: E402  (after _quiet_tenso
 from bsnn_tf.conversion import DEFAULT_PHASES  # noqa: E402  (after _quiet_tensorflow)
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION  # noqa: E402
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES  # noqa: E402
-from bsnn_tf.network import METHODS  # noqa: E402  (after _quiet_tensorflow)
+from bsnn_tf.methods import METHODS  # noqa: E402  (after _quiet_tensorflow)
 
 flags.DEFINE_string("model", "mnist_cnn", "Zoo model name: " + ", ".join(models.names()) + ".")
 flags.DEFINE_string("dataset", "mnist", "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")
 flags.DEFINE_string("weights", None,
                     "The trained ANN: a .keras checkpoint, or .pth/.safetensors torchvision "
-                    "weights for the zoo model (resnet18/34). Default: the embedded demo "
-                    "checkpoint for mnist_cnn on mnist; the published weights, downloaded once "
+                    "weights for the zoo model (resnet18/34). Default: the committed checkpoint "
+                    "(mnist_cnn on mnist, resnet20 on cifar10, trained with train.py); the "
+                    "published weights, downloaded once "
                     "into Keras's cache ($KERAS_HOME, else ~/.keras) and hash-checked, for "
                     + ", ".join(models.published.available()) + "; otherwise required.")
 flags.DEFINE_boolean("random_weights", False,
                      "Convert the zoo model with random weights (smoke tests).")
-flags.DEFINE_enum("method", "bsnn", METHODS, "Conversion method.")
+flags.DEFINE_enum("method", "bsnn", list(METHODS), "Conversion method.")
 flags.DEFINE_list("methods", None,
                   "Several methods in one run, on one plot, e.g. bsnn,phase,rate "
                   "(replaces --method).")

@@ -25,6 +25,7 @@ import dataclasses
 import fcntl
 import glob
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -41,10 +42,17 @@ import bsnn_tf
 from bsnn_tf import backend, coding, data, metrics, models
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
-from bsnn_tf.network import METHODS, check_timesteps
+from bsnn_tf.methods import METHODS
+from bsnn_tf.network import check_timesteps
 from bsnn_tf.validation import ConfigError, check_writable, existing_ancestor
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
+PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "pretrained"
+# Checkpoints trained with our train.py and committed: --weights defaults to them.
+BUNDLED_CHECKPOINTS = {
+    ("mnist_cnn", "mnist"): DEMO_CHECKPOINT,
+    ("resnet20", "cifar10"): str(PRETRAINED_DIR / "cifar10_resnet20.keras"),
+}
 # The largest T when --timesteps is not given. The MNIST CNN is two spiking
 # layers deep and matches its ANN from T=32 on; deep nets need far more.
 DEFAULT_TIMESTEPS = {"mnist": 64, "cifar10": 1024, "cifar100": 1024, "imagenet": 1024}
@@ -73,8 +81,9 @@ class ConvertConfig:
 
     Attributes:
         weights: a .keras checkpoint, or .pth/.pt/.safetensors torchvision
-            weights for the zoo model; `None` takes the demo checkpoint for
-            mnist_cnn on mnist, and the published weights where the model has
+            weights for the zoo model; `None` takes the committed checkpoint
+            (`BUNDLED_CHECKPOINTS`: the demo CNN on mnist, ResNet-20 trained here
+            on cifar10), else the published weights where the model has
             them for the dataset (`models.published.WEIGHTS`: torchvision's
             ResNet-18/34 on ImageNet), downloaded by `load_ann`.
         random_weights: convert the zoo model with random weights (smoke tests).
@@ -123,18 +132,17 @@ class ConvertConfig:
             self.timesteps = DEFAULT_TIMESTEPS[self.dataset]
         if self.output_dir is None:
             self.output_dir = os.path.join("outputs", f"{self.dataset}_{self.model}")
-        demo = (self.model, self.dataset) == ("mnist_cnn", "mnist")
-        if self.weights is None and not self.random_weights and demo:
-            self.weights = DEMO_CHECKPOINT
+        if self.weights is None and not self.random_weights:
+            self.weights = BUNDLED_CHECKPOINTS.get((self.model, self.dataset))
 
     @property
     def period_steps(self):
-        """Steps every T must be a multiple of: one period when a BSNN runs in period mode."""
-        return self.phases_of("bsnn") if "bsnn" in self.methods else 1
+        """Steps every T must be a multiple of: one period of each method run in period mode."""
+        return math.lcm(*(self.phases_of(m) for m in self.methods if METHODS[m].period_mode))
 
     def phases_of(self, method):
         """K for `method`: --phases, or the library's default for the method."""
-        return bsnn_tf.DEFAULT_PHASES[method] if self.phases is None else self.phases
+        return METHODS[method].default_phases if self.phases is None else self.phases
 
 
 @dataclasses.dataclass
@@ -265,7 +273,10 @@ def _check_weights(config):
             f"in {', '.join((KERAS_SUFFIX, *TORCHVISION_SUFFIXES))}."
         )
     if not os.path.isfile(config.weights):
-        raise ConfigError(f"Checkpoint file not found: {config.weights}")
+        bundled = config.weights == BUNDLED_CHECKPOINTS.get((config.model, config.dataset))
+        hint = (f" (the default for {config.model} on {config.dataset}, committed in the "
+                "repository: run from a clone, or pass --weights FILE)") if bundled else ""
+        raise ConfigError(f"Checkpoint file not found: {config.weights}{hint}")
 
 
 def load_ann(config):

@@ -16,9 +16,9 @@ import json
 import logging
 import os
 
-import keras
 import numpy as np
 
+from bsnn_tf.conversion import ops
 from bsnn_tf.network import layer_kind
 
 
@@ -28,13 +28,9 @@ def ann_macs(snn):
     for name, inputs in snn.topology:
         layer = snn.get_layer(name)
         in_shape, out_shape = snn.unit_shapes[inputs[0]] if inputs else (), snn.unit_shapes[name]
-        if isinstance(layer, keras.layers.Conv2D):
-            kh, kw = layer.kernel_size
-            macs[name] = int(np.prod(out_shape)) * kh * kw * in_shape[-1]
-        elif isinstance(layer, keras.layers.Dense):
-            macs[name] = int(np.prod(in_shape)) * layer.units
-        elif layer_kind(layer) == "synapse" and layer.weights:
-            macs[name] = int(np.prod(out_shape))
+        spec = ops.for_layer(layer) if layer_kind(layer) == "synapse" else None
+        if spec is not None and spec.macs is not None:
+            macs[name] = spec.macs(layer, in_shape, out_shape)
     return macs
 
 

@@ -15,9 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from bsnn_tf import coding, layers, neurons
-
-METHODS = ("bsnn", "phase", "rate")
+from bsnn_tf import coding, layers, methods, neurons
 # The simulation indexes time with int32.
 MAX_TIMESTEPS = 2**31 - 1
 # Chunks compiled with the wavefront schedule at the start of a simulation (compile time).
@@ -62,13 +60,12 @@ class SpikingNetwork(keras.Model):
     def __init__(self, graph_layers, topology, method="bsnn", timesteps=256, mode=None,
                  ann_layers=None, scales=None, **kwargs):
         super().__init__(**kwargs)
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+        methods.get(method)
         self.graph_layers = list(graph_layers)
         self.topology = [[name, list(inputs)] for name, inputs in topology]
         self.method = method
         self.timesteps = timesteps
-        self.mode = mode or ("period" if method == "bsnn" else "step")
+        self.mode = mode or methods.get(method).default_mode
         self.ann_layers = dict(ann_layers or {})
         self.scales = {k: np.asarray(v, "float32") for k, v in (scales or {}).items()}
         self._by_name = {layer.name: layer for layer in self.graph_layers}
@@ -407,7 +404,7 @@ def check_mode(snn, mode):
     """True for period mode; raises a ValueError for an unknown mode or a non-BSNN period mode."""
     if mode not in ("period", "step"):
         raise ValueError(f"mode must be 'period' or 'step', got {mode!r}.")
-    if mode == "period" and snn.method != "bsnn":
+    if mode == "period" and not methods.get(snn.method).period_mode:
         raise ValueError(
             f"mode='period' is exact for BSNN only; this SNN uses method={snn.method!r}. "
             "Use mode='step'."

@@ -276,5 +276,3 @@ class IF(SpikingNeuron):
         emitted = ops.cast(membrane >= 1.0, self.compute_dtype)
         return emitted, (membrane - emitted,)
 
-
-NEURONS = {"bsnn": BistableIF, "phase": PhaseIF, "rate": IF}

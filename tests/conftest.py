@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bsnn_tf import coding, layers, neurons
+from bsnn_tf.conversion import ops
 
 L = keras.layers
 
@@ -72,6 +73,31 @@ def residual_net(seed=0, blocks=2, channels=4, concat=False, maxpool=True):
     return randomize_biases(keras.Model(inp, L.Dense(3)(x)), seed)
 
 
+def mobile_net(seed=0, clip=6.0):
+    """The layer types of MobileNet and MobileNetV2 at toy size.
+
+    DepthwiseConv2D (with a multiplier and a stride), SeparableConv2D, ReLU
+    clipped at `clip`, UpSampling2D, Cropping2D, and an inverted residual block
+    whose Add sums two signed linear paths (MobileNetV2's linear bottleneck):
+    the shortcut crosses two spiking layers fewer than the block.
+    """
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 2))
+    x = L.ReLU(clip)(L.BatchNormalization()(L.Conv2D(4, 3, padding="same")(inp)))
+    x = L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2)(x)
+    x = L.ReLU(clip)(L.BatchNormalization()(x))
+    bottleneck = L.BatchNormalization()(L.Conv2D(4, 1)(x))
+    y = L.Conv2D(8, 1, activation="relu")(bottleneck)
+    y = L.DepthwiseConv2D(3, padding="same", activation="relu6")(y)
+    y = L.BatchNormalization()(L.Conv2D(4, 1, use_bias=False)(y))
+    x = L.Add()([bottleneck, y])
+    x = L.SeparableConv2D(5, 3, padding="same", activation="relu")(x)
+    x = L.Cropping2D(((1, 0), (0, 1)))(L.UpSampling2D(2)(x))
+    x = L.GlobalAveragePooling2D(keepdims=True)(x)
+    x = L.Reshape((3,))(L.Conv2D(3, 1)(x))
+    return randomize_biases(keras.Model(inp, x), seed)
+
+
 def images(n, shape, seed=0, low=None):
     rng = np.random.default_rng(seed)
     if low is not None:
@@ -103,24 +129,11 @@ def _reference_op(layer):
     if isinstance(layer, layers.SpikingMaxPool):
         return {"op": "maxpool", "pool_size": layer.pool_size, "strides": layer.strides,
                 "padding": layer.padding}
-    if isinstance(layer, layers.ChannelAffine):
-        return {"op": "scale", "scale": weights()[0]}
     if isinstance(layer, L.Conv2D):
         assert tuple(layer.dilation_rate) == (1, 1)
-        return {"op": "conv2d", "kernel": weights()[0], "strides": layer.strides,
-                "padding": layer.padding}
-    if isinstance(layer, L.Dense):
-        return {"op": "dense", "kernel": weights()[0]}
-    if isinstance(layer, L.AveragePooling2D):
-        return {"op": "avgpool", "pool_size": layer.pool_size, "strides": layer.strides,
-                "padding": layer.padding}
-    simple = {L.GlobalAveragePooling2D: "gap", L.Flatten: "flatten", L.Add: "add",
-              L.Concatenate: "concat"}
-    for cls, op in simple.items():
-        if isinstance(layer, cls):
-            return {"op": op}
-    if isinstance(layer, L.ZeroPadding2D):
-        return {"op": "zeropad", "padding": layer.padding}
+    spec = ops.for_layer(layer)  # the op table says how each synapse reads
+    if spec is not None and spec.reference is not None:
+        return spec.reference(layer)
     raise AssertionError(f"no reference op for {type(layer).__name__}")
 
 

@@ -87,6 +87,22 @@ def conv2d(v, kernel, strides, padding):
     return out
 
 
+def depthwise_conv2d(v, kernel, strides, padding):
+    """Depthwise 2-D convolution: output channel c * m + j reads input channel c only."""
+    kh, kw, cin, mult = kernel.shape
+    assert v.ndim == 4 and v.shape[-1] == cin, (v.shape, kernel.shape)
+    sh, sw = strides
+    oh, ow, pads = _geometry(v.shape, (kh, kw), strides, padding)
+    out = np.zeros((v.shape[0], oh, ow, cin * mult))
+    vp = _pad_hw(v, pads)
+    for i in range(oh):
+        for j in range(ow):
+            patch = vp[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :]      # (N, kh, kw, cin)
+            per_channel = np.einsum("nhwc,hwcm->ncm", patch, kernel)
+            out[:, i, j, :] = per_channel.reshape(v.shape[0], cin * mult)
+    return out
+
+
 def dense(v, kernel):
     assert v.ndim == 2 and v.shape[1] == kernel.shape[0], (v.shape, kernel.shape)
     return v @ kernel
@@ -109,9 +125,19 @@ def avgpool(v, pool_size, strides, padding):
     return out
 
 
-def global_avgpool(v):
+def global_avgpool(v, keepdims=False):
     assert v.ndim == 4
-    return v.mean(axis=(1, 2))
+    return v.mean(axis=(1, 2), keepdims=keepdims)
+
+
+def crop(v, cropping):
+    (top, bottom), (left, right) = cropping
+    return v[:, top:v.shape[1] - bottom, left:v.shape[2] - right, :]
+
+
+def upsample(v, size):
+    """Nearest-neighbour upsampling: every unit repeated size[0] x size[1] times."""
+    return np.repeat(np.repeat(v, size[0], axis=1), size[1], axis=2)
 
 
 def flatten(v):
@@ -214,17 +240,26 @@ def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
             elif op == "conv2d":
                 out = conv2d(ins[0], np.asarray(node["kernel"], np.float64),
                              tuple(node["strides"]), node["padding"])
+            elif op == "depthwise":
+                out = depthwise_conv2d(ins[0], np.asarray(node["kernel"], np.float64),
+                                       tuple(node["strides"]), node["padding"])
             elif op == "dense":
                 out = dense(ins[0], np.asarray(node["kernel"], np.float64))
             elif op == "avgpool":
                 out = avgpool(ins[0], tuple(node["pool_size"]), tuple(node["strides"]),
                               node["padding"])
             elif op == "gap":
-                out = global_avgpool(ins[0])
+                out = global_avgpool(ins[0], node.get("keepdims", False))
             elif op == "flatten":
                 out = flatten(ins[0])
             elif op == "zeropad":
                 out = zeropad(ins[0], node["padding"])
+            elif op == "crop":
+                out = crop(ins[0], node["cropping"])
+            elif op == "upsample":
+                out = upsample(ins[0], node["size"])
+            elif op == "reshape":
+                out = ins[0].reshape((ins[0].shape[0],) + tuple(node["target_shape"]))
             elif op == "add":
                 assert len(ins) >= 2
                 out = ins[0].copy()

@@ -10,7 +10,7 @@ import pytest
 import bsnn_tf
 from bsnn_tf.models import thirdparty
 from bsnn_tf.verification import logits_tensor
-from conftest import conv_net, dense_net, images, residual_net
+from conftest import conv_net, dense_net, images, mobile_net, residual_net
 
 L = keras.layers
 
@@ -25,6 +25,8 @@ def ann_logits(model, x):
 @pytest.mark.parametrize("build, shape", [
     pytest.param(dense_net, (6,), marks=pytest.mark.jax), (conv_net, (8, 8, 2)),
     (lambda seed: residual_net(seed, maxpool=False), (8, 8, 2)),
+    # Clipped at 0.5, below the calibration maximum: the clip is the neurons' top level.
+    (lambda seed: mobile_net(seed, clip=0.5), (8, 8, 2)),
 ])
 def test_output_error_shrinks_as_two_to_minus_k_over_periods(build, shape, phases):
     for seed in range(2):

@@ -7,7 +7,7 @@ import pytest
 import bsnn_tf
 import bsnn_tf.verification
 from bsnn_tf import conversion as stages
-from conftest import conv_net, dense_net, images, residual_net
+from conftest import conv_net, dense_net, images, randomize_biases, residual_net
 
 L = keras.layers
 
@@ -135,6 +135,26 @@ def test_keras_applications_vgg16_and_resnet50_convert():
         folded = stages.fold(stages.trace(model))
         np.testing.assert_allclose(graph_outputs(folded, x)[0], ann_logits(model, x),
                                    rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("application, alpha", [(keras.applications.MobileNet, 0.25),
+                                                (keras.applications.MobileNetV2, 0.35)])
+def test_keras_applications_mobilenets_convert_and_match_their_ann(application, alpha):
+    """Depthwise and 1 x 1 convolutions, ReLU6 and (V2) Adds of signed linear bottlenecks."""
+    keras.utils.set_random_seed(0)
+    model = randomize_biases(application(weights=None, input_shape=(32, 32, 3), alpha=alpha,
+                                         classes=10, classifier_activation=None), seed=0)
+    x, calibration = images(4, (32, 32, 3), seed=5), images(32, (32, 32, 3), seed=6)
+    snn = bsnn_tf.convert(model, calibration, verbose=0, calibration="percentile")
+    kinds = [type(layer).__name__ for layer in snn.graph_layers]
+    assert kinds.count("DepthwiseConv2D") >= 13
+    if application is keras.applications.MobileNetV2:
+        assert "SynchronousLayer" in kinds  # the shortcuts are delayed to their Adds
+    reference = ann_logits(model, x)
+    timesteps = (snn.depth + 8) * snn.phases
+    logits = bsnn_tf.simulate(snn, x, timesteps=timesteps, verbose=0).outputs
+    assert np.array_equal(logits.argmax(1), reference.argmax(1))
+    assert np.abs(logits - reference).max() / np.abs(reference).max() < 0.05
 
 
 def test_maxpool_before_relu_is_reordered():

@@ -1,5 +1,7 @@
 """Bad input gets a clear error that names what is wrong and what to do."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -38,8 +40,31 @@ def test_unsupported_layers_are_all_listed_with_class_and_reason():
     assert "'c2' (Conv2D)" in message and "'tanh' is not ReLU" in message
 
 
+def test_sigmoid_swish_and_lstm_are_refused_naming_each_layer():
+    inp = keras.Input((6, 4))
+    x = L.LSTM(5, return_sequences=True, name="recurrent")(inp)
+    x = L.Dense(4, activation="sigmoid", name="gate")(L.Flatten()(x))
+    x = L.Activation("swish", name="smooth")(L.Dense(4)(x))
+    with pytest.raises(ValueError) as error:
+        convert(keras.Model(inp, L.Dense(2)(x)))
+    message = str(error.value)
+    assert "'recurrent' (LSTM): no converter" in message
+    assert "'gate' (Dense): activation 'sigmoid' is not ReLU" in message
+    # Keras names swish by its other name, silu.
+    assert re.search(r"'smooth' \(Activation\): activation '(swish|silu)' is not ReLU", message)
+
+
+def test_bilinear_upsampling_is_refused():
+    model = keras.Sequential([keras.Input((4, 4, 1)), L.Conv2D(2, 1, activation="relu"),
+                              L.UpSampling2D(2, interpolation="bilinear", name="up"),
+                              L.Flatten(), L.Dense(2)])
+    with pytest.raises(ValueError, match="'up' .*only 'nearest'"):
+        convert(model)
+
+
 @pytest.mark.parametrize("layer, reason", [
-    (L.ReLU(max_value=6.0), "max_value"),
+    (L.ReLU(negative_slope=0.1), "negative_slope"),
+    (L.ReLU(max_value=0.0), "constant"),
     (L.LeakyReLU(), "no converter"),
     (L.Activation("sigmoid"), "'sigmoid' is not ReLU"),
 ])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bsnn_tf
-from conftest import conv_net, dense_net, images, reference_net, residual_net
+from conftest import conv_net, dense_net, images, mobile_net, reference_net, residual_net
 from reference import period_values, simulate_reference
 
 NETS = {
@@ -13,6 +13,7 @@ NETS = {
     "conv_avgpool": (lambda seed: conv_net(seed, pool="avg"), (8, 8, 2)),
     "residual_maxpool": (residual_net, (8, 8, 2)),
     "residual_concat": (lambda seed: residual_net(seed, concat=True, maxpool=False), (8, 8, 2)),
+    "mobile": (mobile_net, (8, 8, 2)),
 }
 
 
@@ -28,7 +29,7 @@ def converted(net, method, phases=4, seed=0, encoding="real", dtype="float64",
 
 
 # The JAX run (pytest -m jax) takes one net per kind of layer, not every combination.
-ON_JAX = {"dense", "residual_concat"}
+ON_JAX = {"dense", "residual_concat", "mobile"}
 
 
 def cases(*arguments, on_jax=lambda args: True):

@@ -1,12 +1,16 @@
 """ANN-to-SNN conversion, `bsnn_tf.convert`, in a fixed order of stages, one module each:
 
-1. graph.trace        validate: every layer has a converter, or a clear error
+1. converters.trace   validate: every layer has a converter, or a clear error
 2. fold.fold          BatchNormalization into Conv/Dense, identities removed
 3. calibration      each spiking layer's scale (percentile or quantisation-error search)
 4. normalize          data-norm of weights and biases, residual scaling
 5. calibration      bias correction and weight reconstruction (calibration modes)
 6. synchronize        synchronous layers on short merge branches, start periods
 7. build              the SpikingNetwork (a keras.Model)
+
+What each kind of graph node means to these stages is its record in the op
+table (`ops.py`), registered beside its converter (`converters.py`); what
+each method changes is its record in `bsnn_tf.methods`.
 
 Example:
     >>> snn = bsnn_tf.convert(ann, x_train[:500], phases=4)
@@ -15,20 +19,23 @@ Example:
 
 import keras
 
-from bsnn_tf import coding, neurons
+from bsnn_tf import coding, methods
+from bsnn_tf.methods import DEFAULT_PHASES
 from bsnn_tf.conversion.build import build
 from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, ActivationStatistics,
                                             check_mode as check_calibration_mode,
                                             calibrate, check_inputs, correct)
 from bsnn_tf.conversion.fold import fold
-from bsnn_tf.conversion.graph import Graph, LayerConverter, Node, register, to_keras, trace
+from bsnn_tf.conversion.converters import LayerConverter, register, trace
+from bsnn_tf.conversion.graph import Graph, Node
+from bsnn_tf.conversion.keras_graph import to_keras
+from bsnn_tf.conversion.ops import Op, register_op
 from bsnn_tf.conversion.normalize import normalize
 from bsnn_tf.conversion.synchronize import spiking_depths, synchronize
-from bsnn_tf.network import METHODS, check_timesteps
+from bsnn_tf.network import check_timesteps
 
 # K when `phases` is not given. Rate neurons have no phases; for them K only sets
 # the bits of a spike-encoded input (input_encoding="spike").
-DEFAULT_PHASES = {"bsnn": 4, "phase": 8, "rate": 8}
 # Significand bits (below the leading one) of the float types too short for K up to 24.
 _HALF_PRECISION_BITS = {"float16": 10, "bfloat16": 7}
 
@@ -77,14 +84,13 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             calibration data, or an argument out of range; the message says
             which and what to do.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
-    phases = coding.check_phases(DEFAULT_PHASES[method] if phases is None else phases)
+    method = methods.get(method)
+    phases = coding.check_phases(method.default_phases if phases is None else phases)
     check_timesteps(timesteps)
     if input_encoding not in ("real", "spike"):
         raise ValueError(f"input_encoding must be 'real' or 'spike', got {input_encoding!r}.")
     if initial_membrane is None:
-        initial_membrane = 0.5 if method == "bsnn" else 0.0
+        initial_membrane = method.initial_membrane
     if not 0 <= initial_membrane < 1:
         raise ValueError(f"initial_membrane={initial_membrane} is out of range: use [0, 1) "
                          "(a fraction of the smallest spike weight).")
@@ -95,7 +101,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
     graph = fold(trace(model))
     data = check_inputs(calibration_data, graph.input_shape)
     input_scale = _input_scale(data, input_encoding)
-    neuron = neurons.NEURONS[method](phases, initial_membrane=initial_membrane)
+    neuron = method.neuron(phases, initial_membrane=initial_membrane)
     quantizer = lambda current: neuron.mean_output(current, timesteps)
     lambdas = calibrate(graph, data, percentile, channelwise, batch_size, verbose,
                         mode=calibration, quantizer=quantizer)
@@ -103,9 +109,9 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
     input_code = _input_code(input_encoding, input_scale, phases)
     graph = correct(graph, data, calibration, quantizer, input_code, input_scale, batch_size,
                     verbose)
-    graph = synchronize(graph, enabled=synchronous and method == "bsnn")
+    graph = synchronize(graph, enabled=synchronous and method.synchronous)
     return build(graph, method, phases, input_encoding, input_scale, timesteps,
-                 initial_membrane, readout_delay, dtype, name=f"{model.name}_{method}")
+                 initial_membrane, readout_delay, dtype, name=f"{model.name}_{method.name}")
 
 
 def _check_precision(dtype, phases):
@@ -139,4 +145,4 @@ def _input_scale(data, input_encoding):
 
 __all__ = ["convert", "DEFAULT_PHASES", "trace", "fold", "calibrate", "correct", "MODES", "normalize", "synchronize", "build",
            "to_keras", "Graph", "Node", "LayerConverter", "register", "ActivationStatistics",
-           "spiking_depths"]
+           "spiking_depths", "Op", "register_op"]

@@ -6,62 +6,59 @@ the neurons: a neuron's bias is the constant part of its input, what its
 synapses deliver when every spiking source is silent and the input is zero.
 """
 
+import types
+
 import numpy as np
 from keras import ops
 
-from bsnn_tf import coding, layers, neurons
-from bsnn_tf.conversion.graph import LINEAR_OPS, make_layer, set_weights
+from bsnn_tf import coding, layers
+from bsnn_tf.conversion import ops as graph_ops
+from bsnn_tf.conversion.keras_graph import make_layer, set_weights
 from bsnn_tf.network import SpikingNetwork
 
 
-def build(graph, method="bsnn", phases=8, input_encoding="real", input_scale=1.0,
+def build(graph, method, phases=8, input_encoding="real", input_scale=1.0,
           timesteps=256, initial_membrane=0.0, readout_delay=0, dtype="float32", name=None):
-    """Builds the SNN of a normalised, synchronised graph."""
+    """Builds the SNN of a normalised, synchronised graph with a `methods.Method`."""
     biases = {name: _compact(offset) for name, offset in _bias_offsets(graph).items()}
     snn_layers = [coding.PhaseEncoder(phases, input_encoding, input_scale, name="input",
                                       dtype=dtype)]
     for node in graph:
-        if node.op != "input":
-            bias = biases[node.inputs[0]] if node.op == "relu" else None
+        if node.spec.role != graph_ops.INPUT:
+            bias = biases[node.inputs[0]] if node.spec.owns_bias else None
             snn_layers.append(_layer_for(node, method, phases, bias, initial_membrane, dtype))
     readout = layers.Readout(
-        phases=1 if method == "rate" else phases,
-        start_period=(graph.output_start if method == "bsnn" else 0) + readout_delay,
+        phases=phases if method.readout_per_period else 1,
+        start_period=(graph.output_start if method.readout_waits_for_output else 0)
+        + readout_delay,
         bias_shape=biases[graph.output].shape, name="readout", dtype=dtype,
     )
     snn = SpikingNetwork(
         snn_layers + [readout],
         [[node.name, node.inputs] for node in graph] + [["readout", [graph.output]]],
-        method=method, timesteps=timesteps, name=name,
+        method=method.name, timesteps=timesteps, name=name,
         ann_layers={n.name: n.origin for n in graph.spiking_nodes() if n.origin},
         scales={n.name: n.config["lambda"] for n in graph.spiking_nodes()},
         dtype=dtype,
     )
     snn.build((None,) + graph.input_shape)
     for node in graph:
-        if node.op in LINEAR_OPS:
+        if node.spec.role == graph_ops.SYNAPSE:
             set_weights(snn.get_layer(node.name), node, use_bias=False)
-        elif node.op == "relu":
+        elif node.spec.owns_bias:
             snn.get_layer(node.name).bias.assign(biases[node.inputs[0]])
     readout.bias.assign(biases[graph.output])
     return snn
 
 
 def _layer_for(node, method, phases, bias, initial_membrane, dtype):
-    if node.op in LINEAR_OPS:
+    if node.spec.role == graph_ops.SYNAPSE:
         return make_layer(node, use_bias=False, dtype=dtype)
-    start = node.config.get("start_period", 0)
-    if node.op == "relu":
-        return neurons.NEURONS[method](phases, start, bias_shape=bias.shape,
-                                       initial_membrane=initial_membrane, name=node.name,
-                                       dtype=dtype)
-    if node.op == "sync":
-        return layers.SynchronousLayer(phases, start, initial_membrane=initial_membrane,
-                                       name=node.name, dtype=dtype)
-    if node.op == "maxpool":
-        return layers.SpikingMaxPool(**node.config, per_period=method == "bsnn", phases=phases,
-                                     name=node.name, dtype=dtype)
-    raise ValueError(f"Node '{node.name}' ({node.op}) has no SNN layer.")
+    if node.spec.snn_layer is None:
+        raise ValueError(f"Node '{node.name}' ({node.op}) has no SNN layer.")
+    context = types.SimpleNamespace(method=method, phases=phases, bias=bias,
+                                    initial_membrane=initial_membrane, dtype=dtype)
+    return node.spec.snn_layer(node, context)
 
 
 def _bias_offsets(graph):
@@ -69,7 +66,7 @@ def _bias_offsets(graph):
     shapes = graph.shapes()
     offsets = {}
     for node in graph:
-        if node.op not in LINEAR_OPS:
+        if node.spec.role != graph_ops.SYNAPSE:
             offsets[node.name] = np.zeros((1,) + shapes[node.name], "float32")
             continue
         layer = make_layer(node)

@@ -30,7 +30,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from bsnn_tf.conversion.graph import SPIKING_OPS, Node, make_layer, set_weights, to_keras
+from bsnn_tf.conversion import ops as graph_ops
+from bsnn_tf.conversion.graph import Node
+from bsnn_tf.conversion.keras_graph import make_layer, set_weights, to_keras
 
 MODES = ("percentile", "mse", "light", "advanced")
 # `convert`'s default, chosen by the calibration study in docs/RESULTS.md.
@@ -165,7 +167,24 @@ def calibrate(graph, data, percentile=99.99, channelwise=False, batch_size=64, v
     if mode != "percentile":
         lambdas = _search(probe, names, data, lambdas, stats[1].result(), quantizer,
                           channelwise, batch_size, verbose)
+    lambdas = _fit_clips(graph, lambdas, quantizer)
     return {name: _positive(value) for name, value in lambdas.items()}
+
+
+def _fit_clips(graph, lambdas, quantizer):
+    """A ReLU clipped at max_value whose lambda reaches the clip gets lambda = max_value /
+    (the neurons' top level), so that their top level is the clip itself: a code with a
+    largest value clips natively."""
+    top = 1.0 if quantizer is None else float(
+        ops.convert_to_numpy(quantizer(ops.convert_to_tensor(np.float32([2.0]))))[0])
+    fitted = dict(lambdas)
+    for node in graph.spiking_nodes():
+        clip = node.config.get("max_value")
+        if clip is not None:
+            value = np.asarray(lambdas[node.name], "float32")
+            value = np.where(value >= clip, np.float32(clip / top), value)
+            fitted[node.name] = float(value) if value.ndim == 0 else value
+    return fitted
 
 
 def _search(probe, names, data, percentiles, maxima, quantizer, channelwise, batch_size,
@@ -342,8 +361,7 @@ def _reconstruct(graph, ann, name, data, quantizer, inputs, trained, batch_size)
     """Adam steps on the weights between `name` and the spiking layers it reads."""
     source = _preactivation(graph, name)
     sources, cone = _cone(graph, source)
-    trainable = [n for n in cone if graph[n].op in ("conv2d", "dense", "affine")
-                 and n not in trained]
+    trainable = [n for n in cone if graph[n].spec.calibrated and n not in trained]
     if not trainable:
         return
     reference, _ = _pair(graph, ann, name, quantizer, inputs)
@@ -388,7 +406,7 @@ def _cone(graph, name):
     sources, cone, pending = [], set(), [name]
     while pending:
         node = graph[pending.pop()]
-        if node.op in SPIKING_OPS or node.op in ("maxpool", "input"):
+        if node.spec.spike_source or node.spec.role == graph_ops.INPUT:
             if node.name not in sources:
                 sources.append(node.name)
         elif node.name not in cone:
@@ -488,8 +506,8 @@ def add_bias(graph, name, consumer, delta):
     """Adds the per-channel `delta` to the output of node `name` as `consumer` sees it."""
     node = graph[name]
     alone = len(graph.consumers(name)) <= 1
-    if node.op in ("conv2d", "dense", "affine") and alone:
-        bias = node.weights.get("bias", np.zeros(node.weights[_weight_key(node)].shape[-1],
+    if node.spec.calibrated and alone:
+        bias = node.weights.get("bias", np.zeros(node.spec.output_channels(node.weights),
                                                  "float32"))
         node.weights["bias"] = (bias + delta).astype("float32")
         return
@@ -502,4 +520,4 @@ def add_bias(graph, name, consumer, delta):
 
 
 def _weight_key(node):
-    return "scale" if node.op == "affine" else "kernel"
+    return node.spec.weight_names[0]

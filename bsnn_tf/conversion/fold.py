@@ -7,28 +7,27 @@
   A BatchNormalization that follows anything else becomes a per-channel affine synapse.
 - max-pool -> ReLU becomes ReLU -> max-pool (equal, since ReLU is monotone),
   because the spiking max gate must see spikes.
-- A ReLU on a signal that is already non-negative is removed.
+- A ReLU (not clipped) on a signal that is already non-negative is removed.
 """
 
 import numpy as np
 
-from bsnn_tf.conversion.graph import SPIKING_OPS
-
-_PARAMETER_FREE = {"maxpool", "avgpool", "gap", "flatten", "reshape", "zeropad", "add", "concat"}
+from bsnn_tf.conversion import ops
 
 
 def fold(graph):
     """Returns a folded copy of `graph`; raises ValueError for what cannot be folded."""
     graph = graph.copy()
-    for node in [n for n in graph if n.op == "identity"]:
+    for node in [n for n in graph if n.op == "identity"]:  # Dropout, linear activations
         graph.bypass(node.name)
     _drop_output_softmax(graph)
     for node in [n for n in graph if n.op == "bn"]:
         _fold_batch_norm(graph, node)
-    for node in [n for n in graph if n.op == "maxpool"]:
+    for node in [n for n in graph if n.spec.role == ops.GATE]:
         _move_relu_before(graph, node)
-    for node in [n for n in graph if n.op == "relu"]:
-        if _from_spikes(graph, graph[node.inputs[0]]):
+    for node in graph.spiking_nodes():
+        unclipped = "max_value" not in node.config
+        if unclipped and _from_spikes(graph, graph[node.inputs[0]]):
             graph.bypass(node.name)
     _check_gate_inputs(graph)
     if not graph.spiking_nodes():
@@ -53,10 +52,10 @@ def _fold_batch_norm(graph, bn):
     shift = w["beta"] - w["mean"] * scale
     (source_name,) = bn.inputs
     source = graph[source_name]
-    if source.op in ("conv2d", "dense") and len(graph.consumers(source_name)) == 1:
-        bias = source.weights.get("bias", np.zeros_like(scale))
-        source.weights["kernel"] = source.weights["kernel"] * scale
-        source.weights["bias"] = bias * scale + shift
+    if source.spec.absorbs_batch_norm and len(graph.consumers(source_name)) == 1:
+        source.weights.setdefault("bias", np.zeros_like(scale))
+        source.weights = source.spec.rescale(source.weights, out_gain=scale)
+        source.weights["bias"] = source.weights["bias"] + shift
         source.origin = bn.origin
         graph.bypass(bn.name)
     else:
@@ -67,7 +66,7 @@ def _fold_batch_norm(graph, bn):
 def _move_relu_before(graph, pool):
     """pool -> relu (relu its only consumer) becomes relu -> pool."""
     consumers = graph.consumers(pool.name)
-    if len(consumers) != 1 or consumers[0].op != "relu":
+    if len(consumers) != 1 or consumers[0].spec.role != ops.NEURON:
         return
     relu = consumers[0]
     for node in graph.consumers(relu.name):
@@ -81,17 +80,17 @@ def _move_relu_before(graph, pool):
 
 def _from_spikes(graph, node):
     """True if `node` outputs spikes or a parameter-free combination of them (so >= 0)."""
-    if node.op in SPIKING_OPS:
+    if node.spec.role == ops.NEURON:
         return True
-    if node.op in _PARAMETER_FREE:
+    if node.spec.parameter_free:
         return all(_from_spikes(graph, graph[name]) for name in node.inputs)
     return False
 
 
 def _check_gate_inputs(graph):
-    for pool in (n for n in graph if n.op == "maxpool"):
+    for pool in (n for n in graph if n.spec.role == ops.GATE):
         source = graph[pool.inputs[0]]
-        if source.op != "input" and not _from_spikes(graph, source):
+        if source.spec.role != ops.INPUT and not _from_spikes(graph, source):
             raise ValueError(
                 f"MaxPooling2D '{pool.origin}' reads '{source.origin or source.name}' "
                 f"({source.op}), not a ReLU output: the spiking max gate needs spikes. "

@@ -13,9 +13,8 @@ identity-shortcut weight lambda_in / lambda_out of the paper's residual blocks.
 
 import numpy as np
 
-from bsnn_tf.conversion.graph import SPIKING_OPS, Node
-
-_CHANNEL_PRESERVING = {"maxpool", "avgpool", "gap", "zeropad"}
+from bsnn_tf.conversion import ops
+from bsnn_tf.conversion.graph import Node
 
 
 def normalize(graph, lambdas, input_scale=1.0):
@@ -30,26 +29,27 @@ def normalize(graph, lambdas, input_scale=1.0):
     targets = _targets(graph, lambdas, shapes)
     scales = {"input": _compact(input_scale, shapes["input"])}
     for node in list(graph):
-        if node.op == "input":
+        role, scaling = node.spec.role, node.spec.scaling
+        if role == ops.INPUT:
             continue
-        if node.op in SPIKING_OPS:
+        if role == ops.NEURON:
             wanted = _compact(lambdas[node.name], shapes[node.name])
             _match(graph, scales, node, node.inputs[0], wanted, shapes)
             node.config["lambda"] = wanted
             scales[node.name] = wanted
-        elif node.op in ("conv2d", "dense", "affine"):
+        elif scaling == ops.WEIGHTS:
             scales[node.name] = _rescale_weights(node, scales[node.inputs[0]], targets, shapes)
-        elif node.op in _CHANNEL_PRESERVING:
+        elif scaling == ops.CHANNEL:
             scales[node.name] = _channel_scale(scales[node.inputs[0]], node, graph)
-        elif node.op in ("flatten", "reshape"):
+        elif scaling == ops.RESHAPE:
             full = np.broadcast_to(scales[node.inputs[0]], shapes[node.inputs[0]])
             scales[node.name] = _compact(full.reshape(shapes[node.name]), shapes[node.name])
-        elif node.op == "add":
+        elif scaling == ops.SUM:
             wanted = targets.get(node.name, scales[node.inputs[0]])
             for source in list(node.inputs):
                 _match(graph, scales, node, source, wanted, shapes)
             scales[node.name] = wanted
-        elif node.op == "concat":
+        elif scaling == ops.STACK:
             scales[node.name] = _merge_concat(graph, scales, node, targets, shapes)
         else:
             raise ValueError(f"Cannot normalise node '{node.name}' ({node.op}).")
@@ -77,18 +77,19 @@ def _targets(graph, lambdas, shapes):
 
 
 def _demand(graph, node, consumer, lambdas, targets, shapes):
-    if consumer.op in SPIKING_OPS:
+    scaling = consumer.spec.scaling
+    if consumer.spec.role == ops.NEURON:
         return lambdas[consumer.name]
     target = targets.get(consumer.name)
-    if target is None or consumer.op in ("conv2d", "dense", "affine"):
+    if target is None or scaling == ops.WEIGHTS:
         return None
-    if consumer.op == "add":
+    if scaling == ops.SUM:
         return target
-    if consumer.op == "concat":
+    if scaling == ops.STACK:
         return _concat_slice(graph, consumer, node.name, target, shapes)
-    if consumer.op in _CHANNEL_PRESERVING:
+    if scaling == ops.CHANNEL:
         return target if np.ndim(target) <= 1 else None
-    if consumer.op in ("flatten", "reshape"):
+    if scaling == ops.RESHAPE:
         return np.broadcast_to(target, shapes[consumer.name]).reshape(shapes[node.name])
     return None
 
@@ -98,18 +99,7 @@ def _rescale_weights(node, scale_in, targets, shapes):
     scale_out = targets.get(node.name, np.float32(1.0))
     in_channels = _per_channel(scale_in, node.name, "input")
     out_channels = _per_channel(scale_out, node.name, "output")
-    weights = node.weights
-    if node.op == "affine":
-        weights["scale"] = (weights["scale"] * in_channels / out_channels).astype("float32")
-    else:
-        kernel = weights["kernel"]
-        in_axis = kernel.ndim - 2
-        in_shape = [1] * kernel.ndim
-        in_shape[in_axis] = -1
-        weights["kernel"] = (kernel * np.reshape(in_channels, in_shape) / out_channels
-                             ).astype("float32")
-    if "bias" in weights:
-        weights["bias"] = (weights["bias"] / out_channels).astype("float32")
+    node.weights = node.spec.rescale(node.weights, in_channels, out_channels)
     return scale_out
 
 

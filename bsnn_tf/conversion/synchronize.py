@@ -10,17 +10,15 @@ same depth, then gives every spiking layer its start period (depth - 1) and
 the output its readout start (its input's depth).
 """
 
-from bsnn_tf.conversion.graph import LINEAR_OPS, SPIKING_OPS, Node
-
-# Nodes whose output is a K-bit spike train, after which a delay can be inserted.
-_SPIKE_SOURCES = SPIKING_OPS | {"maxpool"}
+from bsnn_tf.conversion import ops
+from bsnn_tf.conversion.graph import Node
 
 
 def synchronize(graph, enabled=True):
     """Returns a copy of `graph` with synchronous layers (if `enabled`) and start periods."""
     graph = graph.copy()
     if enabled:
-        for merge in [n for n in graph if n.op in ("add", "concat")]:
+        for merge in [n for n in graph if n.spec.merge]:
             _equalize(graph, merge)
     depths = spiking_depths(graph)
     for node in graph.spiking_nodes():
@@ -34,7 +32,7 @@ def spiking_depths(graph):
     depths = {}
     for node in graph:
         below = max((depths[name] for name in node.inputs), default=0)
-        depths[node.name] = below + 1 if node.op in SPIKING_OPS else below
+        depths[node.name] = below + 1 if node.spec.role == ops.NEURON else below
     return depths
 
 
@@ -55,9 +53,9 @@ def _branch_heads(graph, name, consumer):
     that delaying this branch leaves the other one alone.
     """
     node = graph[name]
-    if node.op in _SPIKE_SOURCES:
+    if node.spec.spike_source:
         return [(name, consumer)]
-    if node.op not in LINEAR_OPS:
+    if node.spec.role != ops.SYNAPSE:
         raise ValueError(
             f"Cannot synchronise the branch through '{node.origin or name}' ({node.op}): a "
             "synchronous layer cannot delay the real-valued network input. Use "
