@@ -48,7 +48,14 @@ flags.DEFINE_integer("limit", None, "Train on the first N training images only."
 flags.DEFINE_boolean("augment", True, "Training augmentation (never applied to MNIST).")
 flags.DEFINE_boolean("rand_augment", True, "Add RandAugment to the augmentation (CIFAR, "
                      "ImageNet; TensorFlow backend). About 4 ms an image on a CPU.")
+flags.DEFINE_boolean("cutout", True, "Cutout in the augmentation (short schedules: --nocutout).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warm-up from 0 to --lr over "
+                   "these epochs, before the cosine decay.")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy.")
+flags.DEFINE_enum("precision", "float32", training.PRECISIONS,
+                  "mixed_bfloat16 computes in bfloat16 with float32 weights (fast on CPUs "
+                  "with AVX512_BF16); the saved model is float32.")
 flags.DEFINE_boolean("distribute", False, "Data parallel over all local devices.")
 flags.mark_flags_as_required(["model", "dataset", "output_dir"])
 
@@ -63,8 +70,9 @@ def main(argv):
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr,
         momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
         data_dir=FLAGS.data_dir, limit=FLAGS.limit, augment=FLAGS.augment,
-        rand_augment=FLAGS.rand_augment,
-        seed=FLAGS.seed, distribute=FLAGS.distribute,
+        rand_augment=FLAGS.rand_augment, cutout=FLAGS.cutout,
+        seed=FLAGS.seed, distribute=FLAGS.distribute, warmup_epochs=FLAGS.warmup_epochs,
+        label_smoothing=FLAGS.label_smoothing, precision=FLAGS.precision,
     )
     try:
         results = training.train(config, command=shlex.join(sys.argv))

@@ -36,7 +36,7 @@ from bsnn_tf.conversion.calibration import MODES
 
 OUTPUT = common.RESULTS_DIR / "calibration_study.json"
 RATE_TIMESTEPS = (32, 64, 128, 256)
-BATCH_SIZE = {"resnet20": 128, "lenet5": 1000, "mnist_cnn": 1000}
+BATCH_SIZE = {"resnet20": 128, "lenet5": 1000, "mnist_cnn": 1000, "resnet20_ours": 128}
 SYNOPS_IMAGES = 100
 
 
@@ -177,7 +177,7 @@ def report(output):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet20", "lenet5", "mnist_cnn"],
-                        choices=["resnet20", "lenet5", "mnist_cnn"])
+                        choices=["resnet20", "lenet5", "mnist_cnn", "resnet20_ours"])
     parser.add_argument("--limit", type=int, help="first N test images (default: all)")
     parser.add_argument("--calibration_size", type=int, default=1000,
                         help="calibration images drawn from the training split")

@@ -68,7 +68,10 @@ class Task:
 
 
 TITLES = {"resnet20": "akamaster ResNet-20, CIFAR-10", "lenet5": "snn_toolbox LeNet-5, MNIST",
-          "mnist_cnn": "bsnn_tf demo CNN, MNIST"}
+          "mnist_cnn": "bsnn_tf demo CNN, MNIST",
+          "resnet20_ours": "ResNet-20 trained here (train.py), CIFAR-10"}
+# The ResNet-20 trained with configs/train/cifar10_resnet20_cpu.cfg (issue 13).
+OUR_RESNET20 = ROOT / "pretrained" / "cifar10_resnet20.keras"
 
 
 def load_title(name):
@@ -77,9 +80,10 @@ def load_title(name):
 
 
 def load_task(name, limit=None, data_dir=DATA_DIR, calibration_size=None):
-    """The task `name` ("resnet20", "lenet5", "mnist_cnn") on its first `limit` test images,
+    """The task `name` (a key of `TITLES`) on its first `limit` test images,
     with `calibration_size` training images (default: the task's own count)."""
-    loaders = {"resnet20": _resnet20_task, "lenet5": _lenet5_task, "mnist_cnn": _mnist_cnn_task}
+    loaders = {"resnet20": _resnet20_task, "lenet5": _lenet5_task, "mnist_cnn": _mnist_cnn_task,
+               "resnet20_ours": _our_resnet20_task}
     if name not in loaders:
         raise ValueError(f"Unknown task {name!r}; known: {', '.join(loaders)}.")
     task = loaders[name](data_dir, calibration_size)
@@ -101,6 +105,23 @@ def _resnet20_task(data_dir, calibration_size=None):
         calibration=preprocess(train.pixels(_random_indices(len(train),
                                                             calibration_size or 500))),
         expected_ann_accuracy=0.9089,
+    )
+
+
+def _our_resnet20_task(data_dir, calibration_size=None):
+    """Our ResNet-20 (trained on the JPEG copy), the 1,900 lossless test images, 500 JPEG
+    training images; the expected accuracy is the one recorded beside the checkpoint."""
+    test = data.find("cifar10", "test_lossless", data_dir)
+    train = data.find("cifar10", "train", data_dir)
+    record = json.loads(OUR_RESNET20.with_suffix(".json").read_text())
+    return Task(
+        name="resnet20_ours",
+        ann=keras.models.load_model(OUR_RESNET20),
+        x_test=data.preprocess("cifar10", test.pixels(range(len(test)))),
+        y_test=test.labels,
+        calibration=data.preprocess("cifar10", train.pixels(
+            _random_indices(len(train), calibration_size or 500))),
+        expected_ann_accuracy=record.get("lossless_accuracy"),
     )
 
 

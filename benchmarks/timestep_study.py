@@ -38,9 +38,9 @@ import common
 import bsnn_tf
 
 OUTPUT = common.RESULTS_DIR / "timestep_study.json"
-MAX_TIMESTEPS = {"resnet20": 256, "lenet5": 128}
-FULL_SIZE = {"resnet20": 1900, "lenet5": 10000}
-BATCH_SIZE = {"resnet20": 128, "lenet5": 1000}
+MAX_TIMESTEPS = {"resnet20": 256, "lenet5": 128, "resnet20_ours": 256}
+FULL_SIZE = {"resnet20": 1900, "lenet5": 10000, "resnet20_ours": 1900}
+BATCH_SIZE = {"resnet20": 128, "lenet5": 1000, "resnet20_ours": 128}
 
 
 def setting_key(model, images, phases, initial_membrane, percentile, channelwise, readout_delay):
@@ -195,7 +195,7 @@ def report(output):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet20", "lenet5"],
-                        choices=["resnet20", "lenet5"])
+                        choices=["resnet20", "lenet5", "resnet20_ours"])
     parser.add_argument("--limit", type=int, help="first N test images (default: all)")
     parser.add_argument("--phases", type=int, nargs="+", default=[2, 3, 4, 6, 8])
     parser.add_argument("--initial_membrane", type=float, nargs="+", default=[0.5])

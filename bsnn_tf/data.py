@@ -207,12 +207,13 @@ def preprocess(name, pixels):
     return x
 
 
-def augment(name, pixels, rng):
+def augment(name, pixels, rng, cutout=True):
     """Random crop (after padding), horizontal flip and Cutout, then `preprocess`.
 
     Args:
         pixels: a batch of uint8 (or 0..255 float) images, NHWC.
         rng: a `numpy.random.Generator`.
+        cutout: apply the dataset's Cutout (short schedules train better without).
 
     Example:
         >>> x = augment("cifar10", pixels, np.random.default_rng(0))
@@ -227,20 +228,20 @@ def augment(name, pixels, rng):
     flip = rng.random(len(x)) < 0.5
     x[flip] = x[flip, :, ::-1]
     x = preprocess(name, x)
-    if augmentation.cutout:
+    if cutout and augmentation.cutout:
         x = _cutout(x, augmentation.cutout, rng)
     return x
 
 
 def dataset(name, split, batch_size, data_dir=None, limit=None, augment=False,
-            shuffle=False, seed=None, rand_augment=True):
+            shuffle=False, seed=None, rand_augment=True, cutout=True):
     """Streams a split as (x, y) batches for `fit`, `evaluate` or `predict`.
 
     Splits up to `MAX_DECODED_BYTES` are decoded once and kept in memory;
     larger ones (ImageNet folders) are decoded batch by batch. With
     TensorFlow installed this is a `tf.data.Dataset` (which `fit` accepts on
     every backend), else a `keras.utils.PyDataset`. Augmentation is `augment`
-    (crop, flip, Cutout), preceded by `keras.layers.RandAugment` where the
+    (crop, flip, and Cutout unless `cutout` is False), preceded by `keras.layers.RandAugment` where the
     dataset's `Augmentation` asks for it, `rand_augment` allows it and the
     Keras backend is TensorFlow.
 
@@ -255,19 +256,20 @@ def dataset(name, split, batch_size, data_dir=None, limit=None, augment=False,
     images = images.decoded(MAX_DECODED_BYTES)
     augment = augment and spec(name).augmentation is not None
     if _optional_import("tensorflow") is None:
-        return _Batches(name, images, batch_size, augment, shuffle, seed)
-    return _tf_dataset(name, images, batch_size, augment, shuffle, seed, rand_augment)
+        return _Batches(name, images, batch_size, augment, shuffle, seed, cutout)
+    return _tf_dataset(name, images, batch_size, augment, shuffle, seed, rand_augment, cutout)
 
 
 def train_dataset(name, batch_size, data_dir=None, limit=None, augment=True, seed=None,
-                  rand_augment=True):
+                  rand_augment=True, cutout=True):
     """The shuffled, augmented training split; see `dataset`.
 
     Example:
         >>> model.fit(train_dataset("cifar10", 128, "/data"), epochs=300)
     """
     return dataset(name, "train", batch_size, data_dir=data_dir, limit=limit,
-                   augment=augment, shuffle=True, seed=seed, rand_augment=rand_augment)
+                   augment=augment, shuffle=True, seed=seed, rand_augment=rand_augment,
+                   cutout=cutout)
 
 
 def find(name, split, data_dir=None):
@@ -586,8 +588,9 @@ def _cutout(x, size, rng):
 class _Batches(keras.utils.PyDataset):
     """numpy-only batches of a `LabeledImages` for backends without TensorFlow."""
 
-    def __init__(self, name, images, batch_size, augmented, shuffle, seed):
+    def __init__(self, name, images, batch_size, augmented, shuffle, seed, cutout):
         super().__init__()
+        self._cutout = cutout
         self._name, self._images, self._batch_size = name, images, batch_size
         self._augmented, self._shuffle = augmented, shuffle
         self._rng = np.random.default_rng(seed)
@@ -601,7 +604,7 @@ class _Batches(keras.utils.PyDataset):
         indices = self._order[index * self._batch_size:(index + 1) * self._batch_size]
         pixels = self._images.pixels(indices)
         if self._augmented:
-            return augment(self._name, pixels, self._rng), self._images.labels[indices]
+            return augment(self._name, pixels, self._rng, self._cutout), self._images.labels[indices]
         return preprocess(self._name, pixels), self._images.labels[indices]
 
     def on_epoch_end(self):
@@ -609,7 +612,8 @@ class _Batches(keras.utils.PyDataset):
             self._rng.shuffle(self._order)
 
 
-def _tf_dataset(name, images, batch_size, augmented, shuffle, seed, rand_augment=True):
+def _tf_dataset(name, images, batch_size, augmented, shuffle, seed, rand_augment=True,
+                cutout=True):
     tf = importlib.import_module("tensorflow")
     dataset_spec = spec(name)
     rng = np.random.default_rng(seed)
@@ -628,7 +632,7 @@ def _tf_dataset(name, images, batch_size, augmented, shuffle, seed, rand_augment
         return tf.gather(array, index), tf.gather(labels, index)
 
     def finish(pixels):
-        return augment(name, pixels, rng) if augmented else preprocess(name, pixels)
+        return augment(name, pixels, rng, cutout) if augmented else preprocess(name, pixels)
 
     def finish_batch(pixels, labels):
         x = tf.numpy_function(finish, [pixels], tf.float32, stateful=augmented)

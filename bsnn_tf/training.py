@@ -33,6 +33,7 @@ SUPPORTED_DATASETS = {
     "resnet18": ("cifar10", "cifar100", "imagenet"),
     "resnet34": ("imagenet",),
 }
+PRECISIONS = ("float32", "mixed_bfloat16")
 DEFAULT_EPOCHS = {"mnist": 20, "cifar10": 300, "cifar100": 300, "imagenet": 100}
 
 
@@ -51,6 +52,12 @@ class TrainConfig:
         limit: train on the first `limit` training images only.
         distribute: data parallel over all local devices (`backend.distribution_scope`):
             each batch of `batch_size` is split over them.
+        warmup_epochs: the learning rate rises linearly from 0 to `lr` over
+            these epochs, then decays along the cosine to 0.
+        label_smoothing: of the cross-entropy loss.
+        precision: one of `PRECISIONS`: "mixed_bfloat16" computes in
+            bfloat16 (fast on CPUs with AVX512_BF16) with float32 weights;
+            the saved model is float32 either way.
     """
 
     model: str
@@ -65,8 +72,12 @@ class TrainConfig:
     limit: int = None
     augment: bool = True
     rand_augment: bool = True
+    cutout: bool = True
     seed: int = 0
     distribute: bool = False
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    precision: str = "float32"
 
     def __post_init__(self):
         if self.epochs is None and self.dataset in DEFAULT_EPOCHS:
@@ -97,6 +108,14 @@ def validate(config):
         raise ConfigError(f"limit must be a positive integer, got {config.limit}.")
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise ConfigError(f"lr must be a positive finite number, got {config.lr}.")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}.")
+    if not (math.isfinite(config.warmup_epochs) and 0 <= config.warmup_epochs < config.epochs):
+        raise ConfigError(f"warmup_epochs must be in [0, epochs={config.epochs}), "
+                          f"got {config.warmup_epochs}.")
+    if not (math.isfinite(config.label_smoothing) and 0 <= config.label_smoothing < 1):
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}.")
     for field in ("momentum", "weight_decay"):
         if not (math.isfinite(getattr(config, field)) and getattr(config, field) >= 0):
             raise ConfigError(
@@ -130,28 +149,27 @@ def train(config, command=None):
     train_batches = data.train_dataset(
         config.dataset, config.batch_size, config.data_dir, limit=config.limit,
         augment=config.augment, seed=config.seed, rand_augment=config.rand_augment,
+        cutout=config.cutout,
     )
     test_batches = data.dataset(config.dataset, "test", config.batch_size, config.data_dir)
     if config.distribute and keras.backend.backend() == "jax":
         _check_even_batches(config)
     with backend.distribution_scope(config.distribute):
-        model = models.get(config.model, num_classes=spec.num_classes, input_shape=spec.input_shape)
-        add_weight_decay(model, config.weight_decay)
-        model.compile(
-            optimizer=_optimizer(config, steps_per_epoch=len(train_batches)),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
+        model = compiled_model(config, steps_per_epoch=len(train_batches))
         os.makedirs(config.output_dir, exist_ok=True)
         start = time.time()
         # The batches are shuffled by bsnn_tf.data already.
+        clock = EpochClock()
         history = model.fit(train_batches, epochs=config.epochs, validation_data=test_batches,
-                            shuffle=False, callbacks=_callbacks(config.output_dir))
+                            shuffle=False, callbacks=[clock, *_callbacks(config.output_dir)])
         losses = history.history["loss"]
         if not all(math.isfinite(loss) for loss in losses):
             raise DivergedError(
                 f"Training diverged: loss {losses[-1]} after {len(losses)} epoch(s); nothing "
                 f"was saved. Lower --lr (now {config.lr}).")
+        if config.precision != "float32":
+            trained, model = model, _build(config, spec, "float32")
+            model.set_weights(trained.get_weights())
         write_atomically(os.path.join(config.output_dir, "model.keras"), model.save)
     results = {
         # The last epoch's validation pass is the final test evaluation.
@@ -159,6 +177,10 @@ def train(config, command=None):
         "test_loss": float(history.history["val_loss"][-1]),
         "epochs": config.epochs,
         "train_seconds": round(time.time() - start, 1),
+        # Test accuracy against training time, one entry per epoch.
+        "curve": [{"epoch": epoch + 1, "seconds": round(seconds, 1), "test_accuracy": float(a)}
+                  for epoch, (seconds, a) in enumerate(zip(clock.seconds,
+                                                           history.history["val_accuracy"]))],
         "backend": keras.backend.backend(),
         "flags": dataclasses.asdict(config),
         "command": command,
@@ -170,6 +192,16 @@ def train(config, command=None):
 
     write_atomically(os.path.join(config.output_dir, "results.json"), write_json)
     return results
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Records the seconds since training began at the end of each epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.start, self.seconds = time.time(), []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.time() - self.start)
 
 
 def write_atomically(path, write):
@@ -231,10 +263,79 @@ def add_weight_decay(model, weight_decay):
             variable.regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
-def _optimizer(config, steps_per_epoch):
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.lr, decay_steps=config.epochs * steps_per_epoch
+def compiled_model(config, steps_per_epoch):
+    """The zoo model of `config`, with weight decay, compiled for training.
+
+    Example:
+        >>> model = compiled_model(TrainConfig("mnist_cnn", "mnist", "runs/m"), 469)
+    """
+    model = _build(config, data.DATASETS[config.dataset], config.precision)
+    add_weight_decay(model, config.weight_decay)
+    model.compile(
+        optimizer=_optimizer(config, steps_per_epoch),
+        loss=SmoothedSparseCrossentropy(config.label_smoothing),
+        metrics=["accuracy"],
     )
+    return model
+
+
+def _build(config, spec, precision):
+    """The zoo model, its layers computing in `precision` (weights stay float32)."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        return models.get(config.model, num_classes=spec.num_classes,
+                          input_shape=spec.input_shape)
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of logits against integer labels smoothed by `smoothing`.
+
+    The target puts `1 - smoothing` on the label and spreads `smoothing`
+    evenly over all classes (as `keras.losses.CategoricalCrossentropy`'s
+    `label_smoothing`, which the sparse loss lacks).
+
+    Example:
+        >>> loss = SmoothedSparseCrossentropy(0.1)
+        >>> float(loss(np.array([0]), np.array([[0.0, 0.0]])))   # log 2
+        0.693...
+    """
+
+    def __init__(self, smoothing=0.0, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = smoothing
+
+    def call(self, y_true, y_pred):
+        log_probabilities = keras.ops.log_softmax(keras.ops.cast(y_pred, "float32"), axis=-1)
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        picked = keras.ops.take_along_axis(log_probabilities, labels[:, None], axis=-1)[:, 0]
+        spread = keras.ops.mean(log_probabilities, axis=-1)
+        return -((1.0 - self.smoothing) * picked + self.smoothing * spread)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
+def learning_rate_schedule(config, steps_per_epoch):
+    """Linear warm-up from 0 to `config.lr` over `warmup_epochs`, then a cosine decay to 0.
+
+    Example:
+        >>> schedule = learning_rate_schedule(TrainConfig("mnist_cnn", "mnist", "r"), 469)
+        >>> float(schedule(0))
+        0.1
+    """
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else config.lr, alpha=0.0,
+        decay_steps=config.epochs * steps_per_epoch - warmup_steps,
+        warmup_target=config.lr if warmup_steps else None, warmup_steps=warmup_steps,
+    )
+
+
+def _optimizer(config, steps_per_epoch):
+    schedule = learning_rate_schedule(config, steps_per_epoch)
     return keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
 
 

@@ -97,6 +97,8 @@ def test_bad_flags_fail_clearly_and_write_nothing(tmp_path, argv, message):
     ("--lr=0", "lr must be a positive finite number, got 0.0."),
     ("--momentum=nan", "momentum must be a finite number >= 0, got nan."),
     ("--weight_decay=-inf", "weight_decay must be a finite number >= 0, got -inf."),
+    ("--warmup_epochs=1", "warmup_epochs must be in [0, epochs=1), got 1.0."),
+    ("--label_smoothing=1", "label_smoothing must be in [0, 1), got 1.0."),
 ])
 def test_bad_rates_are_refused_before_training(tmp_path, flag, message):
     # No data in --data_dir: a run that got past the flag checks fails differently.
@@ -171,7 +173,9 @@ def test_weight_decay_is_an_l2_penalty_on_kernels():
     assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
 
 
-EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "train").glob("*.cfg"))
+EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "train").glob("*.cfg")
+                     if not p.stem.endswith("_cpu"))
+CPU_RECIPE = REPO / "configs" / "train" / "cifar10_resnet20_cpu.cfg"
 
 
 def test_every_paper_experiment_has_both_configs():
@@ -193,3 +197,50 @@ def test_training_configs_parse_and_validate(experiment):
     training.validate(training.TrainConfig(
         model=model, dataset=dataset, output_dir=flags.FLAGS.output_dir,
         epochs=flags.FLAGS.epochs, batch_size=flags.FLAGS.batch_size, lr=flags.FLAGS.lr))
+
+
+def test_cpu_recipe_parses_and_validates():
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train.py", f"--flagfile={CPU_RECIPE}"])
+    names = ("model", "dataset", "output_dir", "epochs", "batch_size", "lr", "momentum",
+             "weight_decay", "rand_augment", "cutout", "warmup_epochs", "label_smoothing",
+             "precision")
+    config = training.TrainConfig(**{name: getattr(flags.FLAGS, name) for name in names})
+    training.validate(config)
+    assert (config.model, config.dataset, config.rand_augment, config.cutout) == (
+        "resnet20", "cifar10", False, False)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_smoothed_sparse_crossentropy_equals_keras_categorical_with_smoothing(smoothing):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (16, 10)).astype("float32")
+    labels = rng.integers(0, 10, 16)
+    reference = keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                     label_smoothing=smoothing)
+    expected = float(reference(np.eye(10)[labels], logits))
+    loss = float(training.SmoothedSparseCrossentropy(smoothing)(labels, logits))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_warmup_rises_linearly_then_decays_along_the_cosine():
+    config = training.TrainConfig("mnist_cnn", "mnist", "unused", epochs=4, lr=0.2,
+                                  warmup_epochs=1)
+    schedule = training.learning_rate_schedule(config, steps_per_epoch=10)
+    rate = lambda step: float(schedule(step))
+    assert rate(0) == pytest.approx(0.0, abs=1e-7)
+    assert rate(5) == pytest.approx(0.1, rel=1e-5)
+    assert rate(10) == pytest.approx(0.2, rel=1e-5)
+    assert rate(25) == pytest.approx(0.1, rel=1e-5)  # half-way through the cosine
+    assert rate(40) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_bfloat16_training_saves_a_float32_model(tmp_path, small_mnist):
+    output_dir = tmp_path / "run"
+    code = run_train(*SHORT_RUN, "--precision=mixed_bfloat16", f"--data_dir={small_mnist}",
+                     f"--output_dir={output_dir}")
+    assert code in (0, None)
+    model = keras.models.load_model(output_dir / "model.keras")
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    results = json.loads((output_dir / "results.json").read_text())
+    assert [entry["epoch"] for entry in results["curve"]] == [1]
