@@ -290,6 +290,9 @@ def _build(config, spec, precision):
         keras.config.set_dtype_policy(policy)
 
 
+# Registered: a model saved by `train` holds its loss, and `keras.models.load_model`
+# (compile=True) rebuilds it by this name once bsnn_tf.training is imported.
+@keras.saving.register_keras_serializable(package="bsnn_tf")
 class SmoothedSparseCrossentropy(keras.losses.Loss):
     """Cross-entropy of logits against integer labels smoothed by `smoothing`.
 
