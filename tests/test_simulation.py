@@ -29,7 +29,7 @@ def converted(net, method, phases=4, seed=0, encoding="real", dtype="float64",
 
 
 # The JAX run (pytest -m jax) takes one net per kind of layer, not every combination.
-ON_JAX = {"dense", "residual_concat", "mobile"}
+ON_JAX = {"dense", "residual_concat"}
 
 
 def cases(*arguments, on_jax=lambda args: True):
