@@ -133,6 +133,15 @@ def _with_activation(layer, node):
     return nodes
 
 
+def _kernel_nodes(layer, op, inputs, config_keys):
+    """The `op` node of a layer with a kernel and an optional bias, then its activation's."""
+    config = {k: layer.get_config()[k] for k in config_keys}
+    weights = {"kernel": keras.ops.convert_to_numpy(layer.kernel)}
+    if layer.use_bias:
+        weights["bias"] = keras.ops.convert_to_numpy(layer.bias)
+    return _with_activation(layer, Node(layer.name, op, inputs, config, weights))
+
+
 register_op(Op(
     "conv2d", SYNAPSE, WEIGHTS, weight_names=("kernel", "bias"), absorbs_batch_norm=True,
     calibrated=True,
@@ -157,12 +166,8 @@ class Conv2DConverter(LayerConverter):
         return _activation_reason(layer)
 
     def convert(self, layer, inputs):
-        config = {k: layer.get_config()[k] for k in ("filters", "kernel_size", "strides",
-                                                   "padding", "dilation_rate")}
-        weights = {"kernel": keras.ops.convert_to_numpy(layer.kernel)}
-        if layer.use_bias:
-            weights["bias"] = keras.ops.convert_to_numpy(layer.bias)
-        return _with_activation(layer, Node(layer.name, "conv2d", inputs, config, weights))
+        return _kernel_nodes(layer, "conv2d", inputs, ("filters", "kernel_size", "strides",
+                                                       "padding", "dilation_rate"))
 
 
 register_op(Op(
@@ -187,12 +192,8 @@ class DepthwiseConv2DConverter(LayerConverter):
         return _channels_last_reason(layer) or _activation_reason(layer)
 
     def convert(self, layer, inputs):
-        config = {k: layer.get_config()[k] for k in ("kernel_size", "strides", "padding",
-                                                   "depth_multiplier", "dilation_rate")}
-        weights = {"kernel": keras.ops.convert_to_numpy(layer.kernel)}
-        if layer.use_bias:
-            weights["bias"] = keras.ops.convert_to_numpy(layer.bias)
-        return _with_activation(layer, Node(layer.name, "depthwise", inputs, config, weights))
+        return _kernel_nodes(layer, "depthwise", inputs, ("kernel_size", "strides", "padding",
+                                                          "depth_multiplier", "dilation_rate"))
 
 
 @register(keras.layers.SeparableConv2D)
@@ -235,11 +236,7 @@ class DenseConverter(LayerConverter):
         return _activation_reason(layer)
 
     def convert(self, layer, inputs):
-        weights = {"kernel": keras.ops.convert_to_numpy(layer.kernel)}
-        if layer.use_bias:
-            weights["bias"] = keras.ops.convert_to_numpy(layer.bias)
-        node = Node(layer.name, "dense", inputs, {"units": layer.units}, weights)
-        return _with_activation(layer, node)
+        return _kernel_nodes(layer, "dense", inputs, ("units",))
 
 
 register_op(Op(
