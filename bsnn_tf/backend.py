@@ -119,7 +119,7 @@ def distribution_scope(distribute):
     Example:
         >>> with distribution_scope(True):
         ...     model = keras.models.load_model("model.keras")
-        ...     model.evaluate(x, y, batch_size=128)  # 64 images a device on 2 devices
+        ...     logits = model.predict(x, batch_size=128, verbose=0)  # 64 a device on 2 devices
     """
     if not distribute:
         return contextlib.nullcontext()

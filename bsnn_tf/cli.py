@@ -14,10 +14,13 @@ temporary directory moved into place. It holds `results.json`,
 
 Example:
     >>> from bsnn_tf import cli
-    >>> config = cli.ConvertConfig(methods=("bsnn", "rate"), phases=4, timesteps=32,
-    ...                            limit=200, output_dir="runs/demo")
+    >>> config = cli.ConvertConfig(methods=("bsnn",), phases=4, timesteps=32,
+    ...                            limit=100, output_dir="runs/demo")
     >>> results = cli.run(config)
-    >>> results["timesteps"], results["methods"]["bsnn"]["accuracy"]
+    ANN mnist_cnn on 100 mnist test images:
+    ...
+    >>> results["timesteps"], sorted(results["methods"])   # the T at which it measured
+    ([4, 8, 16, 32], ['bsnn'])
 """
 
 import contextlib

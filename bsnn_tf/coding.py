@@ -90,9 +90,13 @@ class PhaseEncoder(keras.layers.Layer):
         scale: lambda_0, the input normalisation (1 for real input).
 
     Example:
+        >>> import numpy as np
+        >>> from bsnn_tf.clock import Clock, Constant
         >>> enc = PhaseEncoder(phases=4, encoding="spike")
-        >>> enc.spikes(np.full((1, 1), 0.75, "float32"), ops.arange(4)).shape
-        (4, 1, 1)
+        >>> x = Constant(np.full((1, 1), 0.75, "float32"))     # Q(0.75) = 0.1100b
+        >>> spikes, _ = enc.run([x], (), Clock(ops.arange(4), period_mode=False))
+        >>> np.asarray(spikes)[:, 0, 0].tolist()
+        [0.5, 0.25, 0.0, 0.0]
     """
 
     def __init__(self, phases=8, encoding="real", scale=1.0, **kwargs):
@@ -115,21 +119,26 @@ class PhaseEncoder(keras.layers.Layer):
         """The constant input current x / scale (real encoding)."""
         return ops.cast(x, self.compute_dtype) / self.scale
 
-    def spikes(self, x, time, period=False):
-        """Input spikes, time-major: (len(time), N, ...).
+    def initial_state(self, batch_shape):
+        return ()
 
-        Step mode emits S(t) where bit t mod K of Q(x / scale) is set; period
-        mode emits the whole period value Q(x / scale).
+    def run(self, inputs, state, clock):
+        """Input spikes over `clock`, time-major: (len(clock), N, ...).
+
+        `inputs` is [Constant(x)], the image batch. Step mode emits S(t)
+        where bit t mod K of Q(x / scale) is set; period mode emits the whole
+        period value Q(x / scale).
         """
-        q = quantize(self.current(x), self.phases)
-        if period:
-            return ops.broadcast_to(q[None], (time.shape[0],) + tuple(ops.shape(q)))
-        phase = ops.mod(time, self.phases)
+        (x,) = inputs
+        q = quantize(self.current(x.value), self.phases)
+        if clock.period_mode:
+            return ops.broadcast_to(q[None], (len(clock),) + tuple(ops.shape(q))), state
+        phase = ops.mod(clock.time, self.phases)
         planes = ops.stack([bit_at(q, k) for k in range(self.phases)])
         weights = phase_weights(self.phases, self.compute_dtype)
         per_step = ops.take(planes, phase, axis=0)
         weight = ops.take(weights, phase)
-        return per_step * ops.reshape(weight, (-1,) + (1,) * len(ops.shape(q)))
+        return per_step * ops.reshape(weight, (-1,) + (1,) * len(ops.shape(q))), state
 
     def get_config(self):
         config = super().get_config()

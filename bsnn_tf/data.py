@@ -165,9 +165,9 @@ def load(name, split, data_dir=None, limit=None):
         and int64 labels.
 
     Example:
-        >>> x, y = load("cifar10", "test_lossless", "/data", limit=8)
+        >>> x, y = load("mnist", "test", limit=8)   # or ("cifar10", "test_lossless", "/data")
         >>> x.shape
-        (8, 32, 32, 3)
+        (8, 28, 28, 1)
     """
     limit = check_limit(limit)
     images = find(name, split, data_dir)
@@ -216,7 +216,9 @@ def augment(name, pixels, rng, cutout=True):
         cutout: apply the dataset's Cutout (short schedules train better without).
 
     Example:
-        >>> x = augment("cifar10", pixels, np.random.default_rng(0))
+        >>> pixels = np.zeros((2, 32, 32, 3), "uint8")
+        >>> augment("cifar10", pixels, np.random.default_rng(0)).shape
+        (2, 32, 32, 3)
     """
     augmentation = spec(name).augmentation
     if augmentation is None:
@@ -247,7 +249,9 @@ def dataset(name, split, batch_size, data_dir=None, limit=None, augment=False,
 
     Example:
         >>> test = dataset("mnist", "test", batch_size=256)
-        >>> model.evaluate(test)
+        >>> images, labels = next(iter(test))
+        >>> tuple(images.shape), tuple(labels.shape)
+        ((256, 28, 28, 1), (256,))
     """
     limit = check_limit(limit)
     images = find(name, split, data_dir)
@@ -265,7 +269,10 @@ def train_dataset(name, batch_size, data_dir=None, limit=None, augment=True, see
     """The shuffled, augmented training split; see `dataset`.
 
     Example:
-        >>> model.fit(train_dataset("cifar10", 128, "/data"), epochs=300)
+        >>> batches = train_dataset("mnist", 128)    # or ("cifar10", 128, "/data")
+        >>> images, labels = next(iter(batches))
+        >>> tuple(images.shape)
+        (128, 28, 28, 1)
     """
     return dataset(name, "train", batch_size, data_dir=data_dir, limit=limit,
                    augment=augment, shuffle=True, seed=seed, rand_augment=rand_augment,

@@ -1,14 +1,45 @@
 """Layers of a converted SNN besides the neurons: synchronous layer, spiking
-max gate, channel affine synapse and readout.
+max gate, channel affine synapse, readout, and `Synapse`, which runs any
+stateless Keras layer over time.
 
-All act on time-major sequences (T, N, ...) through `run(inputs, state, ...)`,
-the same interface as `bsnn_tf.neurons`.
+All act on time-major sequences (T, N, ...) through
+`run(inputs, state, clock) -> (outputs, state)`, the interface of every
+simulation layer (`bsnn_tf.clock`).
 """
 
 import keras
 from keras import ops
 
 from bsnn_tf import neurons
+
+
+class Synapse:
+    """A stateless Keras layer (Conv2D, Dense, Add, ...) as a simulation layer.
+
+    It applies the layer to every time unit of a chunk at once, as one batch
+    of len(clock) x N: synapses have no dynamics of their own.
+
+    Example:
+        >>> import numpy as np
+        >>> from bsnn_tf.clock import Clock
+        >>> dense = keras.layers.Dense(3, use_bias=False)
+        >>> spikes = np.ones((5, 2, 4), "float32")        # (time, batch, features)
+        >>> out, state = Synapse(dense).run([spikes], (), Clock(ops.arange(5), False))
+        >>> tuple(out.shape), state
+        ((5, 2, 3), ())
+    """
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def initial_state(self, batch_shape):
+        return ()
+
+    def run(self, inputs, state, clock):
+        length = inputs[0].shape[0]
+        merged = [ops.reshape(x, (-1,) + tuple(x.shape[2:])) for x in inputs]
+        outputs = self.layer(merged if len(merged) > 1 else merged[0])
+        return ops.reshape(outputs, (length, -1) + tuple(outputs.shape[1:])), state
 
 
 @keras.saving.register_keras_serializable(package="bsnn_tf")
@@ -54,12 +85,14 @@ class SpikingMaxPool(keras.layers.Layer):
         self.phases = int(phases)
 
     def initial_state(self, batch_shape):
+        """The cumulative input per unit, for a batch of inputs of `batch_shape`."""
         return (ops.zeros(batch_shape, self.compute_dtype),)
 
-    def run(self, inputs, state, time, period=False):
+    def run(self, inputs, state, clock):
         """Gates a time-major chunk; in step mode the chunk must hold whole periods."""
+        (inputs,) = inputs
         (cumulative,) = state
-        if self.per_period and not period:
+        if self.per_period and not clock.period_mode:
             per_period_input = ops.sum(_split_periods(inputs, self.phases), axis=1)
             gated, cumulative = self._gate(per_period_input, cumulative)
             return _at_last_phase(gated, self.phases), (cumulative,)
@@ -182,18 +215,16 @@ class Readout(keras.layers.Layer):
     def initial_state(self, batch_shape):
         return (ops.zeros(batch_shape, self.compute_dtype),)
 
-    def run(self, current, state, time, period=False, end=None):
+    def run(self, inputs, state, clock):
         """Accumulates a time-major chunk of current; returns the running totals.
 
-        `end` (in the units of `time`): current at or after it is not counted.
+        Current at or after `clock.end` is not counted.
         """
+        (current,) = inputs
         (accumulated,) = state
-        start = self.start_period if period else self.start_step
-        counted = time >= start
-        if end is not None:
-            counted = ops.logical_and(counted, time < end)
-        mask = ops.reshape(ops.cast(counted, current.dtype),
-                           (-1,) + (1,) * (len(current.shape) - 1))
+        start = self.start_period if clock.period_mode else self.start_step
+        counted = ops.cast(clock.time >= start, current.dtype) * clock.counted(current.dtype)
+        mask = ops.reshape(counted, (-1,) + (1,) * (len(current.shape) - 1))
         totals = accumulated[None] + ops.cumsum(current * mask, axis=0)
         return totals, (totals[-1],)
 

@@ -15,7 +15,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from bsnn_tf import coding, layers, methods, neurons
+from bsnn_tf import coding, layers, methods, neurons, observers
+from bsnn_tf.clock import Clock, Constant
+
 # The simulation indexes time with int32.
 MAX_TIMESTEPS = 2**31 - 1
 # Chunks compiled with the wavefront schedule at the start of a simulation (compile time).
@@ -54,7 +56,9 @@ class SpikingNetwork(keras.Model):
     Example:
         >>> snn = bsnn_tf.convert(ann, x_calibration)
         >>> snn.timesteps = 64
-        >>> logits = snn.predict(x_test)
+        >>> logits = snn.predict(x_test, verbose=0)
+        >>> logits.shape
+        (100, 10)
     """
 
     def __init__(self, graph_layers, topology, method="bsnn", timesteps=256, mode=None,
@@ -70,6 +74,8 @@ class SpikingNetwork(keras.Model):
         self.scales = {k: np.asarray(v, "float32") for k, v in (scales or {}).items()}
         self._by_name = {layer.name: layer for layer in self.graph_layers}
         self._kinds = {layer.name: layer_kind(layer) for layer in self.graph_layers}
+        self._runners = {layer.name: layer if self._kinds[layer.name] != "synapse"
+                         else layers.Synapse(layer) for layer in self.graph_layers}
         self._static = self._static_layers()
         self.unit_shapes = {}
 
@@ -183,51 +189,49 @@ class SpikingNetwork(keras.Model):
     def initial_state(self, x, count_spikes=True, record_values=False):
         """State at rest for input batch `x`, with the constant input currents.
 
-        `count_spikes` and `record_values` add the spike and emitted-value
-        totals per unit; a logits-only simulation carries neither.
+        Returns {"layers": {layer: its state}, "static": {layer: its constant
+        value}, and one total per observer asked for}: `count_spikes` and
+        `record_values` add the spike and emitted-value totals per unit
+        (`bsnn_tf.observers`); a logits-only simulation carries neither.
         """
         x = ops.cast(x, self.compute_dtype)
         batch = ops.shape(x)[0]
-        constant_values, constants = {}, {}
-        cells, gates = {}, {}
+        static, layer_states = {}, {}
         for name, inputs in self.topology:
             layer, kind = self._by_name[name], self._kinds[name]
             if name in self._static:
-                constant_values[name] = (
-                    layer.current(x) if kind == "encoder"
-                    else layer(_single([constant_values[i] for i in inputs]))
-                )
-            elif kind == "neuron":
-                cells[name] = layer.initial_state((batch,) + self.unit_shapes[name])
-                if inputs[0] in self._static:
-                    constants[name] = constant_values[inputs[0]]
-            elif kind == "gate":
-                gates[name] = layer.initial_state((batch,) + self.unit_shapes[inputs[0]])
-        zeros = lambda: {n: ops.zeros((batch,) + self.unit_shapes[n], self.compute_dtype)
-                         for n in cells}
-        state = {
-            "neurons": cells,
-            "gates": gates,
-            "constants": constants,
-            "readout": self.readout.initial_state((batch,) + self.unit_shapes[self.readout.name]),
-        }
-        if count_spikes:
-            state["spikes"] = zeros()
-        if record_values:
-            state["emitted"] = zeros()
+                static[name] = (layer.current(x) if kind == "encoder"
+                                else layer(_single([static[i] for i in inputs])))
+                continue
+            input_shape = self.unit_shapes[inputs[0] if inputs else name]
+            layer_state = self._runners[name].initial_state((batch,) + input_shape)
+            if layer_state:
+                layer_states[name] = layer_state
+        feeding = {i for name, inputs in self.topology if name not in self._static
+                   for i in inputs}
+        state = {"layers": layer_states,
+                 "static": {name: value for name, value in static.items() if name in feeding}}
+        for observer in observers.chosen(count_spikes, record_values):
+            state[observer.key] = {
+                layer.name: ops.zeros((batch,) + self.unit_shapes[layer.name],
+                                      self.compute_dtype)
+                for layer in self.spiking_layers()}
         return state
 
-    def run(self, x, state, start, length, period, end, trace=False, skew=None):
+    def run(self, x, state, start, length, period_mode, end, trace=False, skew=None):
         """Advances the simulation by `length` time units (periods or steps).
+
+        Every layer runs through the same interface (`bsnn_tf.clock`), in
+        topological order, over the whole chunk; the observers in `state`
+        watch the neuron layers.
 
         Args:
             x: the input batch (N, ...).
-            state: from `initial_state` or the previous `run`; its spike and
-                emitted-value totals (if any) are advanced too.
+            state: from `initial_state` or the previous `run`.
             start: index of the first time unit of the chunk (a multiple of K in step mode).
             length: time units in the chunk (whole periods in step mode).
-            period: True for period units (BSNN), False for steps.
-            end: time units at or after `end` are not counted (readout, spikes).
+            period_mode: True for period units (BSNN), False for steps.
+            end: time units at or after `end` are not counted (readout, observers).
             trace: also return what every neuron and gate emitted.
             skew: `start` as a Python int, to skip each layer before it is
                 `active_from` (the wavefront schedule; exact); None simulates
@@ -238,49 +242,55 @@ class SpikingNetwork(keras.Model):
         """
         x = ops.cast(x, self.compute_dtype)
         batch = ops.shape(x)[0]
-        time = ops.cast(start, "int32") + ops.arange(length, dtype="int32")
-        counted = ops.cast(time < end, self.compute_dtype)
-        offsets = self._chunk_offsets(skew, length, period)
+        clock = Clock(ops.cast(start, "int32") + ops.arange(length, dtype="int32"),
+                      period_mode, end)
+        offsets = self._chunk_offsets(skew, length, period_mode)
+        watching = [o for o in observers.OBSERVERS if o.key in state]
+        new = {key: dict(value) for key, value in state.items()}
         values, traced = {}, {}
-        new = {key: dict(value) if isinstance(value, dict) else value
-               for key, value in state.items()}
         for name, inputs in self.topology:
             if name in self._static:
                 continue
-            layer, kind, offset = self._by_name[name], self._kinds[name], offsets[name]
-            arriving = [self._aligned(values, i, offset, length, batch)
-                        for i in inputs if i not in self._static]
+            kind, offset = self._kinds[name], offsets[name]
             if kind == "readout":
-                totals = self._run_readout(layer, arriving[0], state, new, time, offset,
-                                           length, period, end)
+                totals = self._run_readout(values, state, new, inputs[0], clock, offset)
                 continue
-            at_rest = offset == length
-            values[name] = (offset, None if at_rest else self._advance(
-                layer, kind, x, arriving, state, new, time[offset:], period, counted[offset:]))
+            values[name] = (offset, None)
+            if offset < length:
+                arriving = ([Constant(x)] if kind == "encoder" else
+                            [self._arriving(values, state, i, offset, length, batch)
+                             for i in inputs])
+                values[name] = (offset, self._advance(name, arriving, state, new,
+                                                      clock.after(offset), watching))
             if trace and kind in ("neuron", "gate"):
                 traced[name] = self._aligned(values, name, 0, length, batch)
         return new, totals, traced
 
-    def _advance(self, layer, kind, x, arriving, state, new, time, period, counted):
-        """Runs one layer over `time`; returns its time-major output."""
-        if kind == "encoder":
-            return layer.spikes(x, time, period)
-        if kind == "synapse":
-            return _over_time(layer, arriving)
-        if kind == "neuron":
-            return self._run_neuron(layer, arriving[0] if arriving else None, state, new, time,
-                                    period, counted)
-        output, new["gates"][layer.name] = layer.run(arriving[0], state["gates"][layer.name],
-                                                     time, period)
-        return output
+    def _advance(self, name, arriving, state, new, clock, watching):
+        """Runs layer `name` over `clock`; returns its time-major output."""
+        outputs, layer_state = self._runners[name].run(arriving, state["layers"].get(name, ()),
+                                                       clock)
+        if layer_state:
+            new["layers"][name] = layer_state
+        if self._kinds[name] == "neuron":
+            for observer in watching:
+                new[observer.key][name] = observer.observe(
+                    self._by_name[name], outputs, state[observer.key][name], clock)
+        return outputs
 
-    def _chunk_offsets(self, skew, length, period):
+    def _chunk_offsets(self, skew, length, period_mode):
         """{layer: time units it stays at rest at the start of the chunk}, at most `length`."""
         if skew is None:
             return dict.fromkeys(self._by_name, 0)
-        per_unit = 1 if period else self.phases
+        per_unit = 1 if period_mode else self.phases
         return {name: int(np.clip(begin * per_unit - skew, 0, length))
                 for name, begin in self.active_from.items()}
+
+    def _arriving(self, values, state, name, offset, length, batch):
+        """Input from layer `name` from `offset` on: a `Constant` if it is static."""
+        if name in self._static:
+            return Constant(state["static"][name])
+        return self._aligned(values, name, offset, length, batch)
 
     def _aligned(self, values, name, offset, length, batch):
         """`name`'s values over the chunk's time units from `offset` on, zeros where at rest."""
@@ -291,34 +301,22 @@ class SpikingNetwork(keras.Model):
         rest = ops.zeros((silent, batch) + self.unit_shapes[name], self.compute_dtype)
         return rest if output is None else ops.concatenate([rest, output])
 
-    def _run_readout(self, layer, current, state, new, time, offset, length, period, end):
+    def _run_readout(self, values, state, new, source, clock, offset):
         """Readout totals over the chunk: the carried total while at rest, then counted."""
-        (accumulated,) = state["readout"]
+        name = self.readout.name
+        (accumulated,) = state["layers"][name]
         before = ops.repeat(accumulated[None], offset, axis=0)
-        if offset == length:
+        if offset == len(clock):
             return before
-        totals, new["readout"] = layer.run(current, state["readout"], time[offset:], period, end)
+        batch = ops.shape(accumulated)[0]
+        current = self._aligned(values, source, offset, len(clock), batch)
+        totals, new["layers"][name] = self.readout.run([current], state["layers"][name],
+                                                       clock.after(offset))
         return ops.concatenate([before, totals]) if offset else totals
 
-    def _run_neuron(self, layer, current, state, new, time, period, counted):
-        name = layer.name
-        constant = state["constants"].get(name)
-        emitted, new["neurons"][name] = layer.run(current, state["neurons"][name], time,
-                                                  constant, period)
-        as_weight = lambda w: ops.reshape(w, (-1,) + (1,) * (len(emitted.shape) - 1))
-        if "spikes" in state:
-            new["spikes"][name] = state["spikes"][name] + ops.sum(
-                layer.spike_count(emitted, period) * as_weight(counted), axis=0)
-        if "emitted" in state:
-            first_output = layer.first_output_step // (self.phases if period else 1)
-            valid = counted * ops.cast(time >= first_output, counted.dtype)
-            new["emitted"][name] = state["emitted"][name] + ops.sum(emitted * as_weight(valid),
-                                                                    axis=0)
-        return emitted
-
-    def time_units(self, timesteps, period):
+    def time_units(self, timesteps, period_mode):
         """Chunk-loop length: `timesteps` in periods (period mode) or steps."""
-        if not period:
+        if not period_mode:
             return timesteps
         if timesteps % self.phases:
             raise ValueError(
@@ -348,30 +346,30 @@ class SpikingNetwork(keras.Model):
 
     def call(self, x):
         """Simulates `self.timesteps` steps from rest (in `self.mode`); returns logits."""
-        period = check_mode(self, self.mode)
+        period_mode = check_mode(self, self.mode)
         steps = check_timesteps(self.timesteps)
-        units = self.time_units(steps, period)
-        chunk = 1 if period else self.phases
-        starts = self.chunk_starts(units, chunk, period)
+        units = self.time_units(steps, period_mode)
+        chunk = 1 if period_mode else self.phases
+        starts = self.chunk_starts(units, chunk, period_mode)
         state = self.initial_state(x, count_spikes=False)
         skewed = [start for start, skew in starts if skew is not None]
         for start in skewed:
-            state = self.run(x, state, start, chunk, period, units, skew=start)[0]
+            state = self.run(x, state, start, chunk, period_mode, units, skew=start)[0]
 
         def advance(index, state):
-            return self.run(x, state, index * chunk, chunk, period, units)[0]
+            return self.run(x, state, index * chunk, chunk, period_mode, units)[0]
 
         state = ops.fori_loop(len(skewed), len(starts), advance, state)
-        return self.readout.logits(state["readout"][0], steps)
+        return self.readout.logits(state["layers"][self.readout.name][0], steps)
 
-    def chunk_starts(self, units, chunk, period):
+    def chunk_starts(self, units, chunk, period_mode):
         """[(start, skew)] of the chunks of `chunk` time units that simulate `units`.
 
         `skew` is the start itself for the first chunks, where some layers are
         still at rest (`active_from`), and None once all are active: each skewed
         chunk is compiled on its own, so there are at most MAX_SKEWED_CHUNKS.
         """
-        per_unit = 1 if period else self.phases
+        per_unit = 1 if period_mode else self.phases
         all_active = max(self.active_from.values()) * per_unit
         return [(start, start if start < all_active and index < MAX_SKEWED_CHUNKS else None)
                 for index, start in enumerate(range(0, units, chunk))]
@@ -426,11 +424,3 @@ def check_timesteps(timesteps):
 
 def _single(values):
     return values if len(values) > 1 else values[0]
-
-
-def _over_time(layer, sequences):
-    """Applies `layer` to time-major sequences (T, N, ...) as one batch of T * N."""
-    length = sequences[0].shape[0]
-    merged = [ops.reshape(s, (-1,) + tuple(s.shape[2:])) for s in sequences]
-    result = layer(_single(merged))
-    return ops.reshape(result, (length, -1) + tuple(result.shape[1:]))

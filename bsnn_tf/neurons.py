@@ -20,6 +20,7 @@ import keras
 from keras import ops
 
 from bsnn_tf import backend, coding
+from bsnn_tf.clock import Clock, split_constant
 
 
 class SpikingNeuron(keras.layers.Layer):
@@ -62,48 +63,51 @@ class SpikingNeuron(keras.layers.Layer):
         return tuple(ops.full(batch_shape, rest, self.compute_dtype)
                      for _ in range(self.num_states))
 
-    def run(self, current, state, time, constant=None, period=False):
-        """Advances the neurons over `time` (absolute step or period indices).
+    def run(self, inputs, state, clock):
+        """Advances the neurons over `clock` (see `bsnn_tf.clock`).
 
         Args:
-            current: synaptic current, time-major (len(time), N, *units), or
-                None if the layer only receives constant current.
+            inputs: [synaptic current], time-major (len(clock), N, *units), or
+                [Constant(current)] for a constant input such as the
+                real-valued image; [] for a layer driven by its bias only.
             state: from `initial_state` or the previous `run`.
-            constant: extra constant current (N, *units), e.g. the input.
-            period: run one period per time index (BSNN only).
+            clock: a `bsnn_tf.clock.Clock`; period mode runs one period per
+                time unit (BSNN only).
 
         Returns:
             (emitted values, time-major; new state).
         """
-        if period and not self.supports_period:
+        if clock.period_mode and not self.supports_period:
             raise ValueError(
                 f"{type(self).__name__} '{self.name}' has no period-level dynamics; "
                 "use mode='step'."
             )
+        current, constant = split_constant(inputs)
         bias = ops.cast(self.bias, self.compute_dtype)
         constant = bias if constant is None else bias + constant
-        drive = self.drive(time, period)
+        drive = self.drive(clock.time, clock.period_mode)
 
         def advance(carry, inputs):
             t, drive_t = inputs[0], inputs[1]
             total = drive_t * constant
             if current is not None:
                 total = total + inputs[2]
-            emitted, carry = self.update(total, carry, t, period)
+            emitted, carry = self.update(total, carry, t, clock.period_mode)
             return carry, emitted
 
-        inputs = (time, drive) if current is None else (time, drive, current)
-        state, emitted = backend.time_scan(advance, tuple(state), inputs, time.shape[0])
+        inputs = (clock.time, drive) if current is None else (clock.time, drive, current)
+        state, emitted = backend.time_scan(advance, tuple(state), inputs, len(clock))
         return emitted, state
 
     def call(self, currents):
         """Runs the neurons from rest over `currents` (T, N, *units) in step mode."""
         currents = ops.cast(currents, self.compute_dtype)
         state = self.initial_state(tuple(ops.shape(currents)[1:]))
-        emitted, _ = self.run(currents, state, ops.arange(ops.shape(currents)[0]))
+        clock = Clock(ops.arange(ops.shape(currents)[0], dtype="int32"), period_mode=False)
+        emitted, _ = self.run([currents], state, clock)
         return emitted
 
-    def spike_count(self, emitted, period=False):
+    def spike_count(self, emitted, period_mode=False):
         """Spikes behind `emitted` values."""
         return ops.cast(emitted > 0, self.compute_dtype)
 
@@ -172,15 +176,15 @@ class BistableIF(SpikingNeuron):
     def first_output_step(self):
         return (self.start_period + 1) * self.phases
 
-    def drive(self, time, period=False):
-        started = ops.cast(time >= self.start_period * (1 if period else self.phases), "bool")
-        if not period:
+    def drive(self, time, period_mode=False):
+        started = ops.cast(time >= self.start_period * (1 if period_mode else self.phases), "bool")
+        if not period_mode:
             started = ops.logical_and(started, ops.equal(ops.mod(time, self.phases), 0))
         return ops.cast(started, self.compute_dtype)
 
-    def update(self, current, state, t, period):
+    def update(self, current, state, t, period_mode):
         spiking, integrating = state
-        if period:
+        if period_mode:
             emitted = coding.quantize(spiking, self.phases)
             return emitted, (integrating + current, spiking - emitted)
         threshold = coding.phase_weight(t, self.phases, self.compute_dtype)
@@ -202,8 +206,8 @@ class BistableIF(SpikingNeuron):
         begin = min(first_input, self.start_period)
         return begin, begin + 1
 
-    def spike_count(self, emitted, period=False):
-        if period:
+    def spike_count(self, emitted, period_mode=False):
+        if period_mode:
             return coding.count_bits(emitted, self.phases)
         return super().spike_count(emitted)
 
@@ -226,7 +230,7 @@ class PhaseIF(SpikingNeuron):
 
     num_states = 1
 
-    def drive(self, time, period=False):
+    def drive(self, time, period_mode=False):
         return coding.phase_weight(time, self.phases, self.compute_dtype)
 
     def mean_output(self, current, timesteps):
@@ -236,7 +240,7 @@ class PhaseIF(SpikingNeuron):
         return coding.uniform_levels(current, levels, 1.0 - self.smallest_spike,
                                      self.initial_membrane)
 
-    def update(self, current, state, t, period):
+    def update(self, current, state, t, period_mode):
         (membrane,) = state
         membrane = membrane + current
         threshold = coding.phase_weight(t, self.phases, self.compute_dtype)
@@ -262,7 +266,7 @@ class IF(SpikingNeuron):
     def smallest_spike(self):
         return 1.0
 
-    def drive(self, time, period=False):
+    def drive(self, time, period_mode=False):
         return ops.ones(ops.shape(time), self.compute_dtype)
 
     def mean_output(self, current, timesteps):
@@ -270,7 +274,7 @@ class IF(SpikingNeuron):
         up to 1 (the SNN Calibration model of an IF neuron at a target T)."""
         return coding.uniform_levels(current, float(timesteps), 1.0, self.initial_membrane)
 
-    def update(self, current, state, t, period):
+    def update(self, current, state, t, period_mode):
         (membrane,) = state
         membrane = membrane + current
         emitted = ops.cast(membrane >= 1.0, self.compute_dtype)

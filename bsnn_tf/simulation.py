@@ -6,8 +6,10 @@ and returns a `SimulationResult`: the logits at T and at checkpoints, spike
 counts per layer and, when the ANN is given, spikes of inactivated neurons.
 
 Example:
-    >>> result = bsnn_tf.simulate(snn, x_test[:100], timesteps=128, checkpoints=[32, 64])
-    >>> result.accuracy(y_test[:100])
+    >>> result = bsnn_tf.simulate(snn, x_test[:100], timesteps=128, checkpoints=[32, 64],
+    ...                           verbose=0)
+    >>> 0.0 <= result.accuracy(y_test[:100]) <= 1.0
+    True
     >>> result.outputs_at[64].shape
     (100, 10)
 """
@@ -108,10 +110,10 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     Returns:
         A SimulationResult.
     """
-    period = check_mode(snn, mode or snn.mode)
+    period_mode = check_mode(snn, mode or snn.mode)
     timesteps = check_timesteps(timesteps)
-    units = snn.time_units(timesteps, period)
-    checkpoints = _check_checkpoints(checkpoints, timesteps, snn.phases if period else 1)
+    span = snn.time_units(timesteps, period_mode)  # periods in period mode, else steps
+    checkpoints = _check_checkpoints(checkpoints, timesteps, snn.phases if period_mode else 1)
     x = check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
     if batch_size is not None and (isinstance(batch_size, bool)
                                    or not isinstance(batch_size, (int, np.integer))
@@ -119,12 +121,12 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
     devices = backend.devices(distribute)
     batch_size = -(-(batch_size or min(len(x), 128)) // devices.count) * devices.count
-    chunk_units = min(_chunk_units(snn, batch_size // devices.count, chunk, period),
-                      -(-units // snn.phases) * snn.phases if not period else units)
+    chunk_length = min(_chunk_length(snn, batch_size // devices.count, chunk, period_mode),
+                       -(-span // snn.phases) * snn.phases if not period_mode else span)
     if ann is not None and not count_spikes:
         raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
                          "count_spikes=True.")
-    run_chunk, start_state = _compiled(snn, chunk_units, period, trace, count_spikes,
+    run_chunk, start_state = _compiled(snn, chunk_length, period_mode, trace, count_spikes,
                                        record_values, jit_compile, devices)
     probe = _activation_probe(snn, ann)
 
@@ -132,9 +134,9 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     progress = keras.utils.Progbar(len(x), verbose=0 if verbose == 0 else 1)
     for begin in range(0, len(x), batch_size):
         batch = devices.put(_pad(x[begin:begin + batch_size], batch_size))
-        batches.append(_simulate_batch(snn, batch, run_chunk, start_state(batch), units,
-                                       chunk_units, period, checkpoints, timesteps, trace,
-                                       devices))
+        batches.append(_simulate_batch(snn, batch, run_chunk, start_state(batch), span,
+                                       chunk_length, period_mode, checkpoints, timesteps,
+                                       trace, devices))
         progress.update(min(begin + batch_size, len(x)))
     return _collect(snn, batches, x, timesteps, checkpoints, probe, count_spikes,
                     record_values, trace)
@@ -184,18 +186,18 @@ def _check_checkpoints(checkpoints, timesteps, multiple):
     return points
 
 
-def _chunk_units(snn, batch_size, chunk, period):
+def _chunk_length(snn, batch_size, chunk, period_mode):
     """Time units per compiled chunk: whole periods, about 1 GiB of activations."""
     if chunk is None:
         per_period = batch_size * sum(int(np.prod(s)) for s in snn.unit_shapes.values()) * 4
-        per_period *= 1 if period else snn.phases
-        chunk = int(np.clip(_MEMORY_BUDGET // max(per_period, 1), 1, 16 if period else 4))
+        per_period *= 1 if period_mode else snn.phases
+        chunk = int(np.clip(_MEMORY_BUDGET // max(per_period, 1), 1, 16 if period_mode else 4))
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk <= 0:
         raise ValueError(f"chunk must be a positive number of periods, got {chunk!r}.")
-    return int(chunk) * (1 if period else snn.phases)
+    return int(chunk) * (1 if period_mode else snn.phases)
 
 
-def _compiled(snn, length, period, trace, count_spikes, record_values, jit_compile, devices):
+def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_compile, devices):
     """Compiled ({skew: run_chunk}, initial_state) for this chunk shape and devices, cached per SNN.
 
     A run_chunk is compiled per skew of `SpikingNetwork.chunk_starts` on first
@@ -203,14 +205,14 @@ def _compiled(snn, length, period, trace, count_spikes, record_values, jit_compi
     trace too), so that `devices` can split and gather it along axis 0.
     """
     cache = _COMPILED.setdefault(snn, {})
-    key = (length, period, trace, count_spikes, record_values, jit_compile, type(devices))
+    key = (length, period_mode, trace, count_spikes, record_values, jit_compile, type(devices))
     if key not in cache:
         variables = snn.variables
 
         def compile_chunk(skew):
             def run_chunk(x, state, start, end):
-                state, totals, traced = snn.run(x, state, start, length, period, end, trace,
-                                                skew=skew)
+                state, totals, traced = snn.run(x, state, start, length, period_mode, end,
+                                                trace, skew=skew)
                 batch_major = lambda t: keras.ops.moveaxis(t, 0, 1)
                 return state, batch_major(totals), {k: batch_major(v) for k, v in traced.items()}
 
@@ -241,15 +243,15 @@ def _pad(batch, size):
     return np.concatenate([batch, padding])
 
 
-def _simulate_batch(snn, batch, run_chunk, state, units, chunk_units, period, checkpoints,
-                    timesteps, trace, devices):
-    per_unit = snn.phases if period else 1
+def _simulate_batch(snn, batch, run_chunk, state, span, chunk_length, period_mode,
+                    checkpoints, timesteps, trace, devices):
+    per_unit = snn.phases if period_mode else 1
     wanted = {t // per_unit - 1: t for t in checkpoints}
     totals_at, traces = {}, []
-    for start, skew in snn.chunk_starts(units, chunk_units, period):
-        state, totals, traced = run_chunk[skew](batch, state, np.int32(start), np.int32(units))
+    for start, skew in snn.chunk_starts(span, chunk_length, period_mode):
+        state, totals, traced = run_chunk[skew](batch, state, np.int32(start), np.int32(span))
         in_chunk = {t: position - start for position, t in wanted.items()
-                    if start <= position < start + chunk_units}
+                    if start <= position < start + chunk_length}
         if in_chunk:
             host_totals = devices.to_numpy(totals)
             totals_at.update({t: host_totals[:, index] for t, index in in_chunk.items()})
@@ -261,7 +263,7 @@ def _simulate_batch(snn, batch, run_chunk, state, units, chunk_units, period, ch
                                    if key in state})
     trace_arrays = None
     if trace:
-        trace_arrays = {k: np.concatenate([c[k] for c in traces], axis=1)[:, :units]
+        trace_arrays = {k: np.concatenate([c[k] for c in traces], axis=1)[:, :span]
                         for k in traces[0]}
     return outputs_at, host_state, trace_arrays
 

@@ -2,8 +2,12 @@
 
 Example:
     >>> report = bsnn_tf.verify(ann, snn, x_test[:20], timesteps=256)
-    >>> print(report)            # one row per layer, worst error first column
-    >>> report.output_error      # worst |SNN logit - ANN logit|
+    >>> print(report)            # one row per layer
+    SNN layer  ANN layer  max err  mean err  rel
+    ...
+    output (logits) after T=256: max err ...
+    >>> report.output_error < 1.0      # worst |SNN logit - ANN logit|
+    True
 """
 
 import dataclasses

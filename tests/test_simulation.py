@@ -157,7 +157,7 @@ def test_wavefront_schedule_skips_only_silent_layers(monkeypatch):
     for layer in snn.spiking_layers():  # a BIF layer waits for its input: start_period
         assert snn.active_from[layer.name] == layer.start_period
     assert snn.active_from[snn.readout.name] == snn.depth == snn.readout_start
-    skews = [skew for _, skew in snn.chunk_starts(snn.depth + 4, 1, period=True)]
+    skews = [skew for _, skew in snn.chunk_starts(snn.depth + 4, 1, period_mode=True)]
     assert skews == list(range(snn.depth)) + [None] * 4
 
     kwargs = dict(timesteps=4 * (snn.depth + 3), checkpoints=[4 * snn.depth, 4 * snn.depth + 4],

@@ -14,7 +14,9 @@ each method changes is its record in `bsnn_tf.methods`.
 
 Example:
     >>> snn = bsnn_tf.convert(ann, x_train[:500], phases=4)
-    >>> bsnn_tf.evaluate(snn, x_test, y_test, timesteps=[64, 128])
+    >>> accuracy = bsnn_tf.evaluate(snn, x_test, y_test, timesteps=[64, 128])
+    >>> sorted(accuracy)
+    [64, 128]
 """
 
 import keras

@@ -6,8 +6,8 @@ node's kind means to the stages is its `Op` record (`node.spec`, `ops.py`).
 
 Example:
     >>> graph = Graph((4,))
-    >>> graph.add(Node("input", "input", []))
-    >>> graph.add(Node("fc", "dense", ["input"], {"units": 3}))
+    >>> inputs = graph.add(Node("input", "input", []))
+    >>> fc = graph.add(Node("fc", "dense", ["input"], {"units": 3}))
     >>> graph.output = "fc"
     >>> [node.spec.role for node in graph]
     ['input', 'synapse']

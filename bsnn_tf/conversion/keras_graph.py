@@ -6,8 +6,11 @@ are ReLU and the max gate MaxPooling2D. Calibration uses the ANN of a graph
 conversion stage leaves the ANN's function unchanged.
 
 Example:
+    >>> from bsnn_tf.conversion.converters import trace
+    >>> from bsnn_tf.conversion.fold import fold
     >>> model, tensors = to_keras(fold(trace(ann)))
-    >>> model.predict(x)   # what `ann` computes
+    >>> np.allclose(model.predict(x, verbose=0), ann.predict(x, verbose=0), atol=1e-4)
+    True
 """
 
 import keras

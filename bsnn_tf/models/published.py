@@ -9,11 +9,13 @@ does not match is deleted. With `$BSNN_OFFLINE` set (`data.OFFLINE_ENV`), only
 the cache is read.
 
 Example:
-    >>> from bsnn_tf import models
     >>> from bsnn_tf.models import published
-    >>> ann = models.get("resnet18", num_classes=1000, input_shape=(224, 224, 3))
-    >>> path = published.download(published.find("resnet18", "imagenet"))
-    >>> models.load_torchvision_weights(ann, path)
+    >>> weights = published.find("resnet18", "imagenet")
+    >>> weights.url
+    'https://download.pytorch.org/models/resnet18-f37072fd.pth'
+
+Then `models.load_torchvision_weights(ann, published.download(weights))`
+fetches the file (once) and loads it into the zoo's ResNet-18.
 """
 
 import dataclasses

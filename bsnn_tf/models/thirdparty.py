@@ -8,8 +8,12 @@ Both end in logits (no softmax), as the converter expects.
 
 Example:
     >>> from bsnn_tf.models import thirdparty
-    >>> ann = thirdparty.akamaster_resnet20()
-    >>> logits = ann.predict(thirdparty.cifar10_akamaster_preprocess(x_uint8))
+    >>> x_uint8 = np.zeros((2, 32, 32, 3), "uint8")          # CIFAR-10 pixels
+    >>> thirdparty.cifar10_akamaster_preprocess(x_uint8).shape
+    (2, 32, 32, 3)
+
+Then `thirdparty.akamaster_resnet20().predict(...)` of that gives logits
+(the .npz is in `../shared`, see `AKAMASTER_RESNET20`).
 """
 
 import os

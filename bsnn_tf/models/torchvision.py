@@ -10,7 +10,11 @@ here with numpy alone.
 Example:
     >>> from bsnn_tf import models
     >>> ann = models.get("resnet18", num_classes=1000, input_shape=(224, 224, 3))
-    >>> models.load_torchvision_weights(ann, "resnet18-f37072fd.pth")
+    >>> tuple(ann.get_layer("layer1.0.conv1").kernel.shape)    # torch's (64, 64, 3, 3)
+    (3, 3, 64, 64)
+
+Then `models.load_torchvision_weights(ann, "resnet18-f37072fd.pth")` loads
+torchvision's file into it.
 """
 
 import json
