@@ -34,7 +34,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bsnn_tf  # noqa: E402
-from bsnn_tf import data  # noqa: E402
+from bsnn_tf import data, plots  # noqa: E402
 from bsnn_tf.cli import TOLERANCE  # noqa: E402  (0.1 percentage points)
 from bsnn_tf.cli import converged_at as t_star  # noqa: E402
 from bsnn_tf.models import thirdparty  # noqa: E402
@@ -72,11 +72,6 @@ TITLES = {"resnet20": "akamaster ResNet-20, CIFAR-10", "lenet5": "snn_toolbox Le
           "resnet20_ours": "ResNet-20 trained here (train.py), CIFAR-10"}
 # The ResNet-20 trained with configs/train/cifar10_resnet20_cpu.cfg (issue 13).
 OUR_RESNET20 = ROOT / "pretrained" / "cifar10_resnet20.keras"
-
-
-def load_title(name):
-    """'akamaster ResNet-20, CIFAR-10' for "resnet20"."""
-    return TITLES[name]
 
 
 def load_task(name, limit=None, data_dir=DATA_DIR, calibration_size=None):
@@ -173,13 +168,11 @@ def check_ann_accuracy(task, accuracy, full_size):
 
 def simulate_accuracies(snn, task, timesteps, mode=None, batch_size=128, jit_compile="auto"):
     """({T: accuracy} for every T in `timesteps`, seconds) from one simulation."""
-    timesteps = sorted(timesteps)
     start = time.perf_counter()
-    result = bsnn_tf.simulate(snn, task.x_test, timesteps=timesteps[-1], mode=mode,
-                              checkpoints=timesteps, batch_size=min(batch_size, len(task.y_test)),
-                              count_spikes=False, jit_compile=jit_compile, verbose=0)
-    seconds = time.perf_counter() - start
-    return {t: result.accuracy(task.y_test, t) for t in timesteps}, seconds
+    accuracy = bsnn_tf.evaluate(snn, task.x_test, task.y_test, timesteps, mode=mode,
+                                batch_size=min(batch_size, len(task.y_test)),
+                                jit_compile=jit_compile, verbose=0)
+    return accuracy, time.perf_counter() - start
 
 
 def throughput(run, images, repeats=1, warm_up=None):
@@ -193,32 +186,11 @@ def throughput(run, images, repeats=1, warm_up=None):
 
 
 def plot_accuracy_vs_t(curves, ann_accuracy, title, path, log_scale=True):
-    """One accuracy-vs-T plot: `curves` is {label: {T: accuracy}}; log2 T axis by default."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6.4, 4.2))
-    for label, accuracies in curves.items():
-        steps = sorted(accuracies)
-        axis.plot(steps, [100 * accuracies[t] for t in steps], marker="o", markersize=3,
-                  label=label)
-    axis.axhline(100 * ann_accuracy, color="black", linestyle="--", linewidth=1, label="ANN")
-    axis.axhspan(100 * (ann_accuracy - TOLERANCE), 100 * ann_accuracy, color="grey",
-                 alpha=0.2)
-    if log_scale:
-        axis.set_xscale("log", base=2)
-    axis.set_ylim(max(0, 100 * ann_accuracy - 12), 100 * ann_accuracy + 1.5)
-    axis.set_xlabel("time steps T")
-    axis.set_ylabel("top-1 accuracy (%)")
-    axis.set_title(title, fontsize=10)
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
+    """One accuracy-vs-T plot written to `path` (`bsnn_tf.plots.accuracy_figure`)."""
+    figure = plots.accuracy_figure(curves, ann_accuracy, title, tolerance=TOLERANCE,
+                                   log_scale=log_scale, zoom=True)
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def machine():

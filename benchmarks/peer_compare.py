@@ -306,7 +306,7 @@ def plot(results, name):
                   {int(t): a for t, a in e["accuracy"].items()}
                   for key, e in sorted(entries.items(), key=lambda item: _order(item[0]))}
         reference = max(entries.values(), key=lambda e: e["images"])
-        title = (f"{common.load_title(model)}: ANN {common.percent(reference['ann_accuracy'])}%"
+        title = (f"{common.TITLES[model]}: ANN {common.percent(reference['ann_accuracy'])}%"
                  f" on {reference['images']} images")
         common.plot_accuracy_vs_t(curves, reference["ann_accuracy"], title,
                                   common.DOCS_DIR / f"{name}_{model}.png")

@@ -149,7 +149,7 @@ def plot(results, name):
             curves[label] = {int(t): a for t, a in entry["accuracy"].items()
                              if int(t) >= entry["first_readout"]}
             ann_accuracy = entry["ann_accuracy"]
-        title = f"BSNN time-step study: {common.load_title(model)}, {images} images"
+        title = f"BSNN time-step study: {common.TITLES[model]}, {images} images"
         common.plot_accuracy_vs_t(dict(sorted(curves.items())), ann_accuracy, title,
                                   common.DOCS_DIR / f"{name}_{model}.png",
                                   log_scale=False)

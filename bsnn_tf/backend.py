@@ -145,6 +145,11 @@ class OneDevice:
     """
 
     count = 1
+    distribution = None  # a keras.distribution.Distribution or tf.distribute.Strategy
+
+    def scope(self):
+        """The scope in which to build, load or call models for this placement."""
+        return contextlib.nullcontext() if self.distribution is None else self.distribution.scope()
 
     def put(self, tree):
         return tree
@@ -168,9 +173,6 @@ class _JaxDataParallel(OneDevice):
     def __init__(self):
         self.distribution = keras.distribution.DataParallel()
         self.count = self.distribution.num_model_replicas
-
-    def scope(self):
-        return self.distribution.scope()
 
     def put(self, tree):
         return keras.tree.map_structure(self._shard, tree)
@@ -215,33 +217,30 @@ class _MirroredReplicas(OneDevice):
     def __init__(self):
         import tensorflow as tf
 
-        self.strategy = tf.distribute.MirroredStrategy()
-        self.count = self.strategy.num_replicas_in_sync
-
-    def scope(self):
-        return self.strategy.scope()
+        self.distribution = tf.distribute.MirroredStrategy()
+        self.count = self.distribution.num_replicas_in_sync
 
     def put(self, tree):
         import tensorflow as tf
 
         def replica_slice(context):
             index = context.replica_id_in_sync_group
-            with tf.device(self.strategy.extended.worker_devices[index]):
+            with tf.device(self.distribution.extended.worker_devices[index]):
                 return tf.nest.map_structure(lambda x: tf.identity(_part(x, index, self.count)),
                                              tree)
 
-        return self.strategy.experimental_distribute_values_from_function(replica_slice)
+        return self.distribution.experimental_distribute_values_from_function(replica_slice)
 
     def compile(self, fn, variables, jit_compile="auto"):
         compiled = compile_function(fn, variables, jit_compile)
-        return lambda *args: self.strategy.run(compiled, args=args)
+        return lambda *args: self.distribution.run(compiled, args=args)
 
     def to_numpy(self, tree):
         import tensorflow as tf
 
         return tf.nest.map_structure(
             lambda value: np.concatenate([ops.convert_to_numpy(part) for part in
-                                          self.strategy.experimental_local_results(value)]),
+                                          self.distribution.experimental_local_results(value)]),
             tree)
 
 

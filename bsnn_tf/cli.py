@@ -38,16 +38,14 @@ import zipfile
 
 import keras
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 import bsnn_tf
-from bsnn_tf import backend, coding, data, metrics, models
+from bsnn_tf import backend, coding, data, metrics, models, plots
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.methods import METHODS
-from bsnn_tf.network import check_timesteps
-from bsnn_tf.validation import ConfigError, check_writable, existing_ancestor
+from bsnn_tf.network import check_timesteps, check_whole_periods
+from bsnn_tf.validation import ConfigError, check_shared, check_writable, existing_ancestor
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "pretrained"
@@ -110,22 +108,22 @@ class ConvertConfig:
 
     model: str = "mnist_cnn"
     dataset: str = "mnist"
-    weights: str = None
+    weights: str | None = None
     random_weights: bool = False
     methods: tuple = ("bsnn",)
-    phases: int = None
-    timesteps: int = None
-    checkpoints: tuple = None
+    phases: int | None = None
+    timesteps: int | None = None
+    checkpoints: tuple | None = None
     calibration: str = DEFAULT_CALIBRATION
     percentile: float = 99.99
     channelwise: bool = False
     synchronous: bool = True
     calibration_size: int = 500
     calibration_split: str = "auto"
-    limit: int = None
+    limit: int | None = None
     batch_size: int = 128
-    output_dir: str = None
-    data_dir: str = None
+    output_dir: str | None = None
+    data_dir: str | None = None
     distribute: bool = False
     overwrite: bool = False
 
@@ -161,15 +159,7 @@ class MethodRun:
 
 def validate(config):
     """Raises `ConfigError` for a configuration that cannot run; reads no data."""
-    if config.model not in models.names():
-        raise ConfigError(
-            f"Unknown model {config.model!r}. Known models: {', '.join(models.names())}."
-        )
-    if config.dataset not in data.DATASETS:
-        raise ConfigError(
-            f"Unknown dataset {config.dataset!r}. "
-            f"Known datasets: {', '.join(sorted(data.DATASETS))}."
-        )
+    check_shared(config, sizes=("calibration_size", "batch_size"))
     if not config.methods:
         raise ConfigError(f"No method given. Known methods: {', '.join(METHODS)}.")
     for method in config.methods:
@@ -178,11 +168,6 @@ def validate(config):
     if config.phases is not None and not 1 <= config.phases <= coding.MAX_PHASES:
         raise ConfigError(f"phases must be in 1..{coding.MAX_PHASES}, got {config.phases}.")
     _check_timesteps(config)
-    for field in ("calibration_size", "batch_size"):
-        if getattr(config, field) < 1:
-            raise ConfigError(f"{field} must be a positive integer, got {getattr(config, field)}.")
-    if config.limit is not None and config.limit < 1:
-        raise ConfigError(f"limit must be a positive integer, got {config.limit}.")
     if config.calibration_split not in CALIBRATION_SPLITS:
         raise ConfigError(f"--calibration_split must be one of {', '.join(CALIBRATION_SPLITS)}; "
                           f"got {config.calibration_split!r}.")
@@ -191,11 +176,6 @@ def validate(config):
                           f"got {config.calibration!r}.")
     if not 0 < config.percentile <= 100:
         raise ConfigError(f"percentile must be in (0, 100], got {config.percentile}.")
-    if config.distribute and keras.backend.backend() not in backend.DISTRIBUTED_BACKENDS:
-        raise ConfigError(
-            f"--distribute is not supported on the {keras.backend.backend()} backend "
-            f"(only on {' and '.join(backend.DISTRIBUTED_BACKENDS)})."
-        )
     _check_weights(config)
     check_writable(config.output_dir)
     earlier = run_outputs(config.output_dir)
@@ -246,13 +226,8 @@ def _check_timesteps(config):
     for t in (config.checkpoints or ()):
         if not 1 <= t <= config.timesteps:
             raise ConfigError(f"Checkpoint {t} is outside 1..timesteps={config.timesteps}.")
-    multiple = config.period_steps
-    off_period = [t for t in (config.timesteps, *(config.checkpoints or ())) if t % multiple]
-    if off_period:
-        raise ConfigError(
-            f"Time steps {off_period} are not multiples of phases={multiple}: the BSNN is "
-            "simulated in whole periods."
-        )
+    check_whole_periods((config.timesteps, *(config.checkpoints or ())), config.period_steps,
+                        ConfigError, advice="Use multiples of --phases.")
 
 
 def _check_weights(config):
@@ -450,8 +425,9 @@ def _run(config, command, start):
         "flags": dataclasses.asdict(config),
         "command": command,
     }
-    figure = accuracy_figure(runs, checkpoints, ann_accuracy,
-                             f"{config.model} on {len(x_test)} {config.dataset} test images")
+    curves = {method: {t: run.accuracy[t] for t in checkpoints} for method, run in runs.items()}
+    figure = plots.accuracy_figure(
+        curves, ann_accuracy, f"{config.model} on {len(x_test)} {config.dataset} test images")
     write_run(config.output_dir, results, runs, figure, overwrite=config.overwrite)
     print(f"Wrote {config.output_dir}")
     return results
@@ -640,28 +616,6 @@ def method_results(method_run):
             "layer_max_errors": {e.layer: e.max_error for e in verification.layers},
         },
     }
-
-
-def accuracy_figure(runs, checkpoints, ann_accuracy, title):
-    """Accuracy against T for every method, the ANN as a horizontal line (Agg canvas)."""
-    figure = Figure(figsize=(6.4, 4.2))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for method, method_run in runs.items():
-        accuracy = [100 * method_run.accuracy[t] for t in checkpoints]
-        axes.plot(checkpoints, accuracy, marker="o", label=method)
-    axes.axhline(100 * ann_accuracy, color="black", linestyle="--",
-                 label=f"ANN ({ann_accuracy:.2%})")
-    axes.set_xscale("log", base=2)
-    axes.set_xticks(checkpoints, [str(t) for t in checkpoints])
-    axes.minorticks_off()
-    axes.set_xlabel("time steps T")
-    axes.set_ylabel("top-1 accuracy (%)")
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    return figure
 
 
 def write_run(output_dir, results, runs, figure, overwrite=False):

@@ -318,11 +318,7 @@ class SpikingNetwork(keras.Model):
         """Chunk-loop length: `timesteps` in periods (period mode) or steps."""
         if not period_mode:
             return timesteps
-        if timesteps % self.phases:
-            raise ValueError(
-                f"timesteps={timesteps} is not a multiple of phases={self.phases}: period mode "
-                "simulates whole periods. Use a multiple of the phases or mode='step'."
-            )
+        check_whole_periods([timesteps], self.phases)
         return timesteps // self.phases
 
     def check_inputs(self, x):
@@ -408,6 +404,15 @@ def check_mode(snn, mode):
             "Use mode='step'."
         )
     return mode == "period"
+
+
+def check_whole_periods(steps, phases, error=ValueError,
+                        advice="Use multiples of the phases or mode='step'."):
+    """Raises `error` naming every T in `steps` that is not a whole number of periods."""
+    off_period = [t for t in steps if t % phases]
+    if off_period:
+        raise error(f"Time steps {off_period} are not multiples of phases={phases}: period "
+                    f"mode simulates whole periods. {advice}")
 
 
 def check_timesteps(timesteps):

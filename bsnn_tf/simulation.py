@@ -22,7 +22,7 @@ import numpy as np
 
 from bsnn_tf import backend
 from bsnn_tf.conversion.calibration import check_inputs
-from bsnn_tf.network import check_mode, check_timesteps
+from bsnn_tf.network import check_mode, check_timesteps, check_whole_periods
 
 _COMPILED = weakref.WeakKeyDictionary()
 _MEMORY_BUDGET = 1 << 30
@@ -51,12 +51,12 @@ class SimulationResult:
     timesteps: int
     outputs: np.ndarray
     outputs_at: dict
-    spike_counts: dict
-    unit_spike_counts: dict
+    spike_counts: dict | None
+    unit_spike_counts: dict | None
     neurons: dict
-    values: dict = None
-    sin: dict = None
-    trace: dict = None
+    values: dict | None = None
+    sin: dict | None = None
+    trace: dict | None = None
 
     def accuracy(self, labels, timesteps=None):
         """Top-1 accuracy of the logits after `timesteps` (default T).
@@ -142,21 +142,24 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
                     record_values, trace)
 
 
-def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, verbose="auto",
-             distribute=False):
+def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, jit_compile="auto",
+             verbose="auto", distribute=False):
     """{T: top-1 accuracy} of `snn` on (x, y) after each T in `timesteps`.
+
+    One logits-only simulation to the largest T, read at every T.
 
     Args:
         y: one integer label per image, shape (N,).
         timesteps: a positive int or a non-empty list of them.
+        mode, batch_size, jit_compile, verbose, distribute: as for `simulate`.
     """
     timesteps = sorted({check_timesteps(t) for t in np.atleast_1d(timesteps).tolist()})
     if not timesteps:
         raise ValueError("timesteps is empty; give at least one number of time steps.")
     check_labels(y, len(x))
     result = simulate(snn, x, timesteps=timesteps[-1], mode=mode, checkpoints=timesteps,
-                      batch_size=batch_size, count_spikes=False, verbose=verbose,
-                      distribute=distribute)
+                      batch_size=batch_size, count_spikes=False, jit_compile=jit_compile,
+                      verbose=verbose, distribute=distribute)
     return {t: result.accuracy(y, t) for t in timesteps}
 
 
@@ -177,12 +180,7 @@ def _check_checkpoints(checkpoints, timesteps, multiple):
     points = sorted({check_timesteps(t) for t in (checkpoints or [])} | {timesteps})
     if points[-1] > timesteps:
         raise ValueError(f"Checkpoint {points[-1]} is beyond timesteps={timesteps}.")
-    bad = [t for t in points if t % multiple]
-    if bad:
-        raise ValueError(
-            f"Checkpoints {bad} are not multiples of phases={multiple}: period mode simulates "
-            "whole periods. Use multiples of the phases or mode='step'."
-        )
+    check_whole_periods(points, multiple)
     return points
 
 

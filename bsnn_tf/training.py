@@ -24,7 +24,7 @@ import time
 import keras
 
 from bsnn_tf import backend, data, models
-from bsnn_tf.validation import ConfigError, check_writable
+from bsnn_tf.validation import ConfigError, check_shared, check_writable
 
 # The paper's experiments; other zoo models may be trained on any dataset.
 SUPPORTED_DATASETS = {
@@ -64,13 +64,13 @@ class TrainConfig:
     model: str
     dataset: str
     output_dir: str
-    epochs: int = None
+    epochs: int | None = None
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    data_dir: str = None
-    limit: int = None
+    data_dir: str | None = None
+    limit: int | None = None
     augment: bool = True
     rand_augment: bool = True
     cutout: bool = True
@@ -87,26 +87,13 @@ class TrainConfig:
 
 def validate(config):
     """Raises `ConfigError` for a configuration that cannot run."""
-    if config.model not in models.names():
-        raise ConfigError(
-            f"Unknown model {config.model!r}. Known models: {', '.join(models.names())}."
-        )
-    if config.dataset not in data.DATASETS:
-        raise ConfigError(
-            f"Unknown dataset {config.dataset!r}. "
-            f"Known datasets: {', '.join(sorted(data.DATASETS))}."
-        )
+    check_shared(config, sizes=("epochs", "batch_size"))
     supported = SUPPORTED_DATASETS.get(config.model, tuple(data.DATASETS))
     if config.dataset not in supported:
         raise ConfigError(
             f"Model {config.model!r} does not fit dataset {config.dataset!r}; "
             f"it is meant for: {', '.join(supported)}."
         )
-    for field in ("epochs", "batch_size"):
-        if getattr(config, field) < 1:
-            raise ConfigError(f"{field} must be a positive integer, got {getattr(config, field)}.")
-    if config.limit is not None and config.limit < 1:
-        raise ConfigError(f"limit must be a positive integer, got {config.limit}.")
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise ConfigError(f"lr must be a positive finite number, got {config.lr}.")
     if config.precision not in PRECISIONS:
@@ -121,23 +108,14 @@ def validate(config):
         if not (math.isfinite(getattr(config, field)) and getattr(config, field) >= 0):
             raise ConfigError(
                 f"{field} must be a finite number >= 0, got {getattr(config, field)}.")
-    if config.distribute and keras.backend.backend() not in backend.DISTRIBUTED_BACKENDS:
-        raise ConfigError(
-            f"--distribute is not supported on the {keras.backend.backend()} backend "
-            f"(only on {' and '.join(backend.DISTRIBUTED_BACKENDS)})."
-        )
     check_writable(config.output_dir)
 
 
 def train(config, command=None):
-    """Trains `config.model` on `config.dataset` and writes the run directory.
+    """Trains the model of `config` (a `TrainConfig`) and writes its run directory.
 
-    Args:
-        config: a `TrainConfig`.
-        command: the command line, recorded in results.json.
-
-    Returns:
-        The dict written to `<output_dir>/results.json`.
+    Returns what it writes to results.json, where `command` (the command
+    line) is recorded too.
 
     Raises:
         ConfigError, data.DatasetNotFoundError: before anything is written.

@@ -167,9 +167,9 @@ def test_bad_simulation_inputs(snn, rate_snn):
         bsnn_tf.simulate(rate_snn, images(2, (6,)), timesteps=8, mode="period", verbose=0)
     with pytest.raises(ValueError, match="mode must be 'period' or 'step'"):
         bsnn_tf.simulate(snn, images(2, (8, 8, 2)), timesteps=8, mode="fast", verbose=0)
-    with pytest.raises(ValueError, match="not a multiple of phases=4"):
+    with pytest.raises(ValueError, match=r"Time steps \[10\] are not multiples of phases=4"):
         bsnn_tf.simulate(snn, images(2, (8, 8, 2)), timesteps=10, verbose=0)
-    with pytest.raises(ValueError, match=r"Checkpoints \[6\] are not multiples of phases=4"):
+    with pytest.raises(ValueError, match=r"Time steps \[6\] are not multiples of phases=4"):
         bsnn_tf.simulate(snn, images(2, (8, 8, 2)), timesteps=8, checkpoints=[6], verbose=0)
     with pytest.raises(ValueError, match="beyond timesteps=8"):
         bsnn_tf.simulate(snn, images(2, (8, 8, 2)), timesteps=8, checkpoints=[16], verbose=0)

@@ -10,7 +10,8 @@
 
 What each kind of graph node means to these stages is its record in the op
 table (`ops.py`), registered beside its converter (`converters.py`); what
-each method changes is its record in `bsnn_tf.methods`.
+each method changes is its record in `bsnn_tf.methods`; the settings of one
+conversion, checked before stage 1, are a `ConversionConfig` (`config.py`).
 
 Example:
     >>> snn = bsnn_tf.convert(ann, x_train[:500], phases=4)
@@ -19,14 +20,12 @@ Example:
     [64, 128]
 """
 
-import keras
-
-from bsnn_tf import coding, methods
+from bsnn_tf import coding
 from bsnn_tf.methods import DEFAULT_PHASES
 from bsnn_tf.conversion.build import build
 from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, ActivationStatistics,
-                                            check_mode as check_calibration_mode,
                                             calibrate, check_inputs, correct)
+from bsnn_tf.conversion.config import ConversionConfig
 from bsnn_tf.conversion.fold import fold
 from bsnn_tf.conversion.converters import LayerConverter, register, trace
 from bsnn_tf.conversion.graph import Graph, Node
@@ -34,18 +33,12 @@ from bsnn_tf.conversion.keras_graph import to_keras
 from bsnn_tf.conversion.ops import Op, register_op
 from bsnn_tf.conversion.normalize import normalize
 from bsnn_tf.conversion.synchronize import spiking_depths, synchronize
-from bsnn_tf.network import check_timesteps
-
-# K when `phases` is not given. Rate neurons have no phases; for them K only sets
-# the bits of a spike-encoded input (input_encoding="spike").
-# Significand bits (below the leading one) of the float types too short for K up to 24.
-_HALF_PRECISION_BITS = {"float16": 10, "bfloat16": 7}
 
 
 def convert(model, calibration_data, *, method="bsnn", phases=None,
-            calibration=DEFAULT_CALIBRATION, percentile=99.99, channelwise=False, synchronous=True, input_encoding="real",
-            initial_membrane=None, readout_delay=0, timesteps=256, batch_size=64,
-            dtype="float32", verbose="auto"):
+            calibration=DEFAULT_CALIBRATION, percentile=99.99, channelwise=False,
+            synchronous=True, input_encoding="real", initial_membrane=None, readout_delay=0,
+            timesteps=256, batch_size=64, dtype="float32", verbose="auto"):
     """Converts a trained Keras ReLU classifier into a spiking network.
 
     Args:
@@ -86,44 +79,22 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             calibration data, or an argument out of range; the message says
             which and what to do.
     """
-    method = methods.get(method)
-    phases = coding.check_phases(method.default_phases if phases is None else phases)
-    check_timesteps(timesteps)
-    if input_encoding not in ("real", "spike"):
-        raise ValueError(f"input_encoding must be 'real' or 'spike', got {input_encoding!r}.")
-    if initial_membrane is None:
-        initial_membrane = method.initial_membrane
-    if not 0 <= initial_membrane < 1:
-        raise ValueError(f"initial_membrane={initial_membrane} is out of range: use [0, 1) "
-                         "(a fraction of the smallest spike weight).")
-    if isinstance(readout_delay, bool) or not isinstance(readout_delay, int) or readout_delay < 0:
-        raise ValueError(f"readout_delay must be an int >= 0 (periods), got {readout_delay!r}.")
-    _check_precision(dtype, phases)
-    check_calibration_mode(calibration)
+    config = ConversionConfig.resolve(
+        method=method, phases=phases, calibration=calibration, percentile=percentile,
+        channelwise=channelwise, synchronous=synchronous, input_encoding=input_encoding,
+        initial_membrane=initial_membrane, readout_delay=readout_delay, timesteps=timesteps,
+        batch_size=batch_size, dtype=dtype)
     graph = fold(trace(model))
     data = check_inputs(calibration_data, graph.input_shape)
     input_scale = _input_scale(data, input_encoding)
-    neuron = method.neuron(phases, initial_membrane=initial_membrane)
-    quantizer = lambda current: neuron.mean_output(current, timesteps)
     lambdas = calibrate(graph, data, percentile, channelwise, batch_size, verbose,
-                        mode=calibration, quantizer=quantizer)
+                        mode=calibration, quantizer=config.quantizer())
     graph = normalize(graph, lambdas, input_scale)
-    input_code = _input_code(input_encoding, input_scale, phases)
-    graph = correct(graph, data, calibration, quantizer, input_code, input_scale, batch_size,
-                    verbose)
-    graph = synchronize(graph, enabled=synchronous and method.synchronous)
-    return build(graph, method, phases, input_encoding, input_scale, timesteps,
-                 initial_membrane, readout_delay, dtype, name=f"{model.name}_{method.name}")
-
-
-def _check_precision(dtype, phases):
-    """Refuses a 16-bit float whose significand cannot hold a K-bit code below 1."""
-    bits = _HALF_PRECISION_BITS.get(keras.backend.standardize_dtype(dtype))
-    if bits is not None and phases > bits:
-        raise ValueError(
-            f"dtype={dtype!r} keeps {bits} bits below the leading one, too few for "
-            f"phases={phases}: membranes below 1 would lose the K-th bit. Use phases <= {bits} "
-            "or dtype='float32'.")
+    input_code = _input_code(input_encoding, input_scale, config.phases)
+    graph = correct(graph, data, calibration, config.quantizer(), input_code, input_scale,
+                    batch_size, verbose)
+    graph = synchronize(graph, enabled=config.synchronise)
+    return build(graph, config, input_scale, name=f"{model.name}_{config.method.name}")
 
 
 def _input_code(input_encoding, input_scale, phases):
@@ -145,6 +116,7 @@ def _input_scale(data, input_encoding):
     return float(data.max()) or 1.0
 
 
-__all__ = ["convert", "DEFAULT_PHASES", "trace", "fold", "calibrate", "correct", "MODES", "normalize", "synchronize", "build",
-           "to_keras", "Graph", "Node", "LayerConverter", "register", "ActivationStatistics",
-           "spiking_depths", "Op", "register_op"]
+__all__ = ["convert", "ConversionConfig", "DEFAULT_PHASES", "trace", "fold", "calibrate",
+           "correct", "MODES", "normalize", "synchronize", "build", "to_keras", "Graph", "Node",
+           "LayerConverter", "register", "ActivationStatistics", "spiking_depths", "Op",
+           "register_op"]

@@ -17,26 +17,27 @@ from bsnn_tf.conversion.keras_graph import make_layer, set_weights
 from bsnn_tf.network import SpikingNetwork
 
 
-def build(graph, method, phases=8, input_encoding="real", input_scale=1.0,
-          timesteps=256, initial_membrane=0.0, readout_delay=0, dtype="float32", name=None):
-    """Builds the SNN of a normalised, synchronised graph with a `methods.Method`."""
+def build(graph, config, input_scale=1.0, name=None):
+    """Builds the SNN of a normalised, synchronised graph as `config` (a
+    `ConversionConfig`) says: its method, K, membrane, readout delay and dtype."""
+    method, phases, dtype = config.method, config.phases, config.dtype
     biases = {name: _compact(offset) for name, offset in _bias_offsets(graph).items()}
-    snn_layers = [coding.PhaseEncoder(phases, input_encoding, input_scale, name="input",
+    snn_layers = [coding.PhaseEncoder(phases, config.input_encoding, input_scale, name="input",
                                       dtype=dtype)]
     for node in graph:
         if node.spec.role != graph_ops.INPUT:
             bias = biases[node.inputs[0]] if node.spec.owns_bias else None
-            snn_layers.append(_layer_for(node, method, phases, bias, initial_membrane, dtype))
+            snn_layers.append(_layer_for(node, config, bias))
     readout = layers.Readout(
         phases=phases if method.readout_per_period else 1,
         start_period=(graph.output_start if method.readout_waits_for_output else 0)
-        + readout_delay,
+        + config.readout_delay,
         bias_shape=biases[graph.output].shape, name="readout", dtype=dtype,
     )
     snn = SpikingNetwork(
         snn_layers + [readout],
         [[node.name, node.inputs] for node in graph] + [["readout", [graph.output]]],
-        method=method.name, timesteps=timesteps, name=name,
+        method=method.name, timesteps=config.timesteps, name=name,
         ann_layers={n.name: n.origin for n in graph.spiking_nodes() if n.origin},
         scales={n.name: n.config["lambda"] for n in graph.spiking_nodes()},
         dtype=dtype,
@@ -51,13 +52,15 @@ def build(graph, method, phases=8, input_encoding="real", input_scale=1.0,
     return snn
 
 
-def _layer_for(node, method, phases, bias, initial_membrane, dtype):
+def _layer_for(node, config, bias):
+    """The SNN layer of `node`; its op's `snn_layer(node, context)` makes neurons and gates."""
     if node.spec.role == graph_ops.SYNAPSE:
-        return make_layer(node, use_bias=False, dtype=dtype)
+        return make_layer(node, use_bias=False, dtype=config.dtype)
     if node.spec.snn_layer is None:
         raise ValueError(f"Node '{node.name}' ({node.op}) has no SNN layer.")
-    context = types.SimpleNamespace(method=method, phases=phases, bias=bias,
-                                    initial_membrane=initial_membrane, dtype=dtype)
+    context = types.SimpleNamespace(method=config.method, phases=config.phases, bias=bias,
+                                    initial_membrane=config.initial_membrane,
+                                    dtype=config.dtype)
     return node.spec.snn_layer(node, context)
 
 

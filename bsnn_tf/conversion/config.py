@@ -1,0 +1,96 @@
+"""One conversion's settings: the method's record and the user's overrides, checked once.
+
+`convert` turns its keyword arguments into a `ConversionConfig` before any
+work starts, and the stages read what they need from it: calibration the
+percentile, mode and quantiser; synchronize whether to run; build the
+method, K, membrane, readout delay and dtype.
+
+Example:
+    >>> config = ConversionConfig.resolve(method="bsnn")
+    >>> config.phases, config.initial_membrane, config.synchronise
+    (4, 0.5, True)
+    >>> ConversionConfig.resolve(method="rate").synchronise
+    False
+"""
+
+import dataclasses
+
+import keras
+
+from bsnn_tf import coding, methods
+from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
+from bsnn_tf.conversion.calibration import check_mode as check_calibration_mode
+from bsnn_tf.network import check_timesteps
+
+# Significand bits (below the leading one) of the float types too short for K up to 24.
+_HALF_PRECISION_BITS = {"float16": 10, "bfloat16": 7}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionConfig:
+    """The settings of one conversion (the arguments of `bsnn_tf.convert`, resolved).
+
+    Attributes:
+        method: the `methods.Method` record.
+        phases: K; the method's default unless given.
+        initial_membrane: the method's default unless given.
+        The others are `convert`'s arguments of the same names.
+    """
+
+    method: methods.Method
+    phases: int
+    calibration: str = DEFAULT_CALIBRATION
+    percentile: float = 99.99
+    channelwise: bool = False
+    synchronous: bool = True
+    input_encoding: str = "real"
+    initial_membrane: float = 0.0
+    readout_delay: int = 0
+    timesteps: int = 256
+    batch_size: int = 64
+    dtype: str = "float32"
+
+    @classmethod
+    def resolve(cls, method="bsnn", phases=None, initial_membrane=None, **settings):
+        """The config of `convert(method=..., phases=..., ...)`: defaults filled in, each
+        argument checked; a ValueError or TypeError names the bad one and what to do."""
+        method = methods.get(method)
+        config = cls(
+            method=method,
+            phases=coding.check_phases(method.default_phases if phases is None else phases),
+            initial_membrane=(method.initial_membrane if initial_membrane is None
+                              else initial_membrane),
+            **settings,
+        )
+        config.check()
+        return config
+
+    def check(self):
+        check_timesteps(self.timesteps)
+        check_calibration_mode(self.calibration)
+        if self.input_encoding not in ("real", "spike"):
+            raise ValueError(
+                f"input_encoding must be 'real' or 'spike', got {self.input_encoding!r}.")
+        if not 0 <= self.initial_membrane < 1:
+            raise ValueError(f"initial_membrane={self.initial_membrane} is out of range: use "
+                             "[0, 1) (a fraction of the smallest spike weight).")
+        if (isinstance(self.readout_delay, bool) or not isinstance(self.readout_delay, int)
+                or self.readout_delay < 0):
+            raise ValueError(
+                f"readout_delay must be an int >= 0 (periods), got {self.readout_delay!r}.")
+        bits = _HALF_PRECISION_BITS.get(keras.backend.standardize_dtype(self.dtype))
+        if bits is not None and self.phases > bits:
+            raise ValueError(
+                f"dtype={self.dtype!r} keeps {bits} bits below the leading one, too few for "
+                f"phases={self.phases}: membranes below 1 would lose the K-th bit. Use "
+                f"phases <= {bits} or dtype='float32'.")
+
+    @property
+    def synchronise(self):
+        """Whether synchronous layers go in: asked for, and part of the method."""
+        return self.synchronous and self.method.synchronous
+
+    def quantizer(self):
+        """f(current): what a neuron of this method emits on average (calibration's target)."""
+        neuron = self.method.neuron(self.phases, initial_membrane=self.initial_membrane)
+        return lambda current: neuron.mean_output(current, self.timesteps)
