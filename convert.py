@@ -38,7 +38,7 @@ _quiet_tensorflow(sys.argv)
 
 from absl import app, flags  # noqa: E402  (after _quiet_tensorflow)
 
-from bsnn_tf import cli, coding, data, models  # noqa: E402  (after _quiet_tensorflow)
+from bsnn_tf import coding, data, models, pipeline  # noqa: E402  (after _quiet_tensorflow)
 from bsnn_tf.conversion import DEFAULT_PHASES  # noqa: E402  (after _quiet_tensorflow)
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION  # noqa: E402
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES  # noqa: E402
@@ -63,7 +63,7 @@ flags.DEFINE_integer("phases", None, f"K, phases per period (1..{coding.MAX_PHAS
                      "default per method: " + ", ".join(
                          f"{m} {k}" for m, k in DEFAULT_PHASES.items()) + ".")
 flags.DEFINE_integer("timesteps", None, "The largest T simulated (default per dataset: "
-                     + ", ".join(f"{k} {v}" for k, v in cli.DEFAULT_TIMESTEPS.items()) + ").")
+                     + ", ".join(f"{k} {v}" for k, v in pipeline.DEFAULT_TIMESTEPS.items()) + ").")
 flags.DEFINE_list("checkpoints", None,
                   "The T at which accuracy is measured (default: powers of two from one "
                   "period up to --timesteps, plus --timesteps).")
@@ -80,7 +80,7 @@ flags.DEFINE_boolean("synchronous", True,
 flags.DEFINE_integer("calibration_size", 500,
                      "Images for the calibration, drawn at random (seed 0) from "
                      "--calibration_split.")
-flags.DEFINE_enum("calibration_split", "auto", list(cli.CALIBRATION_SPLITS),
+flags.DEFINE_enum("calibration_split", "auto", list(pipeline.CALIBRATION_SPLITS),
                   "Where the calibration images come from: train; test, held out of the "
                   "evaluation (it needs more than --calibration_size test images); auto, train "
                   "if the dataset has it, else test (e.g. ImageNet with only val images).")
@@ -104,7 +104,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     checkpoints = FLAGS.checkpoints and tuple(int(t) for t in FLAGS.checkpoints)
-    config = cli.ConvertConfig(
+    config = pipeline.ConvertConfig(
         model=FLAGS.model, dataset=FLAGS.dataset, weights=FLAGS.weights,
         random_weights=FLAGS.random_weights, methods=tuple(FLAGS.methods or [FLAGS.method]),
         phases=FLAGS.phases, timesteps=FLAGS.timesteps, checkpoints=checkpoints,
@@ -118,8 +118,8 @@ def main(argv):
     # SIGTERM ends a run like Ctrl-C: the staging directory and the lock are removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        cli.run(config, command=shlex.join(sys.argv))
-    except (cli.ConfigError, data.DatasetNotFoundError, data.CorruptDataError) as error:
+        pipeline.run(config, command=shlex.join(sys.argv))
+    except (pipeline.ConfigError, data.DatasetNotFoundError, data.CorruptDataError) as error:
         sys.exit(f"convert.py: error: {error}")
 
 

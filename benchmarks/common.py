@@ -3,7 +3,7 @@
 - `load_task`: a third-party checkpoint as a Keras ANN with its test images,
   calibration images and the ANN accuracy the issue quotes.
 - `simulate_accuracies`: one simulation, accuracy at every time step of a grid.
-- `t_star` (`bsnn_tf.cli.converged_at`): the smallest T from which accuracy stays
+- `t_star` (`bsnn_tf.pipeline.converged_at`): the smallest T from which accuracy stays
   within 0.1 pp of the ANN.
 - `throughput`: images per second of a call, compilation excluded.
 - `plot_accuracy_vs_t`, `markdown_table`, `update_json`, `run_header`: reporting.
@@ -35,8 +35,8 @@ import numpy as np  # noqa: E402
 
 import bsnn_tf  # noqa: E402
 from bsnn_tf import data, plots  # noqa: E402
-from bsnn_tf.cli import TOLERANCE  # noqa: E402  (0.1 percentage points)
-from bsnn_tf.cli import converged_at as t_star  # noqa: E402
+from bsnn_tf.pipeline import TOLERANCE  # noqa: E402  (0.1 percentage points)
+from bsnn_tf.pipeline import converged_at as t_star  # noqa: E402
 from bsnn_tf.models import thirdparty  # noqa: E402
 
 DATA_DIR = os.environ.get(data.DATA_DIR_ENV, "/work/shared/data")

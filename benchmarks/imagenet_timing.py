@@ -3,7 +3,7 @@
 What a user needs to plan a full validation run of the mission's command
 (`python convert.py --model resnet34 --dataset imagenet`): random weights (the
 time does not depend on them), the real 1,000-image sample, the calibration
-images held out of it as convert.py does (`bsnn_tf.cli.load_images`).
+images held out of it as convert.py does (`bsnn_tf.pipeline.load_images`).
 
 - conversion: `bsnn_tf.convert` (default calibration, K = 4) on half of and
   on all `--calibration_size` images, after an untimed first conversion
@@ -11,7 +11,7 @@ images held out of it as convert.py does (`bsnn_tf.cli.load_images`).
   further calibration image adds (the difference), since it is a fixed part
   (tracing, folding, building) plus one ANN pass per image with every
   spiking layer's output;
-- simulation: the CLI's simulation (`cli.simulate_in_blocks`: spikes counted,
+- simulation: the CLI's simulation (`pipeline.simulate_in_blocks`: spikes counted,
   SIN against the ANN, checkpoints) at T = (D + 1) K, the first readout, and
   at 2 (D + 1) K, D = the SNN's spiking depth. The first batch is timed on
   its own (`first_batch_seconds`, with the compilation; the table's
@@ -46,20 +46,20 @@ import numpy as np  # noqa: E402
 
 import bsnn_tf  # noqa: E402
 import common  # noqa: E402
-from bsnn_tf import cli  # noqa: E402
+from bsnn_tf import pipeline  # noqa: E402
 
 OUTPUT = common.RESULTS_DIR / "imagenet_timing.json"
 SMOKE = {"images": 4, "batch": 2, "calibration_size": 4}
 
 
 def measure(args):
-    config = cli.ConvertConfig(model="resnet34", dataset="imagenet", data_dir=args.data_dir,
+    config = pipeline.ConvertConfig(model="resnet34", dataset="imagenet", data_dir=args.data_dir,
                                random_weights=True, calibration_size=args.calibration_size,
                                calibration_split="test", limit=args.images,
                                batch_size=args.batch, phases=args.phases, output_dir=os.devnull)
     keras.utils.set_random_seed(0)
-    ann = cli.load_ann(config)
-    x_test, y_test, x_calibration, _ = cli.load_images(config)
+    ann = pipeline.load_ann(config)
+    x_test, y_test, x_calibration, _ = pipeline.load_images(config)
     print(f"machine: {common.machine()}")
     print(f"ResNet-34 (random weights), {len(x_test)} test images, "
           f"{len(x_calibration)} calibration images, batch {args.batch}, K={args.phases}")
@@ -112,8 +112,8 @@ def measure(args):
 
 def simulate(snn, ann, x, timesteps, args):
     """Seconds of the CLI's simulation at `timesteps`: the first batch, then the rest."""
-    checkpoints = cli.default_checkpoints(timesteps, args.phases)
-    run = lambda images: cli.simulate_in_blocks(
+    checkpoints = pipeline.default_checkpoints(timesteps, args.phases)
+    run = lambda images: pipeline.simulate_in_blocks(
         snn, images, timesteps=timesteps, checkpoints=checkpoints, batch_size=args.batch,
         ann=ann)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Checks shared by the command-line pipelines (`bsnn_tf.cli`, `bsnn_tf.training`).
+"""Checks shared by the command-line pipelines (`bsnn_tf.pipeline`, `bsnn_tf.training`).
 
 Both refuse a configuration that cannot run before any work starts, with a
 `ConfigError` whose message names the flag or file and says what to do.

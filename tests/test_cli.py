@@ -1,4 +1,4 @@
-"""convert.py and bsnn_tf.cli: the demo and an ImageNet-format folder end to end, and bad input.
+"""convert.py and bsnn_tf.pipeline: the demo and an ImageNet-format folder end to end, and bad input.
 
 convert.py runs in a subprocess, as users run it; its absl flags would clash
 with train.py's in the pytest process. Importing TensorFlow takes most of a
@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 import bsnn_tf
-from bsnn_tf import cli, data
+from bsnn_tf import data, pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO_LIMIT, DEMO_TIMESTEPS = 100, 16
@@ -90,14 +90,14 @@ def make_imagenet_folder(root, train_per_class=2, val_per_class=1):
 
 def make_held_out_mnist(folder, count=HELD_OUT_IMAGES, calibration_size=HELD_OUT_CALIBRATION):
     """`folder`/mnist_test.npz only: demo test images, labelled so that the demo ANN is right
-    on exactly those that `cli.load_images` evaluates (not on the held-out ones).
+    on exactly those that `pipeline.load_images` evaluates (not on the held-out ones).
 
     Returns the held-out indices, drawn as the issue specifies.
     """
     x, _ = data.load("mnist", "test", data.DEMO_DIR, limit=count)
     with np.load(os.path.join(data.DEMO_DIR, "mnist_test.npz")) as demo_test:
         pixels = demo_test["x_test"][:count]
-    predicted = np.argmax(keras.models.load_model(cli.DEMO_CHECKPOINT).predict(x, verbose=0), -1)
+    predicted = np.argmax(keras.models.load_model(pipeline.DEMO_CHECKPOINT).predict(x, verbose=0), -1)
     held_out = np.sort(np.random.default_rng(0).permutation(count)[:calibration_size])
     labels = predicted.copy()
     labels[held_out] = (predicted[held_out] + 1) % 10
@@ -167,7 +167,7 @@ def test_demo_run_writes_every_output(end_to_end):
     assert f"--timesteps={DEMO_TIMESTEPS}" in results["command"]
     for method, entry in results["methods"].items():
         accuracy = dict(zip(results["timesteps"], entry["accuracy"]))
-        assert entry["converged_at"] == cli.converged_at(accuracy, results["ann_accuracy"])
+        assert entry["converged_at"] == pipeline.converged_at(accuracy, results["ann_accuracy"])
         assert accuracy[DEMO_TIMESTEPS] >= results["ann_accuracy"] - 0.03, method
         assert set(entry["firing_rates"]) == set(entry["sin_rates"]) == {
             "conv1_relu", "conv2_relu"}
@@ -243,9 +243,9 @@ def test_calibration_split_test_on_the_demo_data(end_to_end):
 @pytest.mark.jax
 def test_load_images_holds_the_calibration_slice_out(tmp_path):
     held_out = make_held_out_mnist(tmp_path / "data")
-    config = cli.ConvertConfig(data_dir=str(tmp_path / "data"), calibration_split="test",
+    config = pipeline.ConvertConfig(data_dir=str(tmp_path / "data"), calibration_split="test",
                                calibration_size=HELD_OUT_CALIBRATION)
-    x_test, y_test, x_calibration, record = cli.load_images(config)
+    x_test, y_test, x_calibration, record = pipeline.load_images(config)
     x_all, _ = data.load("mnist", "test", tmp_path / "data")
     assert len(np.unique(x_all.reshape(len(x_all), -1), axis=0)) == len(x_all)
     np.testing.assert_array_equal(x_calibration, x_all[held_out])
@@ -254,16 +254,16 @@ def test_load_images_holds_the_calibration_slice_out(tmp_path):
     assert record["indices"] == held_out.tolist()
     # --limit: the first evaluated images, in file order.
     config.limit = 5
-    x_limited, _, _, _ = cli.load_images(config)
+    x_limited, _, _, _ = pipeline.load_images(config)
     np.testing.assert_array_equal(x_limited, np.delete(x_all, held_out, axis=0)[:5])
     config.limit, config.calibration_size = None, HELD_OUT_IMAGES
-    with pytest.raises(cli.ConfigError, match=re.escape(
+    with pytest.raises(pipeline.ConfigError, match=re.escape(
             f"needs more than --calibration_size={HELD_OUT_IMAGES} of them")):
-        cli.load_images(config)
+        pipeline.load_images(config)
     config.calibration_split = "val"
-    with pytest.raises(cli.ConfigError, match=re.escape(
+    with pytest.raises(pipeline.ConfigError, match=re.escape(
             "--calibration_split must be one of auto, train, test; got 'val'.")):
-        cli.validate(config)
+        pipeline.validate(config)
 
 
 # (id, convert.py arguments, message); {inputs} is a folder of prepared bad
@@ -272,7 +272,7 @@ BAD_INPUTS = [
     ("unknown_model", ["--model=nope"], "Unknown model 'nope'. Known models: mnist_cnn, resnet18"),
     ("unknown_dataset", ["--dataset=svhn"],
      "Unknown dataset 'svhn'. Known datasets: cifar10, cifar100, imagenet, mnist."),
-    ("input_shape_mismatch", ["--dataset=cifar10", "--weights=" + cli.DEMO_CHECKPOINT],
+    ("input_shape_mismatch", ["--dataset=cifar10", "--weights=" + pipeline.DEMO_CHECKPOINT],
      "takes inputs of shape (28, 28, 1), but cifar10 images are (32, 32, 3)"),
     ("class_count_mismatch", ["--weights={inputs}/five_classes.keras"],
      "predicts 5 classes, but mnist has 10"),
@@ -287,7 +287,7 @@ BAD_INPUTS = [
      "Cannot tell the format of checkpoint {inputs}/model.h5"),
     ("weights_required", ["--model=vgg16", "--dataset=cifar10"],
      "--weights is required for vgg16 on cifar10"),
-    ("weights_and_random_weights", ["--random_weights", "--weights=" + cli.DEMO_CHECKPOINT],
+    ("weights_and_random_weights", ["--random_weights", "--weights=" + pipeline.DEMO_CHECKPOINT],
      "Give either --weights or --random_weights, not both."),
     ("data_dir_without_files", ["--data_dir={inputs}/empty"],
      "No 'mnist' 'test' data found. Searched:\n  - {inputs}/empty: expected mnist_test.npz"),
@@ -352,7 +352,7 @@ def bad_input_outcomes(tmp_path_factory):
     with np.load(os.path.join(data.DEMO_DIR, "mnist_test.npz")) as demo_test:
         np.savez_compressed(inputs / "ten_test_images" / "mnist_test.npz",
                             x_test=demo_test["x_test"][:10], y_test=demo_test["y_test"][:10])
-    demo = pathlib.Path(cli.DEMO_CHECKPOINT).read_bytes()
+    demo = pathlib.Path(pipeline.DEMO_CHECKPOINT).read_bytes()
     (inputs / "truncated.keras").write_bytes(demo[:len(demo) // 2])
     (inputs / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
     (inputs / "model.h5").write_bytes(b"")
@@ -429,21 +429,21 @@ def test_scripts_start_quietly_unless_verbosity_asks(script):
     (64.0, "--timesteps must be a positive int, got 64.0."),
 ])
 def test_timesteps_the_simulation_cannot_count_are_refused(tmp_path, timesteps, message):
-    config = cli.ConvertConfig(timesteps=timesteps, phases=1, output_dir=str(tmp_path / "out"))
-    with pytest.raises(cli.ConfigError, match=re.escape(message)):
-        cli.validate(config)
+    config = pipeline.ConvertConfig(timesteps=timesteps, phases=1, output_dir=str(tmp_path / "out"))
+    with pytest.raises(pipeline.ConfigError, match=re.escape(message)):
+        pipeline.validate(config)
 
 
 @pytest.mark.jax
 def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
     output_dir = tmp_path / "run"
-    with cli.run_lock(str(output_dir)):
+    with pipeline.run_lock(str(output_dir)):
         assert (tmp_path / "run.lock").is_file()
-        with pytest.raises(cli.ConfigError, match="Another convert.py run is writing"):
-            with cli.run_lock(str(output_dir)):
+        with pytest.raises(pipeline.ConfigError, match="Another convert.py run is writing"):
+            with pipeline.run_lock(str(output_dir)):
                 pass
     assert not any(tmp_path.iterdir())
-    with cli.run_lock(str(output_dir)):  # free again
+    with pipeline.run_lock(str(output_dir)):  # free again
         pass
 
 
@@ -451,7 +451,7 @@ SIGTERM_DRIVER = """
 import os, signal, sys
 from absl import app
 import convert
-from bsnn_tf import cli, metrics
+from bsnn_tf import metrics, pipeline
 
 def terminated_while_writing(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)
@@ -476,24 +476,24 @@ def test_sigterm_while_writing_leaves_no_staging_directory_or_lock(tmp_path):
 
 @pytest.mark.jax
 def test_default_checkpoints():
-    assert cli.default_checkpoints(64, 8) == [8, 16, 32, 64]
-    assert cli.default_checkpoints(1024, 8) == [8, 16, 32, 64, 128, 256, 512, 1024]
-    assert cli.default_checkpoints(20, 1) == [1, 2, 4, 8, 16, 20]
-    assert cli.default_checkpoints(60, 5) == [10, 15, 30, 60]
+    assert pipeline.default_checkpoints(64, 8) == [8, 16, 32, 64]
+    assert pipeline.default_checkpoints(1024, 8) == [8, 16, 32, 64, 128, 256, 512, 1024]
+    assert pipeline.default_checkpoints(20, 1) == [1, 2, 4, 8, 16, 20]
+    assert pipeline.default_checkpoints(60, 5) == [10, 15, 30, 60]
 
 
 @pytest.mark.jax
 def test_converged_at_is_the_first_t_from_which_accuracy_stays_close():
     ann = 0.9923
-    assert cli.converged_at({8: 0.11, 16: 0.9913, 32: 0.990, 64: 0.9925}, ann) == 64
-    assert cli.converged_at({8: 0.11, 16: 0.9913, 32: 0.9920, 64: 0.9930}, ann) == 16
-    assert cli.converged_at({8: 0.11, 16: 0.5}, ann) is None
+    assert pipeline.converged_at({8: 0.11, 16: 0.9913, 32: 0.990, 64: 0.9925}, ann) == 64
+    assert pipeline.converged_at({8: 0.11, 16: 0.9913, 32: 0.9920, 64: 0.9930}, ann) == 16
+    assert pipeline.converged_at({8: 0.11, 16: 0.5}, ann) is None
 
 
 @pytest.mark.jax
 def test_default_config_is_the_offline_demo():
-    config = cli.ConvertConfig()
-    assert config.weights == cli.DEMO_CHECKPOINT and os.path.isfile(config.weights)
-    assert config.timesteps == cli.DEFAULT_TIMESTEPS["mnist"] == 64
+    config = pipeline.ConvertConfig()
+    assert config.weights == pipeline.DEMO_CHECKPOINT and os.path.isfile(config.weights)
+    assert config.timesteps == pipeline.DEFAULT_TIMESTEPS["mnist"] == 64
     assert config.output_dir == os.path.join("outputs", "mnist_mnist_cnn")
-    assert cli.ConvertConfig(dataset="cifar10", model="resnet20").timesteps == 1024
+    assert pipeline.ConvertConfig(dataset="cifar10", model="resnet20").timesteps == 1024

@@ -3,7 +3,7 @@
 `bsnn_tf.simulate` keeps every image's spike count per neuron unit (and the
 ANN's activations, for SIN) until it returns: about 72 MB an image for ResNet-34
 on ImageNet, so one call over the 500 evaluated images of the 1,000-image sample
-needs about 36 GB (issue 14). `cli.simulate_in_blocks` calls it on blocks of
+needs about 36 GB (issue 14). `pipeline.simulate_in_blocks` calls it on blocks of
 whole batches and merges the results. The calibration statistics
 (`ActivationStatistics`) stream: they keep the values above the percentile
 only, a fraction 1 - p/100 of them (one value at the maximum).
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import bsnn_tf
-from bsnn_tf import cli, data
+from bsnn_tf import data, pipeline
 from bsnn_tf.conversion import ActivationStatistics
 
 TIMESTEPS = 16
@@ -23,7 +23,7 @@ BATCH = 8
 
 @pytest.fixture(scope="module")
 def demo():
-    ann = keras.models.load_model(cli.DEMO_CHECKPOINT, compile=False)
+    ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT, compile=False)
     x, _ = data.load("mnist", "test", data.DEMO_DIR, limit=40)
     snn = bsnn_tf.convert(ann, x[:20], phases=4, timesteps=TIMESTEPS, verbose=0)
     return ann, snn, x
@@ -47,7 +47,7 @@ def test_blocks_give_the_result_of_one_call(demo, monkeypatch):
                              ann=ann, verbose=0)
     calls = counting_simulate(monkeypatch)
 
-    blocks = cli.simulate_in_blocks(snn, x, timesteps=TIMESTEPS, checkpoints=[8],
+    blocks = pipeline.simulate_in_blocks(snn, x, timesteps=TIMESTEPS, checkpoints=[8],
                                     batch_size=BATCH, ann=ann, block=2 * BATCH)
 
     assert calls == [16, 16, 8]
@@ -72,7 +72,7 @@ def test_blocks_give_the_result_of_one_call(demo, monkeypatch):
 def test_one_block_is_one_call(demo, monkeypatch):
     ann, snn, x = demo
     calls = counting_simulate(monkeypatch)
-    result = cli.simulate_in_blocks(snn, x, timesteps=TIMESTEPS, checkpoints=[TIMESTEPS],
+    result = pipeline.simulate_in_blocks(snn, x, timesteps=TIMESTEPS, checkpoints=[TIMESTEPS],
                                     batch_size=BATCH)
     assert calls == [len(x)] and result.sin is None and len(result.outputs) == len(x)
 
@@ -80,20 +80,20 @@ def test_one_block_is_one_call(demo, monkeypatch):
 def test_block_size_is_whole_batches_within_the_budget(demo):
     _, snn, _ = demo
     units = sum(int(np.prod(snn.unit_shapes[layer.name])) for layer in snn.spiking_layers())
-    per_batch = units * cli.SIMULATION_BYTES_PER_UNIT * BATCH
-    assert cli.simulation_block(snn, BATCH, budget=3 * per_batch) == 3 * BATCH
-    assert cli.simulation_block(snn, BATCH, budget=3 * per_batch - 1) == 2 * BATCH
-    assert cli.simulation_block(snn, BATCH, budget=1) == BATCH  # at least one batch
+    per_batch = units * pipeline.SIMULATION_BYTES_PER_UNIT * BATCH
+    assert pipeline.simulation_block(snn, BATCH, budget=3 * per_batch) == 3 * BATCH
+    assert pipeline.simulation_block(snn, BATCH, budget=3 * per_batch - 1) == 2 * BATCH
+    assert pipeline.simulation_block(snn, BATCH, budget=1) == BATCH  # at least one batch
     # The default budget holds one batch of ResNet-34 on ImageNet (5.1 M units an image).
-    assert 5.1e6 * cli.SIMULATION_BYTES_PER_UNIT * BATCH <= cli.SIMULATION_BLOCK_BYTES
+    assert 5.1e6 * pipeline.SIMULATION_BYTES_PER_UNIT * BATCH <= pipeline.SIMULATION_BLOCK_BYTES
 
 
 def test_convert_py_simulates_in_blocks(monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "SIMULATION_BLOCK_BYTES", 1)  # one batch a block
+    monkeypatch.setattr(pipeline, "SIMULATION_BLOCK_BYTES", 1)  # one batch a block
     calls = counting_simulate(monkeypatch)
-    config = cli.ConvertConfig(phases=4, timesteps=TIMESTEPS, limit=40, calibration_size=50,
+    config = pipeline.ConvertConfig(phases=4, timesteps=TIMESTEPS, limit=40, calibration_size=50,
                                batch_size=16, output_dir=str(tmp_path / "run"))
-    results = cli.run(config)
+    results = pipeline.run(config)
     # The verification (its own 32 images) calls bsnn_tf.simulation.simulate directly.
     assert calls == [16, 16, 8]
     assert results["test_images"] == 40 and results["ann_accuracy"] > 0.9

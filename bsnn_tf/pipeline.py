@@ -13,10 +13,10 @@ temporary directory moved into place. It holds `results.json`,
 `overwrite`, and a lock file beside the directory keeps a second run out.
 
 Example:
-    >>> from bsnn_tf import cli
-    >>> config = cli.ConvertConfig(methods=("bsnn",), phases=4, timesteps=32,
+    >>> from bsnn_tf import pipeline
+    >>> config = pipeline.ConvertConfig(methods=("bsnn",), phases=4, timesteps=32,
     ...                            limit=100, output_dir="runs/demo")
-    >>> results = cli.run(config)
+    >>> results = pipeline.run(config)
     ANN mnist_cnn on 100 mnist test images:
     ...
     >>> results["timesteps"], sorted(results["methods"])   # the T at which it measured
