@@ -17,9 +17,9 @@ from keras import ops
 
 from bsnn_tf import coding, layers, methods, neurons, observers
 from bsnn_tf.clock import Clock, Constant
+from bsnn_tf.validation import (check_inputs, check_mode, check_timesteps,
+                                check_whole_periods)
 
-# The simulation indexes time with int32.
-MAX_TIMESTEPS = 2**31 - 1
 # Chunks compiled with the wavefront schedule at the start of a simulation (compile time).
 MAX_SKEWED_CHUNKS = 8
 
@@ -323,8 +323,6 @@ class SpikingNetwork(keras.Model):
 
     def check_inputs(self, x):
         """`x` as float32, or a ValueError naming its shape and the expected one, or NaNs."""
-        from bsnn_tf.conversion.calibration import check_inputs  # (conversion imports this)
-
         if not self.built:
             return x
         return check_inputs(x, self.unit_shapes[self.encoder.name], what="input batch")
@@ -392,39 +390,6 @@ class SpikingNetwork(keras.Model):
         graph_layers = [keras.saving.deserialize_keras_object(layer_config)
                         for layer_config in config.pop("graph_layers")]
         return cls(graph_layers, **config)
-
-
-def check_mode(snn, mode):
-    """True for period mode; raises a ValueError for an unknown mode or a non-BSNN period mode."""
-    if mode not in ("period", "step"):
-        raise ValueError(f"mode must be 'period' or 'step', got {mode!r}.")
-    if mode == "period" and not methods.get(snn.method).period_mode:
-        raise ValueError(
-            f"mode='period' is exact for BSNN only; this SNN uses method={snn.method!r}. "
-            "Use mode='step'."
-        )
-    return mode == "period"
-
-
-def check_whole_periods(steps, phases, error=ValueError,
-                        advice="Use multiples of the phases or mode='step'."):
-    """Raises `error` naming every T in `steps` that is not a whole number of periods."""
-    off_period = [t for t in steps if t % phases]
-    if off_period:
-        raise error(f"Time steps {off_period} are not multiples of phases={phases}: period "
-                    f"mode simulates whole periods. {advice}")
-
-
-def check_timesteps(timesteps):
-    """`timesteps` as an int, or a TypeError/ValueError naming the bad value."""
-    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)):
-        raise TypeError(f"timesteps must be a positive int, got {timesteps!r}.")
-    if timesteps <= 0:
-        raise ValueError(f"timesteps must be positive, got {timesteps}.")
-    if timesteps > MAX_TIMESTEPS:
-        raise ValueError(f"timesteps={timesteps} is too large: the simulation counts time "
-                         f"in int32; use at most {MAX_TIMESTEPS}.")
-    return int(timesteps)
 
 
 def _single(values):

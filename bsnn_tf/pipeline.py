@@ -44,8 +44,8 @@ from bsnn_tf import backend, coding, data, metrics, models, plots
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.methods import METHODS
-from bsnn_tf.network import check_timesteps, check_whole_periods
-from bsnn_tf.validation import ConfigError, check_shared, check_writable, existing_ancestor
+from bsnn_tf.validation import (ConfigError, check_shared, check_timesteps,
+                                check_whole_periods, check_writable, existing_ancestor)
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "pretrained"

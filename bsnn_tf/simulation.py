@@ -21,8 +21,8 @@ import keras
 import numpy as np
 
 from bsnn_tf import backend
-from bsnn_tf.conversion.calibration import check_inputs
-from bsnn_tf.network import check_mode, check_timesteps, check_whole_periods
+from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_timesteps,
+                                check_whole_periods)
 
 _COMPILED = weakref.WeakKeyDictionary()
 _MEMORY_BUDGET = 1 << 30
@@ -161,19 +161,6 @@ def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, jit_compile="a
                       batch_size=batch_size, count_spikes=False, jit_compile=jit_compile,
                       verbose=verbose, distribute=distribute)
     return {t: result.accuracy(y, t) for t in timesteps}
-
-
-def check_labels(labels, count):
-    """`labels` as an int array of shape (count,), or a ValueError saying the shapes."""
-    labels = np.asarray(labels)
-    if labels.shape != (count,):
-        raise ValueError(f"labels have shape {labels.shape}, but there are {count} images: "
-                         f"give one integer label per image, shape ({count},).")
-    integral = np.issubdtype(labels.dtype, np.integer) or (
-        np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0))
-    if not integral:
-        raise ValueError(f"labels must be integer classes, got dtype {labels.dtype}.")
-    return labels.astype("int64")
 
 
 def _check_checkpoints(checkpoints, timesteps, multiple):

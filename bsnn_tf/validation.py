@@ -1,18 +1,32 @@
-"""Checks shared by the command-line pipelines (`bsnn_tf.pipeline`, `bsnn_tf.training`).
+"""Validation: every check of what a user passes in, made before any work starts.
 
-Both refuse a configuration that cannot run before any work starts, with a
-`ConfigError` whose message names the flag or file and says what to do.
+The library's arguments (time steps, simulation modes, image batches,
+labels) get a ValueError or TypeError that names the bad value and says what
+to do. The command-line pipelines (`bsnn_tf.pipeline`, `bsnn_tf.training`)
+refuse a configuration that cannot run with a `ConfigError` that names the
+flag or file. Checks of one module's own vocabulary stay with it
+(`coding.check_phases`, `calibration.check_mode`, `data.check_limit`).
 
 Example:
-    >>> from bsnn_tf.validation import ConfigError, check_writable
+    >>> from bsnn_tf.validation import check_timesteps, check_whole_periods
+    >>> check_timesteps(64)
+    64
+    >>> check_whole_periods([64, 62], phases=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: Time steps [62] are not multiples of phases=4: period mode simulates whole periods. Use multiples of the phases or mode='step'.
     >>> check_writable("outputs/run")   # raises ConfigError if it cannot be created
 """
 
 import os
 
 import keras
+import numpy as np
 
-from bsnn_tf import backend, data, models
+from bsnn_tf import backend, data, methods, models
+
+# The simulation indexes time with int32.
+MAX_TIMESTEPS = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -60,3 +74,68 @@ def existing_ancestor(directory):
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     return existing
+
+
+def check_mode(snn, mode):
+    """True for period mode; raises a ValueError for an unknown mode or a non-BSNN period mode."""
+    if mode not in ("period", "step"):
+        raise ValueError(f"mode must be 'period' or 'step', got {mode!r}.")
+    if mode == "period" and not methods.get(snn.method).period_mode:
+        raise ValueError(
+            f"mode='period' is exact for BSNN only; this SNN uses method={snn.method!r}. "
+            "Use mode='step'."
+        )
+    return mode == "period"
+
+
+def check_whole_periods(steps, phases, error=ValueError,
+                        advice="Use multiples of the phases or mode='step'."):
+    """Raises `error` naming every T in `steps` that is not a whole number of periods."""
+    off_period = [t for t in steps if t % phases]
+    if off_period:
+        raise error(f"Time steps {off_period} are not multiples of phases={phases}: period "
+                    f"mode simulates whole periods. {advice}")
+
+
+def check_timesteps(timesteps):
+    """`timesteps` as an int, or a TypeError/ValueError naming the bad value."""
+    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)):
+        raise TypeError(f"timesteps must be a positive int, got {timesteps!r}.")
+    if timesteps <= 0:
+        raise ValueError(f"timesteps must be positive, got {timesteps}.")
+    if timesteps > MAX_TIMESTEPS:
+        raise ValueError(f"timesteps={timesteps} is too large: the simulation counts time "
+                         f"in int32; use at most {MAX_TIMESTEPS}.")
+    return int(timesteps)
+
+
+def check_labels(labels, count):
+    """`labels` as an int array of shape (count,), or a ValueError saying the shapes."""
+    labels = np.asarray(labels)
+    if labels.shape != (count,):
+        raise ValueError(f"labels have shape {labels.shape}, but there are {count} images: "
+                         f"give one integer label per image, shape ({count},).")
+    integral = np.issubdtype(labels.dtype, np.integer) or (
+        np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0))
+    if not integral:
+        raise ValueError(f"labels must be integer classes, got dtype {labels.dtype}.")
+    return labels.astype("int64")
+
+
+def check_inputs(x, input_shape, what="calibration data"):
+    """Returns `x` as float32, or raises a ValueError saying what is wrong with it."""
+    x = np.asarray(x)
+    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
+        raise TypeError(f"The {what} must be a numeric array, got dtype {x.dtype}.")
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"The {what} is empty; pass at least one image.")
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(
+            f"The {what} has shape {x.shape}, but the model expects (N, "
+            f"{', '.join(map(str, input_shape))})."
+        )
+    x = x.astype("float32", copy=False)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x)))
+        raise ValueError(f"The {what} contains {bad} NaN or infinite values; clean it first.")
+    return x

@@ -33,6 +33,7 @@ from keras import ops
 from bsnn_tf.conversion import ops as graph_ops
 from bsnn_tf.conversion.graph import Node
 from bsnn_tf.conversion.keras_graph import make_layer, set_weights, to_keras
+from bsnn_tf.validation import check_inputs
 
 MODES = ("percentile", "mse", "light", "advanced")
 # `convert`'s default, chosen by the calibration study in docs/RESULTS.md.
@@ -466,25 +467,6 @@ def _columns(values, channelwise):
 
 def _progbar_verbosity(verbose):
     return 0 if verbose == 0 else "auto"
-
-
-def check_inputs(x, input_shape, what="calibration data"):
-    """Returns `x` as float32, or raises a ValueError saying what is wrong with it."""
-    x = np.asarray(x)
-    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
-        raise TypeError(f"The {what} must be a numeric array, got dtype {x.dtype}.")
-    if x.ndim == 0 or len(x) == 0:
-        raise ValueError(f"The {what} is empty; pass at least one image.")
-    if tuple(x.shape[1:]) != tuple(input_shape):
-        raise ValueError(
-            f"The {what} has shape {x.shape}, but the model expects (N, "
-            f"{', '.join(map(str, input_shape))})."
-        )
-    x = x.astype("float32", copy=False)
-    if not np.all(np.isfinite(x)):
-        bad = int(np.sum(~np.isfinite(x)))
-        raise ValueError(f"The {what} contains {bad} NaN or infinite values; clean it first.")
-    return x
 
 
 def predict_with_callbacks(model, data, batch_size, callbacks, verbose):

@@ -20,7 +20,7 @@ import keras
 from bsnn_tf import coding, methods
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import check_mode as check_calibration_mode
-from bsnn_tf.network import check_timesteps
+from bsnn_tf.validation import check_timesteps
 
 # Significand bits (below the leading one) of the float types too short for K up to 24.
 _HALF_PRECISION_BITS = {"float16": 10, "bfloat16": 7}
