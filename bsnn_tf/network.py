@@ -64,12 +64,12 @@ class SpikingNetwork(keras.Model):
     def __init__(self, graph_layers, topology, method="bsnn", timesteps=256, mode=None,
                  ann_layers=None, scales=None, **kwargs):
         super().__init__(**kwargs)
-        methods.get(method)
+        default_mode = methods.get(method).default_mode  # (raises for an unknown method)
         self.graph_layers = list(graph_layers)
         self.topology = [[name, list(inputs)] for name, inputs in topology]
         self.method = method
         self.timesteps = timesteps
-        self.mode = mode or methods.get(method).default_mode
+        self.mode = mode or default_mode
         self.ann_layers = dict(ann_layers or {})
         self.scales = {k: np.asarray(v, "float32") for k, v in (scales or {}).items()}
         self._by_name = {layer.name: layer for layer in self.graph_layers}

@@ -84,15 +84,16 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
         channelwise=channelwise, synchronous=synchronous, input_encoding=input_encoding,
         initial_membrane=initial_membrane, readout_delay=readout_delay, timesteps=timesteps,
         batch_size=batch_size, dtype=dtype)
+    quantizer = config.quantizer()
     graph = fold(trace(model))
     data = check_inputs(calibration_data, graph.input_shape)
-    input_scale = _input_scale(data, input_encoding)
-    lambdas = calibrate(graph, data, percentile, channelwise, batch_size, verbose,
-                        mode=calibration, quantizer=config.quantizer())
+    input_scale = _input_scale(data, config.input_encoding)
+    lambdas = calibrate(graph, data, config.percentile, config.channelwise, config.batch_size,
+                        verbose, mode=config.calibration, quantizer=quantizer)
     graph = normalize(graph, lambdas, input_scale)
-    input_code = _input_code(input_encoding, input_scale, config.phases)
-    graph = correct(graph, data, calibration, config.quantizer(), input_code, input_scale,
-                    batch_size, verbose)
+    input_code = _input_code(config.input_encoding, input_scale, config.phases)
+    graph = correct(graph, data, config.calibration, quantizer, input_code, input_scale,
+                    config.batch_size, verbose)
     graph = synchronize(graph, enabled=config.synchronise)
     return build(graph, config, input_scale, name=f"{model.name}_{config.method.name}")
 
