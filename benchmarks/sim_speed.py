@@ -3,10 +3,12 @@
 VGG16 (CIFAR shape, BatchNorm, random weights) converted to a BSNN on random
 calibration data. Prints, measured in one run:
 - step-mode and period-mode throughput (images/s) at T steps and their ratio
-  (target on a CPU: >= 0.9 x K), with the ANN's forward throughput, and
-  period throughput x periods / ANN throughput (above 1 where the wavefront
-  schedule skips the layers still at rest; `--timesteps first` takes
-  T = (D + 1) K, the first readout);
+  (target on a CPU: >= 0.9 x K), with the ANN's throughput twice: Keras
+  `predict` on the batch (the issue's reference, per-call overhead included)
+  and its compiled forward pass alone; and period throughput x periods / ANN
+  throughput against each (above 1 where the schedule skips the layers still
+  at rest or no longer needed; `--timesteps first` takes T = (D + 1) K, the
+  first readout);
 - peak memory of a period-mode simulation at two values of T (each in a
   fresh process), which chunking keeps flat.
 
@@ -55,8 +57,12 @@ def speed(args):
     if args.timesteps == "first":
         args.timesteps = (snn.depth + 1) * args.phases
     x = np.random.default_rng(1).normal(size=(args.batch, 32, 32, 3)).astype("float32")
+    forward = bsnn_tf.backend.compile_function(lambda images: ann(images, training=False),
+                                               ann.variables)
     results = {"ann": common.throughput(
-        lambda: ann.predict(x, batch_size=args.batch, verbose=0), args.batch, args.repeats)}
+        lambda: ann.predict(x, batch_size=args.batch, verbose=0), args.batch, args.repeats),
+        "ann_forward": common.throughput(
+            lambda: keras.ops.convert_to_numpy(forward(x)), args.batch, 5 * args.repeats)}
     for name in args.modes:
         mode, _, variant = name.partition("_")
         with _simulator(variant):
@@ -132,7 +138,10 @@ def measure(args):
             periods = args.timesteps // args.phases
             ratio = results[name] * periods / results["ann"]
             entry[f"periods_x_{name}_over_ann"] = ratio
-            print(f"  {name} throughput x periods / ANN throughput: {ratio:.2f}")
+            forward = results[name] * periods / results["ann_forward"]
+            entry[f"periods_x_{name}_over_ann_forward"] = forward
+            print(f"  {name} throughput x periods / ANN throughput: {ratio:.2f} "
+                  f"(against the compiled forward pass: {forward:.2f})")
     if args.memory_timesteps:
         low, high = args.memory_timesteps
         try:
@@ -154,17 +163,21 @@ def table(results):
     for key in sorted(results):
         entry = results[key]
         speed_, memory = entry["images_per_second"], entry.get("peak_memory_bytes", {})
-        rows.append([entry["device"] + (" (smoke)" if entry.get("smoke") else ""),
+        rows.append([entry["device"] + (" (smoke)" if entry.get("smoke") else "")
+                     + (f" [{entry['tag']}]" if entry.get("tag") else ""),
                      entry["phases"], entry["timesteps"], entry["batch"],
                      *[_number(speed_.get(name)) for name in ("ann", "period", "step")],
                      _number(entry.get("period_over_step")),
                      _number(entry.get("periods_x_period_over_ann")),
                      _number(entry.get("periods_x_period_before_over_ann")),
+                     _number(speed_.get("ann_forward")),
+                     _number(entry.get("periods_x_period_over_ann_forward")),
                      " / ".join(f"{t}: {b / 2**20:.0f}" for t, b in memory.items()) or "-",
                      _number(entry.get("memory_ratio"), 3), entry["date"][:10]])
     headers = ["device", "K", "T", "batch", "ANN images/s", "period images/s", "step images/s",
-               "period / step", "period x periods / ANN", "before issue 10", "peak MiB (T: MiB)", "memory ratio",
-               "date"]
+               "period / step", "period x periods / ANN", "before issue 10",
+               "ANN forward images/s", "period x periods / ANN forward", "peak MiB (T: MiB)",
+               "memory ratio", "date"]
     return common.markdown_table(headers, rows)
 
 
@@ -193,6 +206,7 @@ def main():
                         help="MALLOC_ARENA_MAX for the memory probes (glibc; default: unset)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"code paths only, in seconds: {SMOKE}")
+    parser.add_argument("--tag", help="a label for this run, in its key and its table row")
     parser.add_argument("--probe_memory", type=int, help=argparse.SUPPRESS)
     common.add_output_arguments(parser, OUTPUT)
     args = parser.parse_args()
@@ -202,8 +216,10 @@ def main():
         common.apply_smoke(parser, args, SMOKE)
     if not args.report:
         entry = measure(args)
+        entry["tag"] = args.tag
         key = (f"vgg16-cifar K={args.phases} T={args.timesteps} batch={args.batch} "
-               f"{entry['device']}" + (" smoke" if args.smoke else ""))
+               f"{entry['device']}" + (" smoke" if args.smoke else "")
+               + (f" [{args.tag}]" if args.tag else ""))
         common.update_json(args.output, key, entry)
         if "memory_error" in entry:
             sys.exit(entry["memory_error"])

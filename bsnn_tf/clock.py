@@ -17,8 +17,8 @@ Example:
     >>> clock = Clock(ops.arange(8, dtype="int32"), period_mode=False, end=6)
     >>> len(clock), np.asarray(clock.counted("float32")).tolist()
     (8, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
-    >>> len(clock.after(5))
-    3
+    >>> len(clock.window(5)), len(clock.window(2, 4))
+    (3, 2)
 """
 
 import collections
@@ -46,9 +46,9 @@ class Clock:
     def __len__(self):
         return int(self.time.shape[0])
 
-    def after(self, offset):
-        """The same clock without its first `offset` units."""
-        return Clock(self.time[offset:], self.period_mode, self.end)
+    def window(self, begin, stop=None):
+        """The same clock over its units `begin` to `stop` (exclusive; None: to its end)."""
+        return Clock(self.time[begin:stop], self.period_mode, self.end)
 
     def counted(self, dtype):
         """1 for each unit before `end`, else 0, as `dtype`."""

@@ -20,7 +20,7 @@ from bsnn_tf.clock import Clock, Constant
 from bsnn_tf.validation import (check_inputs, check_mode, check_timesteps,
                                 check_whole_periods)
 
-# Chunks compiled with the wavefront schedule at the start of a simulation (compile time).
+# Chunks compiled with the wavefront schedule at each end of a simulation (compile time).
 MAX_SKEWED_CHUNKS = 8
 
 
@@ -146,6 +146,33 @@ class SpikingNetwork(keras.Model):
                 begins[name] = first_output[name] = arriving
         return begins
 
+    def needed_until(self, end):
+        """{layer: period from which its output can no longer reach the readout
+        before period `end`}: the trailing edge of the light cone, mirror of `active_from`.
+
+        A BIF layer emits in period p what it integrated in p - 1, so a layer
+        D - d BIF layers below the readout matters only until end - (D - d);
+        a logits-only run stops it there (`run`'s `stop`). Other layers pass
+        their input on in the same time unit.
+        """
+        consumers = {name: [] for name, _ in self.topology}
+        for name, inputs in self.topology:
+            for i in inputs:
+                consumers[i].append(name)
+        until = {}
+        for name, _ in reversed(self.topology):
+            if self._kinds[name] == "readout":
+                until[name] = end
+                continue
+            until[name] = max((self._input_needed_until(c, until[c]) for c in consumers[name]),
+                              default=0)
+        return until
+
+    def _input_needed_until(self, name, output_until):
+        if self._kinds[name] == "neuron":
+            return self._by_name[name].input_needed_until(output_until)
+        return output_until
+
     def spiking_layers(self):
         """The neuron layers, in topological order."""
         return [l for l in self.graph_layers if self._kinds[l.name] == "neuron"]
@@ -218,7 +245,8 @@ class SpikingNetwork(keras.Model):
                 for layer in self.spiking_layers()}
         return state
 
-    def run(self, x, state, start, length, period_mode, end, trace=False, skew=None):
+    def run(self, x, state, start, length, period_mode, end, trace=False, skew=None,
+            stop=None):
         """Advances the simulation by `length` time units (periods or steps).
 
         Every layer runs through the same interface (`bsnn_tf.clock`), in
@@ -235,7 +263,12 @@ class SpikingNetwork(keras.Model):
             trace: also return what every neuron and gate emitted.
             skew: `start` as a Python int, to skip each layer before it is
                 `active_from` (the wavefront schedule; exact); None simulates
-                every layer over the whole chunk.
+                every layer from the start of the chunk.
+            stop: with `skew`, `end` as a Python int, to stop each layer where
+                it is no longer `needed_until` for the readout before `end`: the
+                logits stay exact, but the layers' state and emissions do not,
+                so only a logits-only run (no observers, no trace) that ends at
+                `end` may use it. None simulates every layer to the chunk's end.
 
         Returns:
             (new state, running readout totals (length, N, classes), trace dict).
@@ -244,24 +277,26 @@ class SpikingNetwork(keras.Model):
         batch = ops.shape(x)[0]
         clock = Clock(ops.cast(start, "int32") + ops.arange(length, dtype="int32"),
                       period_mode, end)
-        offsets = self._chunk_offsets(skew, length, period_mode)
+        windows = self._chunk_windows(skew, stop, length, period_mode)
         watching = [o for o in observers.OBSERVERS if o.key in state]
+        if stop is not None and (watching or trace):
+            raise ValueError("stop= gives exact logits only: run without observers or trace.")
         new = {key: dict(value) for key, value in state.items()}
         values, traced = {}, {}
         for name, inputs in self.topology:
             if name in self._static:
                 continue
-            kind, offset = self._kinds[name], offsets[name]
+            kind, (begin, until) = self._kinds[name], windows[name]
             if kind == "readout":
-                totals = self._run_readout(values, state, new, inputs[0], clock, offset)
+                totals = self._run_readout(values, state, new, inputs[0], clock, begin)
                 continue
-            values[name] = (offset, None)
-            if offset < length:
+            values[name] = (begin, None)
+            if begin < until:
                 arriving = ([Constant(x)] if kind == "encoder" else
-                            [self._arriving(values, state, i, offset, length, batch)
+                            [self._arriving(values, state, i, begin, until, batch)
                              for i in inputs])
-                values[name] = (offset, self._advance(name, arriving, state, new,
-                                                      clock.after(offset), watching))
+                values[name] = (begin, self._advance(name, arriving, state, new,
+                                                     clock.window(begin, until), watching))
             if trace and kind in ("neuron", "gate"):
                 traced[name] = self._aligned(values, name, 0, length, batch)
         return new, totals, traced
@@ -278,28 +313,38 @@ class SpikingNetwork(keras.Model):
                     self._by_name[name], outputs, state[observer.key][name], clock)
         return outputs
 
-    def _chunk_offsets(self, skew, length, period_mode):
-        """{layer: time units it stays at rest at the start of the chunk}, at most `length`."""
+    def _chunk_windows(self, skew, stop, length, period_mode):
+        """{layer: (begin, until)}: the chunk's time units in which it runs; before
+        `begin` it is at rest, from `until` on it no longer matters."""
         if skew is None:
-            return dict.fromkeys(self._by_name, 0)
+            return dict.fromkeys(self._by_name, (0, length))
         per_unit = 1 if period_mode else self.phases
-        return {name: int(np.clip(begin * per_unit - skew, 0, length))
+        local = lambda period: int(np.clip(period * per_unit - skew, 0, length))
+        until = {} if stop is None else self.needed_until(-(-stop // per_unit))
+        return {name: (local(begin), local(until[name]) if name in until else length)
                 for name, begin in self.active_from.items()}
 
-    def _arriving(self, values, state, name, offset, length, batch):
-        """Input from layer `name` from `offset` on: a `Constant` if it is static."""
+    def _arriving(self, values, state, name, begin, until, batch):
+        """Input from layer `name` over units `begin` to `until`: a `Constant` if it is static."""
         if name in self._static:
             return Constant(state["static"][name])
-        return self._aligned(values, name, offset, length, batch)
+        return self._aligned(values, name, begin, until, batch)
 
-    def _aligned(self, values, name, offset, length, batch):
-        """`name`'s values over the chunk's time units from `offset` on, zeros where at rest."""
-        own_offset, output = values[name]
-        if output is not None and own_offset <= offset:
-            return output[offset - own_offset:]
-        silent = (length if output is None else own_offset) - offset
-        rest = ops.zeros((silent, batch) + self.unit_shapes[name], self.compute_dtype)
-        return rest if output is None else ops.concatenate([rest, output])
+    def _aligned(self, values, name, begin, until, batch):
+        """`name`'s values over the chunk's units `begin` to `until`, zeros where it did not run."""
+        own_begin, output = values[name]
+        own_until = own_begin if output is None else own_begin + int(output.shape[0])
+        zeros = lambda units: ops.zeros((units, batch) + self.unit_shapes[name],
+                                        self.compute_dtype)
+        parts = []
+        if begin < own_begin:
+            parts.append(zeros(min(own_begin, until) - begin))
+        if output is not None and max(begin, own_begin) < min(until, own_until):
+            parts.append(output[max(begin, own_begin) - own_begin:
+                                min(until, own_until) - own_begin])
+        if until > max(own_until, begin):
+            parts.append(zeros(until - max(own_until, begin)))
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts)
 
     def _run_readout(self, values, state, new, source, clock, offset):
         """Readout totals over the chunk: the carried total while at rest, then counted."""
@@ -311,7 +356,7 @@ class SpikingNetwork(keras.Model):
         batch = ops.shape(accumulated)[0]
         current = self._aligned(values, source, offset, len(clock), batch)
         totals, new["layers"][name] = self.readout.run([current], state["layers"][name],
-                                                       clock.after(offset))
+                                                       clock.window(offset))
         return ops.concatenate([before, totals]) if offset else totals
 
     def time_units(self, timesteps, period_mode):
@@ -344,29 +389,43 @@ class SpikingNetwork(keras.Model):
         steps = check_timesteps(self.timesteps)
         units = self.time_units(steps, period_mode)
         chunk = 1 if period_mode else self.phases
-        starts = self.chunk_starts(units, chunk, period_mode)
+        chunks = self.chunk_starts(units, chunk, period_mode, logits_only=True)
+        plain = [index for index, (_, skew, _) in enumerate(chunks) if skew is None]
         state = self.initial_state(x, count_spikes=False)
-        skewed = [start for start, skew in starts if skew is not None]
-        for start in skewed:
-            state = self.run(x, state, start, chunk, period_mode, units, skew=start)[0]
-
-        def advance(index, state):
-            return self.run(x, state, index * chunk, chunk, period_mode, units)[0]
-
-        state = ops.fori_loop(len(skewed), len(starts), advance, state)
+        run = lambda state, start, skew=None, stop=None: self.run(
+            x, state, start, chunk, period_mode, units, skew=skew, stop=stop)[0]
+        for start, skew, stop in chunks[:plain[0] if plain else len(chunks)]:
+            state = run(state, start, skew, stop)
+        if plain:  # the plain chunks lie between the skewed ones at both ends
+            state = ops.fori_loop(plain[0], plain[-1] + 1,
+                                  lambda index, state: run(state, index * chunk), state)
+            for start, skew, stop in chunks[plain[-1] + 1:]:
+                state = run(state, start, skew, stop)
         return self.readout.logits(state["layers"][self.readout.name][0], steps)
 
-    def chunk_starts(self, units, chunk, period_mode):
-        """[(start, skew)] of the chunks of `chunk` time units that simulate `units`.
+    def chunk_starts(self, units, chunk, period_mode, logits_only=False):
+        """[(start, skew, stop)] of the chunks of `chunk` time units that simulate `units`.
 
         `skew` is the start itself for the first chunks, where some layers are
-        still at rest (`active_from`), and None once all are active: each skewed
-        chunk is compiled on its own, so there are at most MAX_SKEWED_CHUNKS.
+        still at rest (`active_from`), and for the last ones of a `logits_only`
+        run, where `stop` = `units` stops the layers no longer `needed_until`
+        the end; else both are None. Each such chunk is compiled on its own,
+        so there are at most MAX_SKEWED_CHUNKS at each end.
         """
         per_unit = 1 if period_mode else self.phases
         all_active = max(self.active_from.values()) * per_unit
-        return [(start, start if start < all_active and index < MAX_SKEWED_CHUNKS else None)
-                for index, start in enumerate(range(0, units, chunk))]
+        starts = list(range(0, units, chunk))
+        first_stop = None  # the first unit at which a layer stops
+        if logits_only:
+            until = self.needed_until(-(-units // per_unit))
+            first_stop = min(until[layer.name] for layer in self.spiking_layers()) * per_unit
+        chunks = []
+        for index, start in enumerate(starts):
+            stopping = (first_stop is not None and start + chunk > first_stop
+                        and len(starts) - index <= MAX_SKEWED_CHUNKS)
+            skewed = stopping or (start < all_active and index < MAX_SKEWED_CHUNKS)
+            chunks.append((start, start if skewed else None, units if stopping else None))
+        return chunks
 
     # -------------------------------------------------------------- saving
 

@@ -131,6 +131,14 @@ class SpikingNeuron(keras.layers.Layer):
         """
         return 0, 0
 
+    def input_needed_until(self, output_until):
+        """The period from which the input can no longer change what the layer emits
+        before period `output_until` (the light cone's trailing edge: `SpikingNetwork.needed_until`).
+
+        A baseline neuron emits in the step it integrates: no delay.
+        """
+        return output_until
+
     def mean_output(self, current, timesteps):
         """What the output per code period averages to after `timesteps` steps.
 
@@ -205,6 +213,10 @@ class BistableIF(SpikingNeuron):
             return 0, 0
         begin = min(first_input, self.start_period)
         return begin, begin + 1
+
+    def input_needed_until(self, output_until):
+        """A BIF unit emits in period p what it integrated in period p - 1."""
+        return output_until - 1
 
     def spike_count(self, emitted, period_mode=False):
         if period_mode:

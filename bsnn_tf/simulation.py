@@ -20,7 +20,7 @@ import weakref
 import keras
 import numpy as np
 
-from bsnn_tf import backend
+from bsnn_tf import backend, observers
 from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_timesteps,
                                 check_whole_periods)
 
@@ -183,10 +183,11 @@ def _chunk_length(snn, batch_size, chunk, period_mode):
 
 
 def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_compile, devices):
-    """Compiled ({skew: run_chunk}, initial_state) for this chunk shape and devices, cached per SNN.
+    """Compiled ({(skew, stop): run_chunk}, initial_state) for this chunk shape and devices,
+    cached per SNN.
 
-    A run_chunk is compiled per skew of `SpikingNetwork.chunk_starts` on first
-    use. Everything they return is batch-major (the readout totals and the
+    A run_chunk is compiled per (skew, stop) of `SpikingNetwork.chunk_starts` on
+    first use. Everything they return is batch-major (the readout totals and the
     trace too), so that `devices` can split and gather it along axis 0.
     """
     cache = _COMPILED.setdefault(snn, {})
@@ -194,10 +195,12 @@ def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_
     if key not in cache:
         variables = snn.variables
 
-        def compile_chunk(skew):
+        def compile_chunk(schedule):
+            skew, stop = schedule
+
             def run_chunk(x, state, start, end):
                 state, totals, traced = snn.run(x, state, start, length, period_mode, end,
-                                                trace, skew=skew)
+                                                trace, skew=skew, stop=stop)
                 batch_major = lambda t: keras.ops.moveaxis(t, 0, 1)
                 return state, batch_major(totals), {k: batch_major(v) for k, v in traced.items()}
 
@@ -233,8 +236,10 @@ def _simulate_batch(snn, batch, run_chunk, state, span, chunk_length, period_mod
     per_unit = snn.phases if period_mode else 1
     wanted = {t // per_unit - 1: t for t in checkpoints}
     totals_at, traces = {}, []
-    for start, skew in snn.chunk_starts(span, chunk_length, period_mode):
-        state, totals, traced = run_chunk[skew](batch, state, np.int32(start), np.int32(span))
+    logits_only = not (trace or any(o.key in state for o in observers.OBSERVERS))
+    for start, skew, stop in snn.chunk_starts(span, chunk_length, period_mode, logits_only):
+        state, totals, traced = run_chunk[skew, stop](batch, state, np.int32(start),
+                                                      np.int32(span))
         in_chunk = {t: position - start for position, t in wanted.items()
                     if start <= position < start + chunk_length}
         if in_chunk:
