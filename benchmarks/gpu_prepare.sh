@@ -6,7 +6,9 @@
 #              absl-py, h5py, ml-dtypes, numpy, packaging, rich, are there) and
 #              spikingjelly + loguru (SpikingJelly's ann2snn needs no more beside torch);
 #              the versions installed here, built for CPython 3.12 on x86-64 Linux;
-#   gpu_data/  the data files the third-party benchmarks read (../shared/data does not travel).
+#   gpu_data/  the data files the third-party benchmarks read (../shared/data does not travel),
+#              and the first 96 images of the ImageNet sample, decoded to the stored 256 x 256
+#              (the JPEG shards, 2 x 54 MB, do not fit), for the ResNet-34 timing.
 # Then checks that what the device tool sends (tracked and untracked-not-ignored files
 # plus the two carried folders) stays under its 64 MiB.
 #
@@ -42,6 +44,15 @@ rm -rf gpu_data && mkdir gpu_data
 for name in cifar10_test_lossless cifar10_train mnist_test mnist_train; do
     cp "$data_dir/$name.npz" gpu_data/
 done
+python - "$data_dir" gpu_data/imagenet_sample_0.npz <<'PYTHON'
+import sys
+import numpy as np
+from bsnn_tf import data
+images = data.find("imagenet", "test", data_dir=sys.argv[1])
+count = 96
+np.savez_compressed(sys.argv[2], x_test=images.pixels(range(count)),
+                    y_test=np.asarray(images.labels[:count], np.int16))
+PYTHON
 
 sent=$( { git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null \
           | tail -1 | cut -f1; du -sb wheels gpu_data | cut -f1; } | paste -sd+ | bc)

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The GPU rows of docs/RESULTS.md in one call on a lent GPU machine (NVIDIA H200, JAX backend),
-# in under 8 minutes:
+# in under 10 minutes:
 #   1. sim_speed: VGG16-CIFAR, K = 8, T = 256, batch 512: ANN, period and step mode in one
 #      run, and peak GPU memory at T = 256 and 1024;
 #   2. peer_compare: the full grid (bsnn, phase, rate, SpikingJelly 99.99% and Max; all
 #      images; T = 8 ... 1024), ResNet-20, then LeNet-5;
-#   3. time_to_accuracy: every method at its own T*, read from step 2's results.
+#   3. time_to_accuracy: every method at its own T*, read from step 2's results;
+#   4. imagenet_timing: ResNet-34 (random weights) on 96 images of the ImageNet sample
+#      (gpu_prepare.sh stores them decoded, to fit the carry): conversion, then s/image
+#      at T = (D + 1) K, the first readout, and 2 (D + 1) K, with the CLI's simulation.
 # Each step merges its JSON into $OUT (sim_speed.json, peer_compare.json,
-# time_to_accuracy.json, starting from the repository's own files, so they can replace
+# time_to_accuracy.json, imagenet_timing.json, starting from the repository's own files, so they can replace
 # benchmarks/results/*.json as they are), with the log gpu_rows.log. Back here:
 #   cp <files_at>/*.json benchmarks/results/ && python benchmarks/<script>.py --report
 # A step that fails or runs past its time limit does not stop the others (what it stored
 # stays); the script then exits non-zero, naming it. Each step has a time limit, and all
-# end by 7 min 40 s after the start; naming steps runs only those (a second call for what
+# end by 9 min 25 s after the start; naming steps runs only those (a second call for what
 # a first one missed, after copying its JSON into benchmarks/results/ here).
 #
 # On the GPU machine (Python 3.12 with JAX+CUDA and PyTorch; no TensorFlow, no Keras, no
@@ -32,12 +35,15 @@ steps=()
 for arg in "$@"; do
     case "$arg" in
         --smoke) smoke=true ;;
-        sim_speed|peer_compare_resnet20|peer_compare_lenet5|time_to_accuracy) steps+=("$arg") ;;
+        sim_speed|peer_compare_resnet20|peer_compare_lenet5|time_to_accuracy|imagenet_timing)
+            steps+=("$arg") ;;
         *) echo "usage: bash benchmarks/gpu_rows.sh [--smoke] [STEP...]; steps: sim_speed" \
-                "peer_compare_resnet20 peer_compare_lenet5 time_to_accuracy" >&2; exit 2 ;;
+                "peer_compare_resnet20 peer_compare_lenet5 time_to_accuracy imagenet_timing" >&2
+           exit 2 ;;
     esac
 done
-((${#steps[@]})) || steps=(sim_speed peer_compare_resnet20 peer_compare_lenet5 time_to_accuracy)
+((${#steps[@]})) || steps=(sim_speed peer_compare_resnet20 peer_compare_lenet5 time_to_accuracy
+                           imagenet_timing)
 python="${PYTHON:-python3}"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -73,7 +79,8 @@ if $smoke; then
     peer_args=(--limit 4 --max_timesteps 8 --calibration_size 32)
     resnet20_methods=(bsnn spikingjelly:Max)
     tta_args=(--smoke --models lenet5)
-    limits=(900 900 900 900)     # guards against a hang only: CI may share its cores
+    imagenet_args=(--smoke)
+    limits=(900 900 900 900 900)     # guards against a hang only: CI may share its cores
     deadline=$((SECONDS + 3000))
 else
     out="${OUT:?gpu_rows.sh writes its results under \$OUT (set by the device tool)}"
@@ -90,12 +97,16 @@ else
     sim_args=(--batch 512 --timesteps 256 --phases 8 --memory_timesteps 256 1024)
     peer_args=()
     tta_args=()
-    limits=(130 170 60 100)     # seconds per step, cut to what is left before the deadline
-    deadline=$((SECONDS + 460))  # the setup above took seconds; the whole call < 8 min
+    imagenet_args=(--images 64 --calibration_size 32 --batch 32 --multiples 1 2)
+    # seconds per step, cut to what is left before the deadline; the first H200 run
+    # (2026-11-30) took 60, 220 (SpikingJelly's two modes 165 of it), 75, 96 and 37 s
+    # (ImageNet at T = (D + 1) K alone)
+    limits=(80 235 85 105 60)
+    deadline=$((SECONDS + 565))  # the setup above took seconds; the whole call < 10 min
 fi
 export BSNN_RESULTS_DIR="$out"
 log="$out/gpu_rows.log"
-for name in sim_speed peer_compare time_to_accuracy; do
+for name in sim_speed peer_compare time_to_accuracy imagenet_timing; do
     if [[ -f "benchmarks/results/$name.json" ]]; then
         cp "benchmarks/results/$name.json" "$out/"
     fi
@@ -139,6 +150,7 @@ step peer_compare_lenet5 "${limits[2]}" "${exact[@]}" benchmarks/peer_compare.py
     --models lenet5 --methods "${methods[@]}" "${peer_args[@]}"
 step time_to_accuracy "${limits[3]}" "${exact[@]}" benchmarks/time_to_accuracy.py \
     --methods "${methods[@]:0:4}" "${tta_args[@]}"
+step imagenet_timing "${limits[4]}" "$python" benchmarks/imagenet_timing.py "${imagenet_args[@]}"
 
 rm -f "$out"/*.lock "$out"/*.json.tmp
 echo "results in $out: $(ls "$out" | tr '\n' ' ')"
