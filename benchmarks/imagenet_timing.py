@@ -19,6 +19,9 @@ images held out of it as convert.py does (`bsnn_tf.pipeline.load_images`).
   steady seconds per image. `--images` should be at least two batches. Both
   T use the same chunk length, so the second reuses the first's compiled
   chunks.
+  `--logits_only` times `bsnn_tf.evaluate`'s simulation instead (what
+  accuracy needs: no spike counts, no SIN), where the schedule also stops
+  each layer once its output can no longer reach the readout.
 
 Each run is merged into benchmarks/results/imagenet_timing.json (folder:
 $BSNN_RESULTS_DIR if set) under its device, K and batch, with its command
@@ -93,7 +96,8 @@ def measure(args):
         "ann_first_batch_seconds": ann_first,
         "conversion_seconds": {str(n): t for n, t in conversion.items()},
         "conversion_seconds_per_calibration_image": per_image,
-        "simulation": {}, "device": common.device_label(), "smoke": args.smoke,
+        "simulation": {}, "logits_only": args.logits_only, "device": common.device_label(),
+        "smoke": args.smoke,
         **common.run_header(),
     }
     periods = [(depth + 1) * multiple for multiple in args.multiples]
@@ -111,11 +115,16 @@ def measure(args):
 
 
 def simulate(snn, ann, x, timesteps, args):
-    """Seconds of the CLI's simulation at `timesteps`: the first batch, then the rest."""
+    """Seconds of the CLI's simulation at `timesteps` (or a logits-only one): the first
+    batch, then the rest."""
     checkpoints = pipeline.default_checkpoints(timesteps, args.phases)
     run = lambda images: pipeline.simulate_in_blocks(
         snn, images, timesteps=timesteps, checkpoints=checkpoints, batch_size=args.batch,
         ann=ann)
+    if args.logits_only:
+        run = lambda images: bsnn_tf.simulate(snn, images, timesteps=timesteps,
+                                              checkpoints=checkpoints, count_spikes=False,
+                                              batch_size=args.batch, verbose=0)
     start = time.perf_counter()
     run(x[:args.batch])
     first = time.perf_counter() - start
@@ -140,6 +149,7 @@ def table(results):
             compilation = row["first_batch_seconds"] - entry["batch"] * row["seconds_per_image"]
             rows.append([
                 entry["device"] + (" (smoke)" if entry.get("smoke") else "")
+                + (" logits only" if entry.get("logits_only") else "")
                 + (" (earlier run)" if key.endswith("(earlier run)") else ""),
                 f"{timesteps} = {multiple:.3g} (D+1) K", entry["batch"],
                 f"{entry['conversion_seconds'][str(entry['calibration_images'])]:.0f} s / "
@@ -164,6 +174,8 @@ def main():
     parser.add_argument("--multiples", type=int, nargs="+", default=[1, 2],
                         help="T = m (D + 1) K for each m")
     parser.add_argument("--data_dir", default=common.DATA_DIR)
+    parser.add_argument("--logits_only", action="store_true",
+                        help="time a logits-only simulation (evaluate's) instead of the CLI's")
     parser.add_argument("--smoke", action="store_true",
                         help=f"code paths only, T = K and 2 K: {SMOKE}")
     common.add_output_arguments(parser, OUTPUT)
@@ -173,6 +185,7 @@ def main():
     if not args.report:
         entry = measure(args)
         key = (f"resnet34 K={args.phases} batch={args.batch} {entry['device']}"
+               + (" logits-only" if args.logits_only else "")
                + (" smoke" if args.smoke else ""))
         common.update_json(args.output, key, entry)
     print(table(json.loads(args.output.read_text())["results"]))
