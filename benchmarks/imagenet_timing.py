@@ -118,13 +118,14 @@ def simulate(snn, ann, x, timesteps, args):
     """Seconds of the CLI's simulation at `timesteps` (or a logits-only one): the first
     batch, then the rest."""
     checkpoints = pipeline.default_checkpoints(timesteps, args.phases)
-    run = lambda images: pipeline.simulate_in_blocks(
-        snn, images, timesteps=timesteps, checkpoints=checkpoints, batch_size=args.batch,
-        ann=ann)
     if args.logits_only:
         run = lambda images: bsnn_tf.simulate(snn, images, timesteps=timesteps,
                                               checkpoints=checkpoints, count_spikes=False,
                                               batch_size=args.batch, verbose=0)
+    else:
+        run = lambda images: pipeline.simulate_in_blocks(
+            snn, images, timesteps=timesteps, checkpoints=checkpoints, batch_size=args.batch,
+            ann=ann)
     start = time.perf_counter()
     run(x[:args.batch])
     first = time.perf_counter() - start

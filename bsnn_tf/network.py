@@ -390,17 +390,17 @@ class SpikingNetwork(keras.Model):
         units = self.time_units(steps, period_mode)
         chunk = 1 if period_mode else self.phases
         chunks = self.chunk_starts(units, chunk, period_mode, logits_only=True)
+        # The plain chunks (one compiled loop) lie between the skewed ones at both ends.
         plain = [index for index, (_, skew, _) in enumerate(chunks) if skew is None]
+        first, last = (plain[0], plain[-1] + 1) if plain else (len(chunks), len(chunks))
         state = self.initial_state(x, count_spikes=False)
         run = lambda state, start, skew=None, stop=None: self.run(
             x, state, start, chunk, period_mode, units, skew=skew, stop=stop)[0]
-        for start, skew, stop in chunks[:plain[0] if plain else len(chunks)]:
+        for start, skew, stop in chunks[:first]:
             state = run(state, start, skew, stop)
-        if plain:  # the plain chunks lie between the skewed ones at both ends
-            state = ops.fori_loop(plain[0], plain[-1] + 1,
-                                  lambda index, state: run(state, index * chunk), state)
-            for start, skew, stop in chunks[plain[-1] + 1:]:
-                state = run(state, start, skew, stop)
+        state = ops.fori_loop(first, last, lambda index, state: run(state, index * chunk), state)
+        for start, skew, stop in chunks[last:]:
+            state = run(state, start, skew, stop)
         return self.readout.logits(state["layers"][self.readout.name][0], steps)
 
     def chunk_starts(self, units, chunk, period_mode, logits_only=False):
