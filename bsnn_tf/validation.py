@@ -122,6 +122,27 @@ def check_labels(labels, count):
     return labels.astype("int64")
 
 
+def check_finite_weights(model):
+    """Raises a ValueError naming every layer of `model` with a NaN or infinite weight.
+
+    The weights themselves are checked, not the activations: a compiled
+    forward pass may map a NaN to 0 (a ReLU on oneDNN does), so a check that
+    waits for the NaN to reach an activation depends on the backend.
+    """
+    bad = {}
+    for variable in model.weights:
+        values = keras.ops.convert_to_numpy(variable.value)
+        if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+            *_, layer, weight = variable.path.split("/")
+            bad.setdefault(layer, []).append(f"{weight}: {int(np.sum(~np.isfinite(values)))} "
+                                             f"of {values.size}")
+    if bad:
+        lines = "\n".join(f"  - Layer '{layer}' has NaN or infinite weights ({'; '.join(w)})"
+                          for layer, w in bad.items())
+        raise ValueError(f"Model '{model.name}' cannot be converted:\n{lines}\nRetrain or "
+                         "reload the model; every weight must be finite.")
+
+
 def check_inputs(x, input_shape, what="calibration data"):
     """Returns `x` as float32, or raises a ValueError saying what is wrong with it."""
     x = np.asarray(x)

@@ -182,13 +182,14 @@ def test_a_layer_that_never_activates_is_named_in_a_warning():
         bsnn_tf.convert(ann, x, verbose=0)
 
 
-def test_non_finite_weights_are_refused_naming_the_layer():
+@pytest.mark.parametrize("index, value", [(0, np.nan), (1, np.nan), (1, np.inf)])
+def test_non_finite_weights_are_refused_naming_the_layer(index, value):
     ann, x = dense_net(seed=2), images(64, (6,), seed=2)
-    second = ann.layers[1]
-    kernel = second.kernel.numpy()
-    kernel[0, 0] = np.nan
-    second.kernel.assign(kernel)
-    with pytest.raises(ValueError, match=f"Layer '{second.name}' has NaN or infinite"):
+    layer = ann.layers[index]
+    kernel = layer.kernel.numpy()
+    kernel[0, 0] = value
+    layer.kernel.assign(kernel)
+    with pytest.raises(ValueError, match=f"Layer '{layer.name}' has NaN or infinite weights"):
         bsnn_tf.convert(ann, x, verbose=0)
 
 

@@ -24,6 +24,7 @@ from bsnn_tf.conversion import ops
 from bsnn_tf.conversion.graph import Graph, Node
 from bsnn_tf.conversion.ops import (CHANNEL, FOLDED, GATE, INPUT, NEURON, RESHAPE, STACK, SUM,
                                     SYNAPSE, WEIGHTS, Op, register_op)
+from bsnn_tf.validation import check_finite_weights
 
 # The weights are always set after building: zeros skip compiling random initialisers.
 _ZEROS = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
@@ -422,6 +423,7 @@ def trace(model):
     if problems:
         lines = "\n".join(f"  - '{name}' ({cls}): {why}" for name, cls, why in problems)
         raise ValueError(f"Model '{model.name}' cannot be converted:\n{lines}")
+    check_finite_weights(model)
     graph = Graph(model.inputs[0].shape[1:])
     graph.add(Node("input", "input", []))
     graph.output = _trace_into(graph, model, "input")
