@@ -24,29 +24,31 @@ def time_scan(step, carry, xs, length):
 
     Like `jax.lax.scan`, but `y` may differ in structure from `carry`
     (`keras.ops.scan` on TensorFlow requires them to match). Returns
-    (final carry, time-major stacked y).
+    (final carry, time-major stacked y). On TensorFlow the outputs go into
+    TensorArrays, written once each: a preallocated buffer updated in the loop
+    is copied at every step and allocated before the loop starts.
     """
     if keras.backend.backend() == "jax":
         return ops.scan(step, carry, xs, length=length)
-    first = keras.tree.map_structure(lambda x: x[0], xs)
-    probe_carry, probe_y = step(carry, first)
-    del probe_carry
-    ys = keras.tree.map_structure(
-        lambda y: ops.zeros((length,) + tuple(ops.shape(y)), y.dtype), probe_y
-    )
+    if keras.backend.backend() != "tensorflow":
+        outputs = []
+        for i in range(length):
+            carry, y = step(carry, keras.tree.map_structure(lambda x: x[i], xs))
+            outputs.append(y)
+        return carry, keras.tree.map_structure(lambda *ys: ops.stack(ys), *outputs)
+    import tensorflow as tf
 
-    def body(i, loop_vars):
-        carry, ys = loop_vars
-        x_i = keras.tree.map_structure(lambda x: x[i], xs)
-        carry, y = step(carry, x_i)
-        ys = keras.tree.map_structure(
-            lambda acc, y_i: ops.slice_update(acc, (i,) + (0,) * len(ops.shape(y_i)), y_i[None]),
-            ys,
-            y,
-        )
-        return carry, ys
+    _, probe_y = step(carry, keras.tree.map_structure(lambda x: x[0], xs))  # shapes only
+    arrays = keras.tree.map_structure(
+        lambda y: tf.TensorArray(y.dtype, size=length, element_shape=y.shape), probe_y)
 
-    return ops.fori_loop(0, length, body, (carry, ys))
+    def body(i, carry, arrays):
+        carry, y = step(carry, keras.tree.map_structure(lambda x: x[i], xs))
+        arrays = keras.tree.map_structure(lambda array, y_i: array.write(i, y_i), arrays, y)
+        return i + 1, carry, arrays
+
+    _, carry, arrays = tf.while_loop(lambda i, *_: i < length, body, (0, carry, arrays))
+    return carry, keras.tree.map_structure(lambda array: array.stack(), arrays)
 
 
 def compile_function(fn, variables, jit_compile="auto"):

@@ -22,6 +22,14 @@ from bsnn_tf.validation import (check_inputs, check_mode, check_timesteps,
 
 # Chunks compiled with the wavefront schedule at each end of a simulation (compile time).
 MAX_SKEWED_CHUNKS = 8
+# A chunk's length: at most this many periods, and as many as keep LIVE_OUTPUTS copies of
+# the largest layer's output over the chunk within CHUNK_BYTES (layers run one after the
+# other, so a few outputs and their temporaries are alive at a time, not all of them).
+MAX_CHUNK_PERIODS = 16
+LIVE_OUTPUTS = 12  # measured on ResNet-34 (its max gate alone holds ~10 shifted copies)
+CHUNK_BYTES = 1 << 30
+# The batch `call` sizes its chunks for when the traced batch size is unknown (predict's).
+CALL_BATCH = 32
 
 
 def layer_kind(layer):
@@ -388,7 +396,7 @@ class SpikingNetwork(keras.Model):
         period_mode = check_mode(self, self.mode)
         steps = check_timesteps(self.timesteps)
         units = self.time_units(steps, period_mode)
-        chunk = 1 if period_mode else self.phases
+        chunk = self.chunk_length(x.shape[0] or CALL_BATCH, units, period_mode, logits_only=True)
         chunks = self.chunk_starts(units, chunk, period_mode, logits_only=True)
         # The plain chunks (one compiled loop) lie between the skewed ones at both ends.
         plain = [index for index, (_, skew, _) in enumerate(chunks) if skew is None]
@@ -406,11 +414,12 @@ class SpikingNetwork(keras.Model):
     def chunk_starts(self, units, chunk, period_mode, logits_only=False):
         """[(start, skew, stop)] of the chunks of `chunk` time units that simulate `units`.
 
-        `skew` is the start itself for the first chunks, where some layers are
-        still at rest (`active_from`), and for the last ones of a `logits_only`
-        run, where `stop` = `units` stops the layers no longer `needed_until`
-        the end; else both are None. Each such chunk is compiled on its own,
-        so there are at most MAX_SKEWED_CHUNKS at each end.
+        `skew` is the start itself for a chunk in which some layer does not run
+        throughout: at the head, where layers are still at rest (`active_from`),
+        and, in a `logits_only` run, wherever a layer is no longer `needed_until`
+        the end; there `stop` = `units` stops it. Else both are None. Each
+        skewed chunk is compiled on its own, so there are at most
+        MAX_SKEWED_CHUNKS at each end; the chunks between them run every layer.
         """
         per_unit = 1 if period_mode else self.phases
         all_active = max(self.active_from.values()) * per_unit
@@ -421,11 +430,48 @@ class SpikingNetwork(keras.Model):
             first_stop = min(until[layer.name] for layer in self.spiking_layers()) * per_unit
         chunks = []
         for index, start in enumerate(starts):
-            stopping = (first_stop is not None and start + chunk > first_stop
-                        and len(starts) - index <= MAX_SKEWED_CHUNKS)
-            skewed = stopping or (start < all_active and index < MAX_SKEWED_CHUNKS)
-            chunks.append((start, start if skewed else None, units if stopping else None))
+            stopping = first_stop is not None and start + chunk > first_stop
+            skewed = ((start < all_active and index < MAX_SKEWED_CHUNKS)
+                      or (stopping and len(starts) - index <= MAX_SKEWED_CHUNKS))
+            chunks.append((start, start if skewed else None,
+                           units if skewed and stopping else None))
         return chunks
+
+    def chunk_length(self, batch_size, units, period_mode, logits_only=False,
+                     budget=CHUNK_BYTES):
+        """Time units per compiled chunk of a run of `units` time units (whole periods).
+
+        A layer holds its output over the periods it runs in a chunk; the chunk
+        may span as many periods as keep `LIVE_OUTPUTS` copies of the largest
+        layer's output within `budget` bytes for `batch_size` images (at most
+        MAX_CHUNK_PERIODS), evened out so that the chunks end close to `units`.
+        In a `logits_only` run no layer runs longer than its window from
+        `active_from` to `needed_until`: where every window fits, the whole run
+        is one chunk, one compiled program.
+        """
+        per_unit = 1 if period_mode else self.phases  # time units (values) per period
+        largest = max(int(np.prod(shape)) for shape in self.unit_shapes.values())
+        per_period = (LIVE_OUTPUTS * batch_size * largest * per_unit
+                      * np.dtype(self.compute_dtype).itemsize)
+        most = int(np.clip(budget // max(per_period, 1), 1, MAX_CHUNK_PERIODS))
+        periods = -(-units // per_unit)
+        if logits_only and self._longest_window(periods) <= most:
+            return periods * per_unit
+        chunks = -(-periods // most)
+        return -(-periods // chunks) * per_unit
+
+    def _longest_window(self, periods):
+        """The most periods any layer runs in a logits-only run of `periods` periods."""
+        until = self.needed_until(periods)
+        return max(min(until[name], periods) - begin for name, begin in self.active_from.items())
+
+    def state_bytes(self, count_spikes=True, record_values=False):
+        """Bytes of simulation state per image (membranes, gates, readout, constant
+        currents and the observers asked for): what a batch holds whatever T is."""
+        state = self.initial_state(np.zeros((1,) + self.unit_shapes[self.encoder.name],
+                                            "float32"), count_spikes, record_values)
+        return sum(int(np.prod(leaf.shape)) * np.dtype(self.compute_dtype).itemsize
+                   for leaf in keras.tree.flatten(state))
 
     # -------------------------------------------------------------- saving
 

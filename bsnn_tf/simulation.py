@@ -25,7 +25,9 @@ from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_ti
                                 check_whole_periods)
 
 _COMPILED = weakref.WeakKeyDictionary()
-_MEMORY_BUDGET = 1 << 30
+# The default batch keeps the simulation state (membranes, counters) within STATE_BYTES.
+STATE_BYTES = 1 << 29
+MAX_BATCH = 128
 
 
 @dataclasses.dataclass
@@ -86,6 +88,10 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
              verbose="auto", distribute=False):
     """Simulates `snn` on images `x` for `timesteps` steps.
 
+    Memory is bounded by the network and the batch: spike counts and SIN are
+    reduced batch by batch (only per-image totals are kept); only
+    `record_values` and `trace`, which ask for per-unit arrays, keep them per image.
+
     Args:
         snn: a SpikingNetwork from `bsnn_tf.convert`.
         x: images (N, *input_shape), preprocessed like the ANN's input.
@@ -93,16 +99,16 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
         mode: "period" (exact and fast; BSNN only, T and checkpoints multiples
             of the phases) or "step" (every time step). Default: the SNN's mode.
         checkpoints: step counts at which to also record the logits.
-        batch_size: images per batch (default: all, at most 128).
+        batch_size: images per batch (default: `default_batch_size`, at most N).
         ann: the source keras.Model; with it, spikes of inactivated neurons are counted.
         count_spikes: count spikes per layer and unit (metrics, TensorBoard, SIN);
             False compiles a logits-only simulation that carries no counters.
         record_values: also return each unit's output per period (for `verify`).
         trace: also return every neuron's and gate's output at every step (small nets).
-        chunk: periods per compiled chunk (default: as many as fit about 1 GiB).
+        chunk: periods per compiled chunk (default: `SpikingNetwork.chunk_length`).
         jit_compile: XLA-compile the simulation (True), or not; "auto": XLA
             except with TensorFlow on a CPU (see `bsnn_tf.backend`).
-        verbose: 0 silent, 1 or "auto" a progress bar over batches.
+        verbose: 0 silent, 1 or "auto" a progress bar over images.
         distribute: split every batch over all local devices (data parallel;
             `bsnn_tf.backend.devices`), the batch size rounded up to a multiple
             of the device count. The results equal a one-device run.
@@ -115,31 +121,34 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     span = snn.time_units(timesteps, period_mode)  # periods in period mode, else steps
     checkpoints = _check_checkpoints(checkpoints, timesteps, snn.phases if period_mode else 1)
     x = check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
-    if batch_size is not None and (isinstance(batch_size, bool)
-                                   or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
-    devices = backend.devices(distribute)
-    batch_size = -(-(batch_size or min(len(x), 128)) // devices.count) * devices.count
-    chunk_length = min(_chunk_length(snn, batch_size // devices.count, chunk, period_mode),
-                       -(-span // snn.phases) * snn.phases if not period_mode else span)
     if ann is not None and not count_spikes:
         raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
                          "count_spikes=True.")
+    devices = backend.devices(distribute)
+    batch_size = _batch_size(snn, len(x), batch_size, devices.count, count_spikes, record_values)
+    chunk_length = _chunk_length(snn, batch_size // devices.count, span, chunk, period_mode,
+                                 logits_only=not (count_spikes or record_values or trace))
     run_chunk, start_state = _compiled(snn, chunk_length, period_mode, trace, count_spikes,
                                        record_values, jit_compile, devices)
-    probe = _activation_probe(snn, ann)
-
-    batches = []
-    progress = keras.utils.Progbar(len(x), verbose=0 if verbose == 0 else 1)
+    totals = _Totals(snn, _activation_probe(snn, ann), timesteps, checkpoints)
+    progress = keras.utils.Progbar(len(x), verbose=0 if verbose == 0 else 1, unit_name="image")
     for begin in range(0, len(x), batch_size):
-        batch = devices.put(_pad(x[begin:begin + batch_size], batch_size))
-        batches.append(_simulate_batch(snn, batch, run_chunk, start_state(batch), span,
-                                       chunk_length, period_mode, checkpoints, timesteps,
-                                       trace, devices))
-        progress.update(min(begin + batch_size, len(x)))
-    return _collect(snn, batches, x, timesteps, checkpoints, probe, count_spikes,
-                    record_values, trace)
+        images = x[begin:begin + batch_size]
+        batch = _pad(images, batch_size)
+        placed = devices.put(batch)
+        outputs_at, state, traced = _simulate_batch(
+            snn, placed, run_chunk, start_state(placed), span, chunk_length, period_mode,
+            checkpoints, trace, devices)
+        totals.add(batch, len(images), outputs_at, state, traced)
+        progress.update(begin + len(images))
+    return totals.result()
+
+
+def default_batch_size(snn, count_spikes=True, record_values=False, budget=STATE_BYTES):
+    """Images per batch: as many as keep the simulation state (`snn.state_bytes`) within
+    `budget` bytes, at most MAX_BATCH; memory then depends on the network, not on N or T."""
+    per_image = snn.state_bytes(count_spikes, record_values)
+    return int(np.clip(budget // max(per_image, 1), 1, MAX_BATCH))
 
 
 def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, jit_compile="auto",
@@ -171,15 +180,26 @@ def _check_checkpoints(checkpoints, timesteps, multiple):
     return points
 
 
-def _chunk_length(snn, batch_size, chunk, period_mode):
-    """Time units per compiled chunk: whole periods, about 1 GiB of activations."""
+def _batch_size(snn, count, batch_size, devices, count_spikes, record_values):
+    """The batch size: given or `default_batch_size`, at most `count` (no padding beyond
+    the images), rounded up to a multiple of the device count."""
+    if batch_size is not None and (isinstance(batch_size, bool)
+                                   or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+    if batch_size is None:
+        batch_size = default_batch_size(snn, count_spikes, record_values) * devices
+    return -(-min(int(batch_size), count) // devices) * devices
+
+
+def _chunk_length(snn, batch_size, span, chunk, period_mode, logits_only):
+    """Time units per compiled chunk: `chunk` periods, or `snn.chunk_length`."""
     if chunk is None:
-        per_period = batch_size * sum(int(np.prod(s)) for s in snn.unit_shapes.values()) * 4
-        per_period *= 1 if period_mode else snn.phases
-        chunk = int(np.clip(_MEMORY_BUDGET // max(per_period, 1), 1, 16 if period_mode else 4))
+        return snn.chunk_length(batch_size, span, period_mode, logits_only)
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk <= 0:
         raise ValueError(f"chunk must be a positive number of periods, got {chunk!r}.")
-    return int(chunk) * (1 if period_mode else snn.phases)
+    per_unit = 1 if period_mode else snn.phases
+    return min(int(chunk) * per_unit, -(-span // per_unit) * per_unit)
 
 
 def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_compile, devices):
@@ -232,7 +252,8 @@ def _pad(batch, size):
 
 
 def _simulate_batch(snn, batch, run_chunk, state, span, chunk_length, period_mode,
-                    checkpoints, timesteps, trace, devices):
+                    checkpoints, trace, devices):
+    """One batch: ({T: logits}, the observers' totals as numpy, the trace or None)."""
     per_unit = snn.phases if period_mode else 1
     wanted = {t // per_unit - 1: t for t in checkpoints}
     totals_at, traces = {}, []
@@ -249,46 +270,76 @@ def _simulate_batch(snn, batch, run_chunk, state, span, chunk_length, period_mod
             traces.append(devices.to_numpy(traced))
     outputs_at = {t: keras.ops.convert_to_numpy(snn.readout.logits(totals_at[t], t))
                   for t in checkpoints}
-    host_state = devices.to_numpy({key: state[key] for key in ("spikes", "emitted")
-                                   if key in state})
+    observed = devices.to_numpy({o.key: state[o.key] for o in observers.OBSERVERS
+                                 if o.key in state})
     trace_arrays = None
     if trace:
         trace_arrays = {k: np.concatenate([c[k] for c in traces], axis=1)[:, :span]
                         for k in traces[0]}
-    return outputs_at, host_state, trace_arrays
+    return outputs_at, observed, trace_arrays
 
 
-def _collect(snn, batches, x, timesteps, checkpoints, probe, count_spikes, record_values,
-             trace):
-    count = len(x)
-    cat = lambda parts: np.concatenate(parts)[:count]
-    outputs_at = {t: cat([b[0][t] for b in batches]) for t in checkpoints}
-    result = SimulationResult(
-        timesteps=timesteps,
-        outputs=outputs_at[timesteps],
-        outputs_at=outputs_at,
-        spike_counts=None,
-        unit_spike_counts=None,
-        neurons={layer.name: layer.neurons_per_unit * int(np.prod(snn.unit_shapes[layer.name]))
-                 for layer in snn.spiking_layers()},
-    )
-    if count_spikes:
-        spikes = {name: cat([b[1]["spikes"][name] for b in batches])
-                  for name in batches[0][1]["spikes"]}
-        result.spike_counts = {name: s.reshape(count, -1).sum(axis=1)
-                               for name, s in spikes.items()}
-        result.unit_spike_counts = {name: s.sum(axis=0) for name, s in spikes.items()}
-    if record_values:
-        result.values = {}
-        for layer in snn.spiking_layers():
-            emitted = cat([b[1]["emitted"][layer.name] for b in batches])
-            scale = snn.scales.get(layer.name, 1.0)
-            result.values[layer.name] = layer.value_per_period(emitted, timesteps) * scale
-    if probe is not None:
-        result.sin = _count_sin(probe, x, spikes)
-    if trace:
-        result.trace = {k: cat([b[2][k] for b in batches]) for k in batches[0][2]}
-    return result
+class _Totals:
+    """A simulation's results, reduced batch by batch as they come.
+
+    Per image it keeps the logits and each layer's spike total; per unit the
+    spike counts and SIN summed over images; per image and unit only what was
+    asked for by name (`record_values`, `trace`).
+    """
+
+    def __init__(self, snn, probe, timesteps, checkpoints):
+        self.snn, self.probe = snn, probe
+        self.timesteps, self.checkpoints = timesteps, checkpoints
+        self.outputs_at = {t: [] for t in checkpoints}
+        self.spikes, self.unit_spikes, self.sin = {}, {}, {}
+        self.values, self.traces = {}, {}
+
+    def add(self, batch, count, outputs_at, observed, traced):
+        """Adds the first `count` images of a (padded) batch."""
+        for t in self.checkpoints:
+            self.outputs_at[t].append(outputs_at[t][:count])
+        if "spikes" in observed:
+            spikes = {name: value[:count] for name, value in observed["spikes"].items()}
+            for name, value in spikes.items():
+                self.spikes.setdefault(name, []).append(value.reshape(count, -1).sum(axis=1))
+                self.unit_spikes[name] = self.unit_spikes.get(name, 0) + value.sum(axis=0)
+            if self.probe is not None:
+                self._add_sin(batch, count, spikes)
+        if "emitted" in observed:
+            for layer in self.snn.spiking_layers():
+                emitted = observed["emitted"][layer.name][:count]
+                value = (layer.value_per_period(emitted, self.timesteps)
+                         * self.snn.scales.get(layer.name, 1.0))
+                self.values.setdefault(layer.name, []).append(np.asarray(value))
+        for name, value in (traced or {}).items():
+            self.traces.setdefault(name, []).append(value[:count])
+
+    def _add_sin(self, batch, count, spikes):
+        names, model = self.probe
+        activations = model.predict_on_batch(batch)
+        activations = activations if isinstance(activations, list) else [activations]
+        for name, activation in zip(names, activations):
+            inactive = np.asarray(activation)[:count] <= 0
+            spiked, total = self.sin.get(name, (0, 0))
+            self.sin[name] = (spiked + int(np.sum(inactive & (spikes[name] > 0))),
+                              total + int(np.sum(inactive)))
+
+    def result(self):
+        outputs_at = {t: np.concatenate(parts) for t, parts in self.outputs_at.items()}
+        snn = self.snn
+        return SimulationResult(
+            timesteps=self.timesteps,
+            outputs=outputs_at[self.timesteps],
+            outputs_at=outputs_at,
+            spike_counts={n: np.concatenate(p) for n, p in self.spikes.items()} or None,
+            unit_spike_counts=self.unit_spikes or None,
+            neurons={layer.name: layer.neurons_per_unit
+                     * int(np.prod(snn.unit_shapes[layer.name]))
+                     for layer in snn.spiking_layers()},
+            values={n: np.concatenate(p) for n, p in self.values.items()} or None,
+            sin=self.sin if self.probe is not None else None,
+            trace={n: np.concatenate(p) for n, p in self.traces.items()} or None,
+        )
 
 
 def _activation_probe(snn, ann):
@@ -298,14 +349,3 @@ def _activation_probe(snn, ann):
     names = [n for n in snn.ann_layers if snn.ann_layers[n] in {l.name for l in ann.layers}]
     outputs = [ann.get_layer(snn.ann_layers[n]).output for n in names]
     return names, keras.Model(ann.inputs, outputs)
-
-
-def _count_sin(probe, x, spikes):
-    names, model = probe
-    activations = model.predict(x, verbose=0)
-    activations = activations if isinstance(activations, list) else [activations]
-    sin = {}
-    for name, activation in zip(names, activations):
-        inactive = activation <= 0
-        sin[name] = (int(np.sum(inactive & (spikes[name] > 0))), int(np.sum(inactive)))
-    return sin
