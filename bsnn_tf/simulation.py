@@ -21,8 +21,8 @@ import keras
 import numpy as np
 
 from bsnn_tf import backend, observers
-from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_timesteps,
-                                check_whole_periods)
+from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_spiking_network,
+                                check_timesteps, check_whole_periods, warn_before_first_readout)
 
 _COMPILED = weakref.WeakKeyDictionary()
 _MEMORY_BUDGET = 1 << 30
@@ -109,7 +109,12 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
 
     Returns:
         A SimulationResult.
+
+    Warns:
+        EarlyReadoutWarning: T or a checkpoint comes before the SNN's first
+            readout (`bsnn_tf.validation.first_readout`).
     """
+    check_spiking_network(snn, "bsnn_tf.simulate")
     period_mode = check_mode(snn, mode or snn.mode)
     timesteps = check_timesteps(timesteps)
     span = snn.time_units(timesteps, period_mode)  # periods in period mode, else steps
@@ -119,6 +124,7 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
                                    or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+    warn_before_first_readout(snn, checkpoints)
     devices = backend.devices(distribute)
     batch_size = -(-(batch_size or min(len(x), 128)) // devices.count) * devices.count
     chunk_length = min(_chunk_length(snn, batch_size // devices.count, chunk, period_mode),
@@ -153,6 +159,7 @@ def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, jit_compile="a
         timesteps: a positive int or a non-empty list of them.
         mode, batch_size, jit_compile, verbose, distribute: as for `simulate`.
     """
+    check_spiking_network(snn, "bsnn_tf.evaluate")
     timesteps = sorted({check_timesteps(t) for t in np.atleast_1d(timesteps).tolist()})
     if not timesteps:
         raise ValueError("timesteps is empty; give at least one number of time steps.")
