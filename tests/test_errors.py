@@ -232,6 +232,7 @@ def test_predict_and_call_check_their_input(snn):
 @pytest.mark.parametrize("labels, match", [
     (np.zeros((3,), int), r"labels have shape \(3,\), but there are 2 images"),
     (np.zeros((2, 1), int), r"labels have shape \(2, 1\), but there are 2 images"),
+    (np.eye(3)[[0, 1]], r"shape \(2, 3\), .*\(one-hot labels: y.argmax\(axis=1\)\)"),
     (np.array([0.5, 1.0]), "labels must be integer classes"),
     (np.array(["a", "b"]), "labels must be integer classes"),
 ])
