@@ -25,7 +25,7 @@ from bsnn_tf.validation import check_calibration_data
 from bsnn_tf.methods import DEFAULT_PHASES
 from bsnn_tf.conversion.build import build
 from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, ActivationStatistics,
-                                            calibrate, check_inputs, correct)
+                                            calibrate, correct)
 from bsnn_tf.conversion.config import ConversionConfig
 from bsnn_tf.conversion.fold import fold
 from bsnn_tf.conversion.converters import LayerConverter, register, trace
