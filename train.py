@@ -8,6 +8,7 @@ Example:
 import logging
 import os
 import shlex
+import signal
 import sys
 
 
@@ -74,6 +75,8 @@ def main(argv):
         seed=FLAGS.seed, distribute=FLAGS.distribute, warmup_epochs=FLAGS.warmup_epochs,
         label_smoothing=FLAGS.label_smoothing, precision=FLAGS.precision,
     )
+    # SIGTERM ends a run like Ctrl-C: a model being saved leaves no temporary file.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         results = training.train(config, command=shlex.join(sys.argv))
     except (training.ConfigError, training.DivergedError, data.DatasetNotFoundError,

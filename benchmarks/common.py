@@ -34,7 +34,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bsnn_tf  # noqa: E402
-from bsnn_tf import data, plots  # noqa: E402
+from bsnn_tf import data, models, plots  # noqa: E402
 from bsnn_tf.pipeline import TOLERANCE  # noqa: E402  (0.1 percentage points)
 from bsnn_tf.pipeline import converged_at as t_star  # noqa: E402
 from bsnn_tf.models import thirdparty  # noqa: E402
@@ -111,7 +111,7 @@ def _our_resnet20_task(data_dir, calibration_size=None):
     record = json.loads(OUR_RESNET20.with_suffix(".json").read_text())
     return Task(
         name="resnet20_ours",
-        ann=keras.models.load_model(OUR_RESNET20),
+        ann=models.load_keras(OUR_RESNET20),
         x_test=data.preprocess("cifar10", test.pixels(range(len(test)))),
         y_test=test.labels,
         calibration=data.preprocess("cifar10", train.pixels(
@@ -140,7 +140,7 @@ def _mnist_cnn_task(data_dir, calibration_size=None):
     x_train, _ = data.load("mnist", "train")
     return Task(
         name="mnist_cnn",
-        ann=keras.models.load_model(f"{data.DEMO_DIR}/mnist_cnn.keras"),
+        ann=models.load_keras(f"{data.DEMO_DIR}/mnist_cnn.keras"),
         x_test=x_test,
         y_test=y_test,
         calibration=x_train[:min(calibration_size or 500, len(x_train))],

@@ -15,7 +15,8 @@ Where data is looked for, in order:
      `test`; cifar10 also has `test_lossless`). With `s` = `train` for the
      training split and `test` otherwise, each file holds `y_<s>` (integer
      labels in [0, classes)) and either plain pixels `x_<s>` (N x H x W x C,
-     uint8 in 0..255 or float in [0, 1]; one label per image) or JPEG
+     uint8 in 0..255 or float in [0, 1]; MNIST may omit the channel axis, as
+     `keras.datasets.mnist` does; one label per image) or JPEG
      bytes: a uint8 blob `<s>_jpeg` with int64 `<s>_offsets` (N + 1), image i
      being `blob[offsets[i]:offsets[i + 1]]`. These are the layouts of
      `shared/data/README.md`; CIFAR-100 uses the same two files, e.g. from
@@ -399,11 +400,20 @@ def _read_npz(path, split, name):
     num_classes = spec(name).num_classes
     if found == pixel_keys:
         x, y = arrays
+        _check_not_empty(len(x), found, path)
         _check_labels(y, len(x), num_classes, path)
         return LabeledImages.from_arrays(_check_pixels(x, spec(name), path), y, path)
     blob, offsets, y = arrays
+    _check_not_empty(len(offsets) - 1, found, path)
     _check_labels(y, len(offsets) - 1, num_classes, path)
     return _jpeg_images(blob, offsets, y, path)
+
+
+def _check_not_empty(count, keys, source):
+    """CorruptDataError if the arrays `keys` of the file hold no image."""
+    if count < 1:
+        raise CorruptDataError(f"{source}: holds no images ({', '.join(keys)} hold none); "
+                               "store at least one image and its label.")
 
 
 def _check_labels(labels, count, num_classes, source):
@@ -411,7 +421,7 @@ def _check_labels(labels, count, num_classes, source):
     if labels.ndim != 1 or len(labels) != count:
         raise CorruptDataError(
             f"{source}: labels have shape {labels.shape} for {count} images; expected "
-            f"({count},). Store one integer label per image (e.g. y.ravel()).")
+            f"({count},). Store one integer label per image{_label_fix(labels, count)}.")
     if not np.issubdtype(labels.dtype, np.integer):
         raise CorruptDataError(f"{source}: labels have dtype {labels.dtype}; store integers.")
     if count and (labels.min() < 0 or labels.max() >= num_classes):
@@ -420,11 +430,25 @@ def _check_labels(labels, count, num_classes, source):
             f"[0, {num_classes}) of this dataset.")
 
 
+def _label_fix(labels, count):
+    """How to turn `labels` of the wrong shape into one integer per image, if we can tell."""
+    if labels.shape == (count, 1):
+        return " (e.g. y.ravel())"
+    if labels.ndim == 2 and len(labels) == count:
+        return " (one-hot labels: y.argmax(axis=1))"
+    return ""
+
+
 def _check_pixels(x, dataset_spec, source):
     """Images as uint8, or float 0..255 from float pixels in [0, 1]; else CorruptDataError.
 
     The library keeps pixels in 0..255 up to `preprocess`, which divides by 255.
+    Single-channel images stored without the channel axis (N, H, W), as
+    `keras.datasets.mnist` gives them, get it added.
     """
+    if (dataset_spec.stored_size is None and dataset_spec.input_shape[-1] == 1
+            and tuple(x.shape[1:]) == dataset_spec.input_shape[:-1]):
+        x = x[..., None]
     if dataset_spec.stored_size is None and tuple(x.shape[1:]) != dataset_spec.input_shape:
         raise CorruptDataError(
             f"{source}: images have shape {x.shape}; expected (N, "

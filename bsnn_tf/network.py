@@ -18,7 +18,7 @@ from keras import ops
 from bsnn_tf import coding, layers, methods, neurons, observers
 from bsnn_tf.clock import Clock, Constant
 from bsnn_tf.validation import (check_inputs, check_mode, check_timesteps,
-                                check_whole_periods)
+                                check_whole_periods, warn_before_first_readout)
 
 # Chunks compiled with the wavefront schedule at each end of a simulation (compile time).
 MAX_SKEWED_CHUNKS = 8
@@ -386,9 +386,11 @@ class SpikingNetwork(keras.Model):
         return super().__call__(x, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        """`keras.Model.predict`; an array `x` is first checked like `bsnn_tf.simulate`'s."""
+        """`keras.Model.predict`; an array `x` is first checked like `bsnn_tf.simulate`'s,
+        and a `timesteps` before the first readout is warned about."""
         if isinstance(x, (np.ndarray, list)) or keras.ops.is_tensor(x):
             x = self.check_inputs(x)
+        warn_before_first_readout(self, [self.timesteps])
         return super().predict(x, *args, **kwargs)
 
     def call(self, x):

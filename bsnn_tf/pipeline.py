@@ -6,11 +6,13 @@ weights), checks that it fits the dataset, measures its test accuracy, then
 per method calibrates and converts it, simulates the test set with
 checkpoints, and verifies it layer by layer on a few images. Everything that
 can fail on bad input (flags, weights, data) is checked or loaded before
-anything is written; the run directory is written at the end, through a
-temporary directory moved into place. It holds `results.json`,
-`accuracy_vs_timesteps.png`, `snn_<method>.keras` and TensorBoard logs under
-`tensorboard/<method>`. An earlier run's directory is replaced only with
-`overwrite`, and a lock file beside the directory keeps a second run out.
+anything is written; the run directory is written at the end, in full in a
+staging directory beside it that then takes its place (`replace_directory`:
+an interruption leaves the earlier run or the new one, whole). It holds
+`results.json`, `accuracy_vs_timesteps.png`, `snn_<method>.keras` and
+TensorBoard logs under `tensorboard/<method>`. An earlier run's directory is
+replaced only with `overwrite` (its other files are kept), and a lock file
+beside the directory keeps a second run out.
 
 Example:
     >>> from bsnn_tf import pipeline
@@ -32,9 +34,10 @@ import math
 import os
 import pathlib
 import shutil
-import tempfile
+import signal
+import threading
 import time
-import zipfile
+import uuid
 
 import keras
 import numpy as np
@@ -45,7 +48,7 @@ from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.methods import METHODS
 from bsnn_tf.validation import (ConfigError, check_shared, check_timesteps,
-                                check_whole_periods, check_writable, existing_ancestor)
+                                check_whole_periods, check_writable, shape_fits)
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "pretrained"
@@ -178,6 +181,7 @@ def validate(config):
         raise ConfigError(f"percentile must be in (0, 100], got {config.percentile}.")
     _check_weights(config)
     check_writable(config.output_dir)
+    check_writable(os.path.dirname(os.path.abspath(config.output_dir)))  # lock and staging
     earlier = run_outputs(config.output_dir)
     if earlier and not config.overwrite:
         raise ConfigError(
@@ -305,23 +309,17 @@ def download_published_weights(model, dataset):
 
 
 def _load_keras(path):
-    # Keras reports any unreadable archive as "File not found".
-    if not zipfile.is_zipfile(path):
-        raise ConfigError(f"Cannot load checkpoint {path}: not a .keras (zip) archive; "
-                          "is it truncated or corrupt?")
     try:
-        return keras.models.load_model(path, compile=False)
-    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
-        raise ConfigError(
-            f"Cannot load checkpoint {path}: {type(error).__name__}: {error}"
-        ) from error
+        return models.load_keras(path)
+    except (OSError, ValueError) as error:
+        raise ConfigError(str(error)) from error
 
 
 def check_fits(ann, dataset):
     """Raises `ConfigError` unless `ann` takes the dataset's images and predicts its classes."""
     spec = data.DATASETS[dataset]
     input_shape, classes = tuple(ann.input_shape[1:]), ann.output_shape[-1]
-    if input_shape != tuple(spec.input_shape):
+    if not shape_fits(spec.input_shape, input_shape):
         raise ConfigError(
             f"Model {ann.name!r} takes inputs of shape {input_shape}, but {dataset} images "
             f"are {tuple(spec.input_shape)}."
@@ -331,6 +329,19 @@ def check_fits(ann, dataset):
             f"Model {ann.name!r} predicts {classes} classes, but {dataset} has "
             f"{spec.num_classes}."
         )
+
+
+def check_convertible(ann):
+    """Raises `ConfigError` naming every layer of `ann` that cannot be converted, and why.
+
+    `bsnn_tf.conversion.trace` makes the checks that `bsnn_tf.convert` makes
+    first; run here, before the data is read and the ANN evaluated.
+    """
+    try:
+        bsnn_tf.conversion.trace(ann)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{error}\nOnly ReLU networks convert (docs/DESIGN.md); retrain "
+                          "the model with ReLU activations, or pass another --weights.") from error
 
 
 def default_checkpoints(timesteps, multiple=1):
@@ -398,6 +409,7 @@ def run(config, command=None):
 def _run(config, command, start):
     ann = load_ann(config)
     check_fits(ann, config.dataset)
+    check_convertible(ann)
     x_test, y_test, x_calibration, calibration = load_images(config)
     checkpoints = measured_timesteps(config)
 
@@ -619,39 +631,129 @@ def method_results(method_run):
 
 
 def write_run(output_dir, results, runs, figure, overwrite=False):
-    """Writes every output file into a temporary directory, then moves them into `output_dir`.
+    """Writes the run's files into a staging directory beside `output_dir`, then swaps it in.
 
-    With `overwrite`, an earlier run's outputs (`RUN_OUTPUTS`) are replaced
-    or removed; other files are kept.
+    See `replace_directory`: an interruption leaves `output_dir` holding the
+    earlier run or this one, whole.
     """
-    with tempfile.TemporaryDirectory(dir=existing_ancestor(output_dir),
-                                     prefix=".convert-") as staging:
-        for method, method_run in runs.items():
-            method_run.snn.save(os.path.join(staging, f"snn_{method}.keras"))
-            metrics.write_tensorboard(
-                os.path.join(staging, "tensorboard", method), method_run.snn, method_run.result,
-                method_run.verification, accuracy=method_run.accuracy,
-                step=method_run.result.timesteps,
-            )
-        figure.savefig(os.path.join(staging, "accuracy_vs_timesteps.png"), dpi=120)
-        with open(os.path.join(staging, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        _move_into(staging, output_dir, overwrite)
+    replace_directory(output_dir, lambda staging: _write_outputs(staging, results, runs, figure),
+                      overwrite)
 
 
-def _move_into(staging, output_dir, overwrite=False):
-    os.makedirs(output_dir, exist_ok=True)
-    if not overwrite and run_outputs(output_dir):
-        raise ConfigError(f"Output directory {output_dir!r} got an earlier run's outputs "
-                          "meanwhile; pass --overwrite to replace them.")
-    new = set(os.listdir(staging))
-    for stale in run_outputs(output_dir):
-        if os.path.isdir(stale) and os.path.basename(stale) not in new:
-            shutil.rmtree(stale)
-        elif os.path.basename(stale) not in new:
-            os.remove(stale)
-    for name in os.listdir(staging):
-        target = os.path.join(output_dir, name)
-        if os.path.isdir(target) and not os.path.islink(target):
-            shutil.rmtree(target)
-        os.replace(os.path.join(staging, name), target)
+def _write_outputs(directory, results, runs, figure):
+    """Every output file of a run (`RUN_OUTPUTS`), written into `directory`."""
+    for method, method_run in runs.items():
+        method_run.snn.save(os.path.join(directory, f"snn_{method}.keras"))
+        metrics.write_tensorboard(
+            os.path.join(directory, "tensorboard", method), method_run.snn, method_run.result,
+            method_run.verification, accuracy=method_run.accuracy,
+            step=method_run.result.timesteps,
+        )
+    figure.savefig(os.path.join(directory, "accuracy_vs_timesteps.png"), dpi=120)
+    with open(os.path.join(directory, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+
+def replace_directory(output_dir, write, overwrite=False):
+    """Makes `output_dir` hold what `write(directory)` writes, as one step.
+
+    1. `write` fills a new staging directory beside `output_dir` (same file
+       system), `.convert-<random>`.
+    2. With `overwrite`, every file in `output_dir` that is not a run output
+       (`RUN_OUTPUTS`) is hard-linked (copied where links fail) into it, so
+       it survives; `output_dir` itself is not touched.
+    3. Two renames swap the directories (`output_dir` -> `<staging>-old`,
+       staging -> `output_dir`) with SIGINT and SIGTERM held back until both
+       are done; if the second fails, the first is undone.
+    4. The old directory is removed.
+
+    An interruption or error before step 3 ends leaves `output_dir` as it
+    was (the staging directory is removed); after it, the new run is whole
+    in place.
+
+    Raises:
+        ConfigError: `output_dir` holds an earlier run and `overwrite` is False.
+    """
+    target = os.path.realpath(output_dir)  # a symlinked output_dir: replace what it points to
+    staging = _new_directory_beside(target)
+    try:
+        write(staging)
+        if not os.path.isdir(target):
+            os.rename(staging, target)
+            return
+        if not overwrite and run_outputs(target):
+            raise ConfigError(f"Output directory {output_dir!r} got an earlier run's outputs "
+                              "meanwhile; pass --overwrite to replace them.")
+        _keep_other_files(target, staging)
+        shutil.copymode(target, staging)
+        _swap(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _new_directory_beside(path):
+    """A new empty directory `.convert-<random>` in the folder of `path` (created if missing)."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    directory = os.path.join(parent, f".convert-{uuid.uuid4().hex[:12]}")
+    os.mkdir(directory)
+    return directory
+
+
+def _keep_other_files(output_dir, staging):
+    """Hard-links (else copies) each entry of `output_dir` that is not a run output into
+    `staging`; directories are recreated, symlinks kept as links."""
+    outputs = set(run_outputs(output_dir))
+    for name in os.listdir(output_dir):
+        source, copy = os.path.join(output_dir, name), os.path.join(staging, name)
+        if source in outputs:
+            continue
+        if os.path.isdir(source) and not os.path.islink(source):
+            shutil.copytree(source, copy, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, copy)
+
+
+def _link_or_copy(source, copy):
+    try:
+        os.link(source, copy, follow_symlinks=False)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(source, copy, follow_symlinks=False)
+
+
+def _swap(staging, output_dir):
+    """Renames `output_dir` aside and `staging` into its place, then removes the old one."""
+    old, swapped = staging + "-old", False
+    try:
+        with _signals_held_back():
+            os.rename(output_dir, old)
+            try:
+                os.rename(staging, output_dir)
+            except BaseException:
+                os.rename(old, output_dir)
+                raise
+            swapped = True
+    finally:
+        if swapped:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_held_back(signals=(signal.SIGINT, signal.SIGTERM)):
+    """Runs the block with `signals` recorded instead of handled, then raises the first
+    one received under its own handler. Only the main thread can set handlers; in
+    another thread the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {number: signal.getsignal(number) for number in signals}
+    for number in signals:
+        signal.signal(number, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        if received:
+            signal.raise_signal(received[0])

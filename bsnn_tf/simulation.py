@@ -21,8 +21,8 @@ import keras
 import numpy as np
 
 from bsnn_tf import backend, observers
-from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_timesteps,
-                                check_whole_periods)
+from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_spiking_network,
+                                check_timesteps, check_whole_periods, warn_before_first_readout)
 
 _COMPILED = weakref.WeakKeyDictionary()
 # The default batch keeps the simulation state (membranes, counters) within STATE_BYTES.
@@ -115,12 +115,18 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
 
     Returns:
         A SimulationResult.
+
+    Warns:
+        EarlyReadoutWarning: T or a checkpoint comes before the SNN's first
+            readout (`bsnn_tf.validation.first_readout`).
     """
+    check_spiking_network(snn, "bsnn_tf.simulate")
     period_mode = check_mode(snn, mode or snn.mode)
     timesteps = check_timesteps(timesteps)
     span = snn.time_units(timesteps, period_mode)  # periods in period mode, else steps
     checkpoints = _check_checkpoints(checkpoints, timesteps, snn.phases if period_mode else 1)
     x = check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
+    warn_before_first_readout(snn, checkpoints)
     if ann is not None and not count_spikes:
         raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
                          "count_spikes=True.")
@@ -162,6 +168,7 @@ def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, jit_compile="a
         timesteps: a positive int or a non-empty list of them.
         mode, batch_size, jit_compile, verbose, distribute: as for `simulate`.
     """
+    check_spiking_network(snn, "bsnn_tf.evaluate")
     timesteps = sorted({check_timesteps(t) for t in np.atleast_1d(timesteps).tolist()})
     if not timesteps:
         raise ValueError("timesteps is empty; give at least one number of time steps.")

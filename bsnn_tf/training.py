@@ -186,7 +186,9 @@ class EpochClock(keras.callbacks.Callback):
 def write_atomically(path, write):
     """Calls `write(temporary path)` beside `path`, then renames it to `path`.
 
-    A failure or a kill while writing leaves any earlier `path` as it was.
+    A failure or an interruption while writing leaves any earlier `path` as
+    it was and removes the temporary file (a SIGTERM too where it is turned
+    into KeyboardInterrupt, as train.py does; a SIGKILL cannot be cleaned up).
 
     Example:
         >>> write_atomically("model.keras", model.save)
@@ -198,10 +200,9 @@ def write_atomically(path, write):
     try:
         write(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-        raise
 
 
 def _check_even_batches(config):

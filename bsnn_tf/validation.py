@@ -19,6 +19,9 @@ Example:
 """
 
 import os
+import shutil
+import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -59,13 +62,24 @@ def check_shared(config, sizes):
 
 
 def check_writable(directory):
-    """Checks that `directory` can be created or written, creating nothing."""
+    """Checks that `directory` can be created or written, leaving nothing behind.
+
+    A folder is created in the nearest existing folder at or above
+    `directory` and removed again: `os.access` says yes to root even where
+    the file system refuses (/proc, /sys, a read-only mount).
+    """
     existing = existing_ancestor(directory)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    if not os.path.isdir(existing):
+        raise ConfigError(f"Output directory {directory!r} is not writable ({existing} is "
+                          "a file, not a directory); choose another --output_dir.")
+    try:
+        probe = tempfile.mkdtemp(dir=existing, prefix=".bsnn-write-test-")
+    except OSError as error:
         raise ConfigError(
-            f"Output directory {directory!r} is not writable "
-            f"({existing} is not a writable directory)."
-        )
+            f"Output directory {directory!r} is not writable ({existing} is not a writable "
+            f"directory: {error.strerror or error}); choose another --output_dir."
+        ) from error
+    shutil.rmtree(probe, ignore_errors=True)
 
 
 def existing_ancestor(directory):
@@ -113,8 +127,10 @@ def check_labels(labels, count):
     """`labels` as an int array of shape (count,), or a ValueError saying the shapes."""
     labels = np.asarray(labels)
     if labels.shape != (count,):
+        one_hot = (labels.ndim == 2 and len(labels) == count and labels.shape[1] > 1)
         raise ValueError(f"labels have shape {labels.shape}, but there are {count} images: "
-                         f"give one integer label per image, shape ({count},).")
+                         f"give one integer label per image, shape ({count},)"
+                         + (" (one-hot labels: y.argmax(axis=1))." if one_hot else "."))
     integral = np.issubdtype(labels.dtype, np.integer) or (
         np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0))
     if not integral:
@@ -144,13 +160,20 @@ def check_finite_weights(model):
 
 
 def check_inputs(x, input_shape, what="calibration data"):
-    """Returns `x` as float32, or raises a ValueError saying what is wrong with it."""
+    """Returns `x` as float32, or raises a ValueError saying what is wrong with it.
+
+    A None in `input_shape` (a model built for any image size) matches any size.
+    """
     x = np.asarray(x)
     if x.dtype == object or not np.issubdtype(x.dtype, np.number):
         raise TypeError(f"The {what} must be a numeric array, got dtype {x.dtype}.")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise TypeError(f"The {what} must be real, got dtype {x.dtype}; pass the real "
+                        "images (e.g. np.real(x) or np.abs(x), whichever the ANN was "
+                        "trained on).")
     if x.ndim == 0 or len(x) == 0:
         raise ValueError(f"The {what} is empty; pass at least one image.")
-    if tuple(x.shape[1:]) != tuple(input_shape):
+    if not shape_fits(x.shape[1:], input_shape):
         raise ValueError(
             f"The {what} has shape {x.shape}, but the model expects (N, "
             f"{', '.join(map(str, input_shape))})."
@@ -160,3 +183,64 @@ def check_inputs(x, input_shape, what="calibration data"):
         bad = int(np.sum(~np.isfinite(x)))
         raise ValueError(f"The {what} contains {bad} NaN or infinite values; clean it first.")
     return x
+
+
+def shape_fits(shape, expected):
+    """Whether an image of `shape` fits `expected`, where None matches any size."""
+    return len(shape) == len(expected) and all(
+        want is None or have == want for have, want in zip(shape, expected))
+
+
+def check_calibration_data(x, input_shape):
+    """`check_inputs` for calibration images, and a ValueError if they hold a single value.
+
+    Images that are all zeros (or all one value) carry no activation
+    statistics: every layer would be scaled to its response to a blank
+    input, and the SNN silently loses accuracy (the MNIST demo CNN calibrated
+    on zeros scores 46% at T = 64 instead of 99%).
+    """
+    x = check_inputs(x, input_shape)
+    if x.min() == x.max():
+        raise ValueError(
+            f"The calibration data holds a single value ({x.flat[0]:g}) in all {len(x)} "
+            "images: the layers' scales would be fitted to a blank input. Calibrate on "
+            "real training images, preprocessed like the ANN's input.")
+    return x
+
+
+def check_spiking_network(snn, function):
+    """Raises a TypeError unless `snn` is a SpikingNetwork; `function` names the caller."""
+    from bsnn_tf.network import SpikingNetwork  # (the network imports this module)
+    if not isinstance(snn, SpikingNetwork):
+        kind = (f"a plain Keras model ({type(snn).__name__} '{snn.name}')"
+                if isinstance(snn, keras.Model) else f"a {type(snn).__name__}")
+        raise TypeError(f"{function} needs a SpikingNetwork, got {kind}. Convert it first: "
+                        "snn = bsnn_tf.convert(model, calibration_images).")
+
+
+class EarlyReadoutWarning(UserWarning):
+    """Outputs asked for before the SNN's first readout (they are the readout bias)."""
+
+
+def first_readout(snn):
+    """The first T at which `snn`'s output is read from a whole period of spikes.
+
+    The readout counts from period `snn.readout_start` (BSNN: the spiking
+    depth D plus any readout delay; the baselines: 0), so its first whole
+    period ends at T = (readout_start + 1) * phases; before step
+    readout_start * phases the output is the readout bias alone.
+    """
+    return (snn.readout_start + 1) * snn.phases
+
+
+def warn_before_first_readout(snn, steps):
+    """Warns (`EarlyReadoutWarning`) naming every T in `steps` before `first_readout(snn)`."""
+    first = first_readout(snn)
+    early = sorted(t for t in steps if t < first)
+    if early:
+        warnings.warn(
+            f"Time steps {early} come before this SNN's first readout at T={first} "
+            f"((readout start {snn.readout_start} + 1) x {snn.phases} phases): its outputs "
+            "there are the readout bias alone, or a part of a period; they say nothing "
+            f"about the input. Simulate at least T={first}.",
+            EarlyReadoutWarning, stacklevel=3)

@@ -10,8 +10,11 @@ import logging
 import os
 import pathlib
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -279,7 +282,11 @@ BAD_INPUTS = [
     ("missing_checkpoint", ["--weights={inputs}/missing.keras"],
      "Checkpoint file not found: {inputs}/missing.keras"),
     ("truncated_checkpoint", ["--weights={inputs}/truncated.keras"],
-     "Cannot load checkpoint {inputs}/truncated.keras"),
+     "Cannot load checkpoint {inputs}/truncated.keras: the file is damaged"),
+    ("damaged_checkpoint", ["--weights={inputs}/damaged.keras"],
+     "Cannot load checkpoint {inputs}/damaged.keras: the file is damaged"),
+    ("sigmoid_model", ["--weights={inputs}/sigmoid.keras"],
+     "'sigmoid_conv' (Conv2D): activation 'sigmoid' is not ReLU"),
     ("corrupt_torchvision_weights",
      ["--model=resnet18", "--dataset=cifar10", "--weights={inputs}/corrupt.safetensors"],
      "Cannot load weights {inputs}/corrupt.safetensors"),
@@ -309,6 +316,11 @@ BAD_INPUTS = [
     ("phases_too_many", ["--phases=25", "--timesteps=50"], "phases must be in 1..24, got 25."),
     ("output_dir_not_writable", ["--output_dir={inputs}/a_file/run"],
      "Output directory '{inputs}/a_file/run' is not writable"),
+    # os.access says yes to root there; the file systems refuse.
+    ("output_dir_under_proc", ["--output_dir=/proc/bsnn_run/out"],
+     "Output directory '/proc/bsnn_run/out' is not writable"),
+    ("output_dir_under_sys", ["--output_dir=/sys/bsnn_run"],
+     "Output directory '/sys/bsnn_run' is not writable"),
     ("unknown_method", ["--method=spiky"], "flag --method=spiky: value should be one of"),
     ("unknown_method_in_list", ["--methods=bsnn,spiky"],
      "Unknown method 'spiky'. Known methods: bsnn, phase, rate."),
@@ -332,6 +344,9 @@ BAD_INPUTS = [
      "Output directory '{inputs}/earlier_run' holds an earlier run (results.json, "
      "snn_bsnn.keras); pass --overwrite to replace it"),
 ]
+# Refused by absl's flag parsing, in its own words.
+FLAG_PARSING_ERRORS = {"flagfile_with_unknown_flag", "checkpoints_not_integers", "unknown_method",
+                       "unexpected_argument", "calibration_split_unknown"}
 # The paper experiments' flagfiles parse and validate; only the trained model is missing.
 BAD_INPUTS += [
     (f"config_{path.stem}", [f"--flagfile={path}"],
@@ -354,6 +369,12 @@ def bad_input_outcomes(tmp_path_factory):
                             x_test=demo_test["x_test"][:10], y_test=demo_test["y_test"][:10])
     demo = pathlib.Path(pipeline.DEMO_CHECKPOINT).read_bytes()
     (inputs / "truncated.keras").write_bytes(demo[:len(demo) // 2])
+    write_damaged_checkpoint(pipeline.DEMO_CHECKPOINT, inputs / "damaged.keras")
+    sigmoid = keras.Sequential([keras.Input((28, 28, 1)),
+                                keras.layers.Conv2D(2, 3, activation="sigmoid",
+                                                    name="sigmoid_conv"),
+                                keras.layers.Flatten(), keras.layers.Dense(10)])
+    sigmoid.save(inputs / "sigmoid.keras")
     (inputs / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
     (inputs / "model.h5").write_bytes(b"")
     (inputs / "a_file").write_text("keep me")
@@ -389,9 +410,21 @@ def test_bad_input_fails_clearly_and_writes_nothing(bad_input_outcomes, case, me
     assert outcome["code"] not in (0, None)
     assert message in outcome["stderr"], outcome["stderr"][-2000:]
     assert "Traceback" not in outcome["stderr"]
+    assert "ANN accuracy" not in outcome["stdout"]  # refused before any long work
+    assert case in FLAG_PARSING_ERRORS or outcome["stderr"].startswith("convert.py: error: ")
     assert not any(case_dir.iterdir())
     assert (inputs / "a_file").read_text() == "keep me"
     assert (inputs / "earlier_run" / "results.json").read_text() == "an earlier run"
+
+
+def write_damaged_checkpoint(source, path):
+    """A copy of the .keras archive `source` whose weights file is cut in half: a
+    readable zip that Keras cannot load."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w") as damaged:
+        for info in original.infolist():
+            content = original.read(info)
+            damaged.writestr(info.filename, content[:len(content) // 2]
+                             if info.filename.endswith(".h5") else content)
 
 
 QUIET_PROBE = """
@@ -497,3 +530,113 @@ def test_default_config_is_the_offline_demo():
     assert config.timesteps == pipeline.DEFAULT_TIMESTEPS["mnist"] == 64
     assert config.output_dir == os.path.join("outputs", "mnist_mnist_cnn")
     assert pipeline.ConvertConfig(dataset="cifar10", model="resnet20").timesteps == 1024
+
+
+# --overwrite replaces a run directory as one step (pipeline.replace_directory).
+EARLIER_RUN = {"results.json": "earlier", "snn_bsnn.keras": "earlier bsnn",
+               "snn_rate.keras": "earlier rate", "tensorboard/bsnn/events": "earlier"}
+NEW_RUN = {"results.json": "new", "snn_bsnn.keras": "new bsnn", "snn_phase.keras": "new phase",
+           "tensorboard/bsnn/events": "new", "tensorboard/phase/events": "new"}
+OTHER_FILES = {"notes.txt": "keep me", "analysis/plot.py": "keep me too"}
+
+
+def write_files(files):
+    """A `write(directory)` that writes `files`, {relative path: text}."""
+    def write(directory):
+        for name, text in files.items():
+            path = pathlib.Path(directory) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    return write
+
+
+def files_under(directory):
+    """{relative path: text} of every file under `directory`."""
+    return {str(p.relative_to(directory)): p.read_text()
+            for p in pathlib.Path(directory).rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def earlier_run(tmp_path):
+    output_dir = tmp_path / "run"
+    write_files({**EARLIER_RUN, **OTHER_FILES})(output_dir)
+    return output_dir
+
+
+def interrupt_on_call(function, call, before=True):
+    """`function`, raising KeyboardInterrupt on its `call`-th call (before or after it runs)."""
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == call and before:
+            raise KeyboardInterrupt
+        result = function(*args, **kwargs)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return result
+    return interrupted
+
+
+@pytest.mark.jax
+def test_overwrite_replaces_the_run_and_keeps_other_files(earlier_run):
+    (earlier_run / "analysis" / "link").symlink_to("plot.py")
+    pipeline.replace_directory(str(earlier_run), write_files(NEW_RUN), overwrite=True)
+    assert files_under(earlier_run) == {**NEW_RUN, **OTHER_FILES, "analysis/link": "keep me too"}
+    assert os.readlink(earlier_run / "analysis" / "link") == "plot.py"
+    assert [p.name for p in earlier_run.parent.iterdir()] == ["run"]  # no staging left
+    fresh = earlier_run.parent / "fresh" / "run"
+    pipeline.replace_directory(str(fresh), write_files(NEW_RUN))
+    assert files_under(fresh) == NEW_RUN and [p.name for p in fresh.parent.iterdir()] == ["run"]
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("step", ["writing", "keeping other files", "renaming the earlier run",
+                                  "renaming the new run", "after the swap"])
+def test_an_interrupted_overwrite_leaves_one_whole_run(earlier_run, monkeypatch, step):
+    write = write_files(NEW_RUN)
+    if step == "writing":
+        write = interrupt_on_call(write_files(NEW_RUN), 1, before=False)
+    elif step == "keeping other files":
+        monkeypatch.setattr(pipeline, "_link_or_copy", interrupt_on_call(pipeline._link_or_copy, 2))
+    elif step == "renaming the earlier run":
+        monkeypatch.setattr(os, "rename", interrupt_on_call(os.rename, 1))
+    elif step == "renaming the new run":
+        monkeypatch.setattr(os, "rename", interrupt_on_call(os.rename, 2))
+    else:  # while the earlier run is being removed
+        monkeypatch.setattr(shutil, "rmtree", interrupt_on_call(shutil.rmtree, 1))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.replace_directory(str(earlier_run), write, overwrite=True)
+    monkeypatch.undo()
+    expected = {**(NEW_RUN if step == "after the swap" else EARLIER_RUN), **OTHER_FILES}
+    assert files_under(earlier_run) == expected
+    if step != "after the swap":  # (there the earlier run's copy may be left, hidden)
+        assert [p.name for p in earlier_run.parent.iterdir()] == ["run"]
+
+
+@pytest.mark.jax
+def test_ctrl_c_between_the_renames_waits_for_the_swap(earlier_run, monkeypatch):
+    rename = os.rename
+
+    def rename_then_ctrl_c(*args):
+        rename(*args)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(os, "rename", rename_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.replace_directory(str(earlier_run), write_files(NEW_RUN), overwrite=True)
+    monkeypatch.undo()
+    assert files_under(earlier_run) == {**NEW_RUN, **OTHER_FILES}
+    assert [p.name for p in earlier_run.parent.iterdir()] == ["run"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.jax
+def test_a_model_of_any_image_size_fits_the_dataset():
+    def model(shape, classes=10):
+        return keras.Sequential([keras.Input(shape), keras.layers.GlobalAveragePooling2D(),
+                                 keras.layers.Dense(classes)])
+
+    pipeline.check_fits(model((None, None, 1)), "mnist")
+    with pytest.raises(pipeline.ConfigError, match=r"takes inputs of shape \(None, None, 3\)"):
+        pipeline.check_fits(model((None, None, 3)), "mnist")

@@ -254,12 +254,17 @@ def test_limit_must_be_positive(limit):
 @pytest.mark.parametrize("x, y, match", [
     (np.zeros((3, 28, 28, 1), np.uint8), [1, 2], r"labels have shape \(2,\) for 3 images"),
     (np.zeros((2, 28, 28, 1), np.uint8), [1, 2, 3], r"labels have shape \(3,\) for 2 images"),
-    (np.zeros((2, 28, 28, 1), np.uint8), [[1], [2]], r"labels have shape \(2, 1\)"),
+    (np.zeros((2, 28, 28, 1), np.uint8), [[1], [2]], r"labels have shape \(2, 1\) .*"
+                                                     r"\(e.g. y.ravel\(\)\)"),
     (np.zeros((2, 28, 28, 1), np.uint8), [3, 10], r"labels range over \[3, 10\], outside \[0, 10\)"),
     (np.zeros((2, 28, 28, 1), np.uint8), [-1, 2], r"outside \[0, 10\)"),
     (np.zeros((2, 28, 28, 1), np.uint8), [0.5, 2], "labels have dtype float"),
-    (np.zeros((2, 28, 28), np.uint8), [1, 2], r"images have shape \(2, 28, 28\); expected "
+    (np.zeros((2, 28, 27), np.uint8), [1, 2], r"images have shape \(2, 28, 27\); expected "
                                               r"\(N, 28, 28, 1\)"),
+    (np.zeros((2, 28, 28, 1), np.uint8), np.eye(10, dtype=int)[[1, 2]],
+     r"labels have shape \(2, 10\) .*\(one-hot labels: y.argmax\(axis=1\)\)"),
+    (np.zeros((0, 28, 28, 1), np.uint8), np.zeros(0, int),
+     r"holds no images \(x_test, y_test hold none\); store at least one image"),
     (np.full((2, 28, 28, 1), 255.0, np.float32), [1, 2], r"dtype float32 in \[255.0, 255.0\]"),
     (np.zeros((2, 28, 28, 1), np.int64), [1, 2], "pixels have dtype int64"),
 ])
@@ -267,6 +272,22 @@ def test_npz_contents_are_checked(tmp_path, x, y, match):
     np.savez(tmp_path / "mnist_test.npz", x_test=x, y_test=np.asarray(y))
     with pytest.raises(data.CorruptDataError, match="mnist_test.npz: .*" + match):
         data.load("mnist", "test", tmp_path)
+
+
+def test_mnist_without_a_channel_axis_gets_one(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "mnist_test.npz", x_test=pixels, y_test=np.array([1, 2, 3]))
+    x, y = data.load("mnist", "test", tmp_path)
+    np.testing.assert_array_equal(x[..., 0], pixels / np.float32(255))
+    assert x.shape == (3, 28, 28, 1) and y.tolist() == [1, 2, 3]
+
+
+def test_an_empty_jpeg_npz_is_named(tmp_path):
+    np.savez(tmp_path / "cifar10_test.npz", test_jpeg=np.zeros(0, np.uint8),
+             test_offsets=np.array([0]), y_test=np.zeros(0, int))
+    with pytest.raises(data.CorruptDataError, match=r"cifar10_test.npz: holds no images "
+                                                    r"\(test_jpeg, test_offsets, y_test hold"):
+        data.find("cifar10", "test", tmp_path)
 
 
 def test_jpeg_npz_labels_are_checked(tmp_path):

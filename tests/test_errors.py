@@ -1,6 +1,7 @@
 """Bad input gets a clear error that names what is wrong and what to do."""
 
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -117,6 +118,9 @@ def test_unbuilt_model_is_refused():
     (np.array([[0, 1, 2, 3, 4, np.inf]]), ValueError, "NaN or infinite"),
     (np.zeros((0, 6)), ValueError, "empty"),
     (np.array([["a"] * 6]), TypeError, "numeric"),
+    (images(4, (6,)).astype("complex128") + 1j, TypeError, "must be real, got dtype complex128"),
+    (np.zeros((4, 6)), ValueError, r"holds a single value \(0\) in all 4 images.*real training"),
+    (np.full((4, 6), 0.5, "float32"), ValueError, r"holds a single value \(0.5\)"),
 ])
 def test_bad_calibration_data(data, error, match):
     with pytest.raises(error, match=match):
@@ -133,6 +137,13 @@ def test_bad_calibration_data(data, error, match):
     ({"input_encoding": "poisson"}, ValueError, "input_encoding"),
     ({"timesteps": -1}, ValueError, "timesteps must be positive"),
     ({"timesteps": 2**32}, ValueError, r"timesteps=4294967296 is too large.*at most 2147483647"),
+    ({"batch_size": 0}, ValueError, "batch_size must be a positive int .*got 0"),
+    ({"batch_size": -4}, ValueError, "batch_size must be a positive int .*got -4"),
+    ({"batch_size": 2.5}, ValueError, "batch_size must be a positive int .*got 2.5"),
+    ({"percentile": "99"}, TypeError, r"percentile must be a number in \(0, 100\], got '99' "
+                                      r"\(str\)"),
+    ({"percentile": True}, TypeError, "percentile must be a number"),
+    ({"percentile": float("nan")}, ValueError, "percentile=nan is out of range"),
 ])
 def test_bad_conversion_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -221,6 +232,7 @@ def test_predict_and_call_check_their_input(snn):
 @pytest.mark.parametrize("labels, match", [
     (np.zeros((3,), int), r"labels have shape \(3,\), but there are 2 images"),
     (np.zeros((2, 1), int), r"labels have shape \(2, 1\), but there are 2 images"),
+    (np.eye(3)[[0, 1]], r"shape \(2, 3\), .*\(one-hot labels: y.argmax\(axis=1\)\)"),
     (np.array([0.5, 1.0]), "labels must be integer classes"),
     (np.array(["a", "b"]), "labels must be integer classes"),
 ])
@@ -252,3 +264,105 @@ def test_evaluate_with_no_timesteps(snn):
 def test_verify_without_the_ann(snn):
     with pytest.raises(TypeError, match="ann must be the keras.Model .* got NoneType"):
         bsnn_tf.verify(None, snn, images(2, (8, 8, 2)), timesteps=8)
+
+
+def test_calibration_data_of_any_real_dtype_is_accepted():
+    model = dense_net(0)
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 6))
+    reference = bsnn_tf.simulate(convert(model, pixels.astype("float32")), images(2, (6,)),
+                                 timesteps=32, verbose=0).outputs
+    for dtype in ("uint8", "int64", "float16", "float64"):
+        snn = convert(model, pixels.astype(dtype))
+        np.testing.assert_array_equal(
+            bsnn_tf.simulate(snn, images(2, (6,)), timesteps=32, verbose=0).outputs, reference)
+
+
+# The issue's example: one hidden layer (D = 1) and K = 4, so the readout counts from
+# step 4 and its first whole period ends at T = 8.
+def one_layer_snn():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), L.Dense(16, activation="relu"), L.Dense(4)])
+    model.layers[-1].bias.assign(np.arange(4, dtype="float32"))
+    return convert(model, images(32, (8,)), timesteps=16, phases=4)
+
+
+def test_simulating_before_the_first_readout_warns_naming_it():
+    snn, x = one_layer_snn(), images(2, (8,))
+    with pytest.warns(bsnn_tf.validation.EarlyReadoutWarning,
+                      match=r"Time steps \[4\] come before this SNN's first readout at T=8"):
+        early = bsnn_tf.simulate(snn, x, timesteps=4, verbose=0)
+    np.testing.assert_array_equal(early.outputs, [[0, 1, 2, 3]] * 2)  # the readout bias
+    with pytest.warns(bsnn_tf.validation.EarlyReadoutWarning, match=r"Time steps \[4\] "):
+        bsnn_tf.simulate(snn, x, timesteps=16, checkpoints=[4, 8], verbose=0)
+    with pytest.warns(bsnn_tf.validation.EarlyReadoutWarning, match=r"Time steps \[4\] "):
+        bsnn_tf.evaluate(snn, x, np.zeros(2, int), timesteps=[4, 8], verbose=0)
+    snn.timesteps = 4
+    with pytest.warns(bsnn_tf.validation.EarlyReadoutWarning, match="first readout at T=8"):
+        snn.predict(x, verbose=0)
+
+
+def test_no_warning_from_the_first_readout_on():
+    snn, x = one_layer_snn(), images(2, (8,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bsnn_tf.validation.EarlyReadoutWarning)
+        first = bsnn_tf.simulate(snn, x, timesteps=8, verbose=0).outputs
+        bsnn_tf.evaluate(snn, x, np.zeros(2, int), timesteps=[8, 16], verbose=0)
+        snn.timesteps = 8
+        snn.predict(x, verbose=0)
+    assert not np.allclose(first, [[0, 1, 2, 3]] * 2)  # T = 8 is read from the input
+
+
+def test_simulating_a_plain_keras_model_says_convert_it_first():
+    model = dense_net(0)
+    for run in (lambda: bsnn_tf.simulate(model, images(4, (6,)), timesteps=16),
+                lambda: bsnn_tf.evaluate(model, images(4, (6,)), np.zeros(4, int), 16)):
+        with pytest.raises(TypeError, match=r"needs a SpikingNetwork, got a plain Keras model "
+                                            r"\(Sequential '.*'\)\. Convert it first: "
+                                            r"snn = bsnn_tf.convert"):
+            run()
+
+
+class TwoDense(keras.Model):
+    """A subclassed model: its graph exists only in call()."""
+
+    def __init__(self):
+        super().__init__(name="two_dense")
+        self.hidden, self.out = L.Dense(12, activation="relu"), L.Dense(4)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_a_subclassed_model_called_on_a_batch_converts_like_its_functional_twin():
+    subclassed = TwoDense()
+    subclassed(images(2, (6,)))
+    inp = keras.Input((6,))
+    twin = keras.Model(inp, L.Dense(4)(L.Dense(12, activation="relu")(inp)))
+    twin.set_weights(subclassed.get_weights())
+    x = images(16, (6,))
+    simulate = lambda model: bsnn_tf.simulate(convert(model, x), x, timesteps=64,
+                                              verbose=0).outputs
+    np.testing.assert_array_equal(simulate(subclassed), simulate(twin))
+
+
+def test_an_unbuilt_subclassed_model_is_asked_to_be_called_first():
+    with pytest.raises(ValueError, match="no defined input; .*call it on a batch"):
+        bsnn_tf.convert(TwoDense(), images(4, (6,)), verbose=0)
+
+
+def test_a_model_of_any_image_size_converts_for_the_calibration_size():
+    def model(shape):
+        keras.utils.set_random_seed(0)
+        inp = keras.Input(shape)
+        x = L.GlobalAveragePooling2D()(L.Conv2D(4, 3, activation="relu")(inp))
+        return keras.Model(inp, L.Dense(3)(x))
+
+    x = images(8, (6, 6, 1))
+    any_size, fixed = model((None, None, 1)), model((6, 6, 1))
+    fixed.set_weights(any_size.get_weights())
+    outputs = [bsnn_tf.simulate(convert(m, x), x, timesteps=32, verbose=0).outputs
+               for m in (any_size, fixed)]
+    np.testing.assert_array_equal(*outputs)
+    with pytest.raises(ValueError, match=r"has shape \(2, 7, 7, 1\), but the model expects "
+                                         r"\(N, 6, 6, 1\)"):
+        bsnn_tf.simulate(convert(any_size, x), images(2, (7, 7, 1)), timesteps=8, verbose=0)

@@ -146,6 +146,46 @@ def test_unwritable_output_dir(tmp_path):
     assert blocker.read_text() == ""
 
 
+@pytest.mark.parametrize("output_dir", ["/proc/bsnn_run/out", "/sys/bsnn_run"])
+def test_output_dir_the_file_system_refuses(output_dir):
+    # os.access says yes to root there; only trying to write tells.
+    code = run_train(*SHORT_RUN, f"--output_dir={output_dir}")
+    assert isinstance(code, str) and f"Output directory '{output_dir}' is not writable" in code
+
+
+# Runs train.py with a model save that is cut short by a SIGTERM to the process.
+SIGTERM_DRIVER = """
+import os, signal, sys
+from absl import app
+import train
+from bsnn_tf import training
+
+def save_terminated(path):
+    with open(path, "wb") as f:
+        f.write(b"PK half a model")
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()
+
+def train_until_the_save(config, command=None):  # no training: straight to the save
+    os.makedirs(config.output_dir, exist_ok=True)
+    training.write_atomically(os.path.join(config.output_dir, "model.keras"), save_terminated)
+
+training.train = train_until_the_save
+sys.argv = ["train.py", *sys.argv[1:]]
+app.run(train.main, argv=sys.argv)
+"""
+
+
+def test_sigterm_while_saving_leaves_no_partial_model(tmp_path):
+    output_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.run(
+        [sys.executable, "-c", SIGTERM_DRIVER, *SHORT_RUN, f"--output_dir={output_dir}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode != 0 and "KeyboardInterrupt" in process.stderr, process.stderr
+    assert list(output_dir.iterdir()) == []  # no hidden .model.keras-*.keras
+
+
 def test_data_dir_without_the_files(tmp_path):
     empty, output_dir = tmp_path / "empty", tmp_path / "run"
     empty.mkdir()

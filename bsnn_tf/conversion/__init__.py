@@ -21,10 +21,11 @@ Example:
 """
 
 from bsnn_tf import coding
+from bsnn_tf.validation import check_calibration_data
 from bsnn_tf.methods import DEFAULT_PHASES
 from bsnn_tf.conversion.build import build
 from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, ActivationStatistics,
-                                            calibrate, check_inputs, correct)
+                                            calibrate, correct)
 from bsnn_tf.conversion.config import ConversionConfig
 from bsnn_tf.conversion.fold import fold
 from bsnn_tf.conversion.converters import LayerConverter, register, trace
@@ -42,8 +43,12 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
     """Converts a trained Keras ReLU classifier into a spiking network.
 
     Args:
-        model: a built Sequential or Functional keras.Model with one input and one output.
-        calibration_data: training images (N, *input_shape) for the data-norm statistics.
+        model: a built Sequential or Functional keras.Model with one input and one
+            output; a subclassed keras.Model is traced by calling it on a symbolic
+            input of the shape it was built with.
+        calibration_data: training images (N, *input_shape) for the data-norm
+            statistics; real-valued, not all one value. Where the model's input
+            shape leaves a size open (None), the SNN takes the size of these images.
         method: "bsnn" (bistable neurons, phase code), "phase" (weighted spikes,
             Kim et al. 2018) or "rate" (IF with soft reset, Rueckauer et al. 2017).
         phases: K, phases per period, 1..24. Default: `DEFAULT_PHASES[method]`,
@@ -86,7 +91,8 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
         batch_size=batch_size, dtype=dtype)
     quantizer = config.quantizer()
     graph = fold(trace(model))
-    data = check_inputs(calibration_data, graph.input_shape)
+    data = check_calibration_data(calibration_data, graph.input_shape)
+    graph.input_shape = tuple(data.shape[1:])  # sizes the model leaves open (None)
     input_scale = _input_scale(data, config.input_encoding)
     lambdas = calibrate(graph, data, config.percentile, config.channelwise, config.batch_size,
                         verbose, mode=config.calibration, quantizer=quantizer)

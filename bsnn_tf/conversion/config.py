@@ -14,6 +14,7 @@ Example:
 """
 
 import dataclasses
+import numbers
 
 import keras
 
@@ -68,6 +69,8 @@ class ConversionConfig:
     def check(self):
         check_timesteps(self.timesteps)
         check_calibration_mode(self.calibration)
+        self._check_batch_size()
+        self._check_percentile()
         if self.input_encoding not in ("real", "spike"):
             raise ValueError(
                 f"input_encoding must be 'real' or 'spike', got {self.input_encoding!r}.")
@@ -84,6 +87,20 @@ class ConversionConfig:
                 f"dtype={self.dtype!r} keeps {bits} bits below the leading one, too few for "
                 f"phases={self.phases}: membranes below 1 would lose the K-th bit. Use "
                 f"phases <= {bits} or dtype='float32'.")
+
+    def _check_batch_size(self):
+        if (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral)
+                or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int (calibration images per "
+                             f"batch), got {self.batch_size!r}.")
+
+    def _check_percentile(self):
+        if isinstance(self.percentile, bool) or not isinstance(self.percentile, numbers.Real):
+            raise TypeError(f"percentile must be a number in (0, 100], got "
+                            f"{self.percentile!r} ({type(self.percentile).__name__}); "
+                            "e.g. percentile=99.99.")
+        if not 0 < self.percentile <= 100:
+            raise ValueError(f"percentile={self.percentile} is out of range: use (0, 100].")
 
     @property
     def synchronise(self):

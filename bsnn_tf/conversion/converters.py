@@ -401,6 +401,10 @@ register_parameter_free("softmax", [keras.layers.Softmax], role=FOLDED, scaling=
 def trace(model):
     """Validates `model` and returns its graph.
 
+    A subclassed keras.Model that has been built (called on a batch) is
+    traced as the Functional model of its `call` on a symbolic input
+    (`as_functional`).
+
     Raises:
         TypeError: `model` is not a Keras model.
         ValueError: the model has several inputs or outputs, is not built, or
@@ -409,6 +413,7 @@ def trace(model):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
+    model = as_functional(model)
     if not model.built or not getattr(model, "inputs", None):
         raise ValueError(
             f"Model '{model.name}' has no defined input; build it with keras.Input(...) "
@@ -428,6 +433,33 @@ def trace(model):
     graph.add(Node("input", "input", []))
     graph.output = _trace_into(graph, model, "input")
     return graph
+
+
+def as_functional(model):
+    """`model`, or for a built subclassed keras.Model (no `inputs`) the Functional model
+    of its `call` on a `keras.Input` of the shape it was built with.
+
+    The Functional model shares the subclass's layers and weights, so it
+    computes the same as long as `call` is a graph of layers (Python control
+    flow on the input's values cannot be traced).
+    """
+    if getattr(model, "inputs", None) or not model.built:
+        return model
+    shapes = list((getattr(model, "_build_shapes_dict", None) or {}).values())
+    if len(shapes) != 1 or not isinstance(shapes[0], (tuple, list)) or not shapes[0]:
+        raise ValueError(
+            f"Model '{model.name}' is a subclassed keras.Model built on {shapes or 'no'} "
+            "input shapes; conversion needs one image input. Rebuild it as a Sequential "
+            "or Functional model with keras.Input(...).")
+    inputs = keras.Input(tuple(shapes[0])[1:], name="input")
+    try:
+        outputs = model.call(inputs)
+    except Exception as error:  # whatever the user's call() raises on a symbolic input
+        raise ValueError(
+            f"Model '{model.name}' is a subclassed keras.Model whose call() cannot be traced "
+            f"on a symbolic input ({type(error).__name__}: {error}). Rebuild it as a "
+            "Sequential or Functional model with keras.Input(...).") from error
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def _unsupported(model):
