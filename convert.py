@@ -11,38 +11,17 @@ Example:
     python convert.py --flagfile=configs/cifar10_resnet20.cfg --data_dir /data
 """
 
-import logging
-import os
 import shlex
 import signal
 import sys
 
+from absl import app, flags
 
-def _quiet_tensorflow(argv):
-    """Hides TensorFlow's C++ logs and retracing warnings unless --verbosity >= 1 asks for them.
-
-    Runs before TensorFlow is imported: its C++ log level is read at import.
-    """
-    verbosity = 0
-    for index, arg in enumerate(argv):
-        name, equals, value = arg.partition("=")
-        if name in ("--verbosity", "-v"):
-            value = value if equals else (argv[index + 1:] or [""])[0]
-            verbosity = int(value) if value.lstrip("-").isdigit() else verbosity
-    if verbosity < 1:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-
-_quiet_tensorflow(sys.argv)
-
-from absl import app, flags  # noqa: E402  (after _quiet_tensorflow)
-
-from bsnn_tf import coding, data, models, pipeline  # noqa: E402  (after _quiet_tensorflow)
-from bsnn_tf.conversion import DEFAULT_PHASES  # noqa: E402  (after _quiet_tensorflow)
-from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION  # noqa: E402
-from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES  # noqa: E402
-from bsnn_tf.methods import METHODS  # noqa: E402  (after _quiet_tensorflow)
+from bsnn_tf import coding, data, models, pipeline
+from bsnn_tf.conversion import DEFAULT_PHASES
+from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
+from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
+from bsnn_tf.methods import METHODS
 
 flags.DEFINE_string("model", "mnist_cnn", "Zoo model name: " + ", ".join(models.names()) + ".")
 flags.DEFINE_string("dataset", "mnist", "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")
@@ -62,11 +41,15 @@ flags.DEFINE_list("methods", None,
 flags.DEFINE_integer("phases", None, f"K, phases per period (1..{coding.MAX_PHASES}); "
                      "default per method: " + ", ".join(
                          f"{m} {k}" for m, k in DEFAULT_PHASES.items()) + ".")
-flags.DEFINE_integer("timesteps", None, "The largest T simulated (default per dataset: "
-                     + ", ".join(f"{k} {v}" for k, v in pipeline.DEFAULT_TIMESTEPS.items()) + ").")
+flags.DEFINE_integer("timesteps", None,
+                     "The largest T simulated. Default: for BSNN the first readout (D + 1) K "
+                     f"plus {pipeline.EXTRA_PERIODS} periods; for the rate and phase baselines "
+                     "per dataset: " + ", ".join(
+                         f"{k} {v}" for k, v in pipeline.BASELINE_TIMESTEPS.items()) + ".")
 flags.DEFINE_list("checkpoints", None,
-                  "The T at which accuracy is measured (default: powers of two from one "
-                  "period up to --timesteps, plus --timesteps).")
+                  "The T at which accuracy is measured (default: for BSNN every period from "
+                  f"the first readout for {pipeline.EVERY_PERIOD_FOR} periods, then powers "
+                  "of two; for the baselines powers of two from one period; and --timesteps).")
 flags.register_validator("checkpoints", lambda values: all(v.isdigit() for v in values or ()),
                          message="--checkpoints takes positive integers, e.g. 8,16,64.")
 flags.DEFINE_enum("calibration", DEFAULT_CALIBRATION, list(CALIBRATION_MODES),
@@ -87,7 +70,13 @@ flags.DEFINE_enum("calibration_split", "auto", list(pipeline.CALIBRATION_SPLITS)
 flags.DEFINE_integer("limit", None,
                      "Evaluate the first N test images only, counted after any held-out "
                      "calibration images are removed (--calibration_split).")
-flags.DEFINE_integer("batch_size", 128, "Images per batch.")
+flags.DEFINE_integer("statistics_images", pipeline.STATISTICS_IMAGES,
+                     "Spike statistics (firing rates, SIN, synaptic operations, TensorBoard) "
+                     "come from a second simulation, which counts every spike, of the first N "
+                     "evaluated images; 0 takes them all. Accuracy comes from all of them.")
+flags.DEFINE_integer("batch_size", None,
+                     f"Images per batch. Default: {pipeline.ANN_BATCH} for the ANN; for the "
+                     "calibration and the simulation as many as fit their memory budgets.")
 flags.DEFINE_string("output_dir", None, "Where the results go (default outputs/<dataset>_<model>).")
 flags.DEFINE_string("data_dir", None,
                     f"Dataset directory (default: ${data.DATA_DIR_ENV}, then the demo data).")
@@ -112,7 +101,8 @@ def main(argv):
         channelwise=FLAGS.channelwise,
         synchronous=FLAGS.synchronous, calibration_size=FLAGS.calibration_size,
         calibration_split=FLAGS.calibration_split,
-        limit=FLAGS.limit, batch_size=FLAGS.batch_size, output_dir=FLAGS.output_dir,
+        limit=FLAGS.limit, statistics_images=FLAGS.statistics_images,
+        batch_size=FLAGS.batch_size, output_dir=FLAGS.output_dir,
         data_dir=FLAGS.data_dir, distribute=FLAGS.distribute, overwrite=FLAGS.overwrite,
     )
     # SIGTERM ends a run like Ctrl-C: the staging directory and the lock are removed.

@@ -5,34 +5,13 @@ Example:
     python train.py --model mnist_cnn --dataset mnist --epochs 1 --output_dir runs/mnist
 """
 
-import logging
-import os
 import shlex
 import signal
 import sys
 
+from absl import app, flags
 
-def _quiet_tensorflow(argv):
-    """Hides TensorFlow's C++ logs and retracing warnings unless --verbosity >= 1 asks for them.
-
-    Runs before TensorFlow is imported: its C++ log level is read at import.
-    """
-    verbosity = 0
-    for index, arg in enumerate(argv):
-        name, equals, value = arg.partition("=")
-        if name in ("--verbosity", "-v"):
-            value = value if equals else (argv[index + 1:] or [""])[0]
-            verbosity = int(value) if value.lstrip("-").isdigit() else verbosity
-    if verbosity < 1:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-
-_quiet_tensorflow(sys.argv)
-
-from absl import app, flags  # noqa: E402  (after _quiet_tensorflow)
-
-from bsnn_tf import data, training  # noqa: E402  (after _quiet_tensorflow)
+from bsnn_tf import data, training
 
 flags.DEFINE_string("model", None, "Zoo model name (bsnn_tf.models.names()).")
 flags.DEFINE_string("dataset", None, "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")

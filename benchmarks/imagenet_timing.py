@@ -11,7 +11,7 @@ images held out of it as convert.py does (`bsnn_tf.pipeline.load_images`).
   further calibration image adds (the difference), since it is a fixed part
   (tracing, folding, building) plus one ANN pass per image with every
   spiking layer's output;
-- simulation: the CLI's simulation (`pipeline.simulate_in_blocks`: spikes counted,
+- simulation: the CLI's statistics pass (`bsnn_tf.simulate`: spikes counted,
   SIN against the ANN, checkpoints) at T = (D + 1) K, the first readout, and
   at 2 (D + 1) K, D = the SNN's spiking depth. The first batch is timed on
   its own (`first_batch_seconds`, with the compilation; the table's
@@ -19,9 +19,9 @@ images held out of it as convert.py does (`bsnn_tf.pipeline.load_images`).
   steady seconds per image. `--images` should be at least two batches. Both
   T use the same chunk length, so the second reuses the first's compiled
   chunks.
-  `--logits_only` times `bsnn_tf.evaluate`'s simulation instead (what
-  accuracy needs: no spike counts, no SIN), where the schedule also stops
-  each layer once its output can no longer reach the readout.
+  `--logits_only` times the CLI's accuracy pass instead (`bsnn_tf.evaluate`'s
+  simulation: no spike counts, no SIN), where the schedule also stops each
+  layer once its output can no longer reach the readout.
 
 Each run is merged into benchmarks/results/imagenet_timing.json (folder:
 $BSNN_RESULTS_DIR if set) under its device, K and batch, with its command
@@ -123,9 +123,9 @@ def simulate(snn, ann, x, timesteps, args):
                                               checkpoints=checkpoints, count_spikes=False,
                                               batch_size=args.batch, verbose=0)
     else:
-        run = lambda images: pipeline.simulate_in_blocks(
-            snn, images, timesteps=timesteps, checkpoints=checkpoints, batch_size=args.batch,
-            ann=ann)
+        run = lambda images: bsnn_tf.simulate(snn, images, timesteps=timesteps,
+                                              checkpoints=checkpoints, batch_size=args.batch,
+                                              ann=ann, verbose=0)
     start = time.perf_counter()
     run(x[:args.batch])
     first = time.perf_counter() - start

@@ -8,11 +8,16 @@ Example:
     True
 """
 
-from bsnn_tf import layers, metrics, models
-from bsnn_tf.conversion import DEFAULT_PHASES, convert
-from bsnn_tf.network import SpikingNetwork
-from bsnn_tf.simulation import SimulationResult, evaluate, simulate
-from bsnn_tf.verification import Verification, verify
+from bsnn_tf import console
+
+with console.quiet_start():  # the first import of Keras imports TensorFlow (the CPU backend)
+    import keras  # noqa: F401
+
+from bsnn_tf import layers, metrics, models  # noqa: E402
+from bsnn_tf.conversion import DEFAULT_PHASES, convert  # noqa: E402
+from bsnn_tf.network import SpikingNetwork  # noqa: E402
+from bsnn_tf.simulation import SimulationResult, evaluate, simulate  # noqa: E402
+from bsnn_tf.verification import Verification, verify  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -94,6 +94,8 @@ class DatasetSpec:
             centre-crops `input_shape` out of it, augmentation crops randomly.
         augmentation: training augmentation, `None` for none.
         tfds_name: name in tensorflow-datasets.
+        tfds_downloads: whether tensorflow-datasets can download it; ImageNet it
+            cannot (it needs the ILSVRC2012 files), so only a prepared copy is read.
     """
 
     input_shape: tuple
@@ -104,6 +106,7 @@ class DatasetSpec:
     stored_size: int = None
     augmentation: Augmentation = None
     tfds_name: str = None
+    tfds_downloads: bool = True
 
 
 DATASETS = {
@@ -128,7 +131,7 @@ DATASETS = {
         splits=("train", "val", "test"),
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), stored_size=256,
         augmentation=Augmentation(pad=0, cutout=0, rand_augment=False),
-        tfds_name="imagenet2012",
+        tfds_name="imagenet2012", tfds_downloads=False,
     ),
 }
 
@@ -564,6 +567,10 @@ def _tfds_images(name, split, manual_dir=None):
     try:
         supervised = tfds.load(dataset_spec.tfds_name, download=False, **kwargs)
     except AssertionError as error:  # tfds's "could not find data" signal
+        if not (manual_dir or dataset_spec.tfds_downloads):
+            raise DatasetNotFoundError(
+                "no prepared copy (tensorflow-datasets cannot download it: it needs the "
+                "ILSVRC2012 files)") from error
         if offline() and not manual_dir:
             raise DatasetNotFoundError(
                 f"no prepared copy, and no download: ${OFFLINE_ENV} is set") from error

@@ -132,6 +132,19 @@ class SpikingNetwork(keras.Model):
         return self.readout.start_period
 
     @property
+    def first_readout(self):
+        """The first T at which the output is read from a whole period of spikes.
+
+        The readout counts from period `readout_start` (BSNN: the spiking depth
+        D plus any readout delay; the baselines: 0), so its first whole period
+        ends at T = (readout_start + 1) * phases; before step
+        readout_start * phases the output is the readout bias alone. For BSNN
+        without a readout delay, the output there is exactly the K-bit
+        quantised ANN (docs/DESIGN.md, "Calibration").
+        """
+        return (self.readout_start + 1) * self.phases
+
+    @property
     def active_from(self):
         """{layer: first period in which it can change}: the wavefront of the first input.
 

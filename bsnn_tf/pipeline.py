@@ -7,7 +7,7 @@ per method calibrates and converts it, simulates the test set with
 checkpoints, and verifies it layer by layer on a few images. Everything that
 can fail on bad input (flags, weights, data) is checked or loaded before
 anything is written; the run directory is written at the end, in full in a
-staging directory beside it that then takes its place (`replace_directory`:
+staging directory beside it that then takes its place (`rundir.replace_directory`:
 an interruption leaves the earlier run or the new one, whole). It holds
 `results.json`, `accuracy_vs_timesteps.png`, `snn_<method>.keras` and
 TensorBoard logs under `tensorboard/<method>`. An earlier run's directory is
@@ -25,25 +25,19 @@ Example:
     ([4, 8, 16, 32], ['bsnn'])
 """
 
-import contextlib
 import dataclasses
-import fcntl
-import glob
+import functools
 import json
 import math
 import os
 import pathlib
-import shutil
-import signal
-import threading
 import time
-import uuid
 
 import keras
 import numpy as np
 
 import bsnn_tf
-from bsnn_tf import backend, coding, data, metrics, models, plots
+from bsnn_tf import backend, coding, console, data, methods, metrics, models, plots, rundir
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.methods import METHODS
@@ -57,26 +51,30 @@ BUNDLED_CHECKPOINTS = {
     ("mnist_cnn", "mnist"): DEMO_CHECKPOINT,
     ("resnet20", "cifar10"): str(PRETRAINED_DIR / "cifar10_resnet20.keras"),
 }
-# The largest T when --timesteps is not given. The MNIST CNN is two spiking
-# layers deep and matches its ANN from T=32 on; deep nets need far more.
-DEFAULT_TIMESTEPS = {"mnist": 64, "cifar10": 1024, "cifar100": 1024, "imagenet": 1024}
+# The largest T when --timesteps is not given: for BSNN, the first readout ((D + 1) K,
+# where its output is the K-bit quantised ANN) plus EXTRA_PERIODS periods, in which the
+# nets measured in docs/RESULTS.md reach their ANN (T*); for the rate and phase baselines,
+# which have no first readout, BASELINE_TIMESTEPS per dataset.
+EXTRA_PERIODS = 8
+BASELINE_TIMESTEPS = {"mnist": 64, "cifar10": 1024, "cifar100": 1024, "imagenet": 1024}
+# Past the first readout the accuracy is measured at every period for this many periods,
+# then at powers of two.
+EVERY_PERIOD_FOR = 16
 KERAS_SUFFIX = ".keras"
 TORCHVISION_SUFFIXES = (".pth", ".pt", ".safetensors")
 # Accuracy within this of the ANN's counts as converged (0.1 percentage points).
 TOLERANCE = 0.001
 VERIFY_IMAGES = 32
-# `bsnn_tf.simulate` holds every image's spike count per neuron unit until it returns
-# (and, to count spikes of inactivated neurons, the ANN's activations), about
-# SIMULATION_BYTES_PER_UNIT bytes per unit and image: about 72 MB an image for ResNet-34
-# on ImageNet (5.1 M units), 36 GB for the 500 images of the 1,000-image sample. The CLI
-# simulates the test images in blocks of at most SIMULATION_BLOCK_BYTES of that.
-SIMULATION_BLOCK_BYTES = 1 << 30
-SIMULATION_BYTES_PER_UNIT = 16
+# Accuracy comes from a logits-only simulation of every evaluated image; the spike
+# statistics (firing rates, SIN, synaptic operations, TensorBoard) from a second pass
+# that counts every spike, over the first STATISTICS_IMAGES of them by default.
+STATISTICS_IMAGES = 256
+# The ANN's own batch when --batch_size is not given (the simulation and the calibration
+# choose theirs to fit their memory budgets).
+ANN_BATCH = 128
 # Where the calibration images come from; "auto": train if found, else held-out test images.
 CALIBRATION_SPLITS = ("auto", "train", "test")
 CALIBRATION_SEED = 0
-# What a run writes into its output directory.
-RUN_OUTPUTS = ("results.json", "accuracy_vs_timesteps.png", "snn_*.keras", "tensorboard")
 
 
 @dataclasses.dataclass
@@ -92,16 +90,22 @@ class ConvertConfig:
             ResNet-18/34 on ImageNet), downloaded by `load_ann`.
         random_weights: convert the zoo model with random weights (smoke tests).
         methods: conversion methods, simulated on the same test images.
-        timesteps: the largest T; `None` takes `DEFAULT_TIMESTEPS[dataset]`.
+        timesteps: the largest T; `None` takes `default_timesteps` (for BSNN the
+            first readout plus `EXTRA_PERIODS` periods).
         checkpoints: the T at which accuracy is measured; `None` takes
             `default_checkpoints`. `timesteps` is always one.
+        statistics_images: spike statistics come from the first this many evaluated
+            images (0: all of them); accuracy comes from all of them.
         calibration_size: images for the data-norm statistics.
         calibration_split: where they come from: "train"; "test", a random
             slice of the test images held out of the evaluation (see
             `load_images`); "auto", train when the dataset has it, else test.
         limit: simulate the first `limit` evaluated test images only (those
             left after any held-out calibration slice).
-        batch_size: images per batch in the ANN, calibration and simulation.
+        batch_size: images per batch in the ANN, calibration and simulation; `None`:
+            `ANN_BATCH` for the ANN, and for the calibration and the simulation as
+            many as fit their memory budgets (`bsnn_tf.simulation.default_batch_size`),
+            so that memory is bounded by the model, not by the data or T.
         output_dir: `None` takes `outputs/<dataset>_<model>`.
         distribute: split the batches of the ANN's evaluation and of the
             simulation over all local devices (data parallel; the accuracies
@@ -124,7 +128,8 @@ class ConvertConfig:
     calibration_size: int = 500
     calibration_split: str = "auto"
     limit: int | None = None
-    batch_size: int = 128
+    statistics_images: int = STATISTICS_IMAGES
+    batch_size: int | None = None
     output_dir: str | None = None
     data_dir: str | None = None
     distribute: bool = False
@@ -132,8 +137,6 @@ class ConvertConfig:
 
     def __post_init__(self):
         self.methods = tuple(dict.fromkeys(self.methods))
-        if self.timesteps is None and self.dataset in DEFAULT_TIMESTEPS:
-            self.timesteps = DEFAULT_TIMESTEPS[self.dataset]
         if self.output_dir is None:
             self.output_dir = os.path.join("outputs", f"{self.dataset}_{self.model}")
         if self.weights is None and not self.random_weights:
@@ -154,9 +157,9 @@ class MethodRun:
     """One method's SNN and what simulating and verifying it gave."""
 
     snn: bsnn_tf.SpikingNetwork
-    result: bsnn_tf.SimulationResult
+    result: bsnn_tf.SimulationResult  # the spike statistics, on `result.outputs`' images
     verification: bsnn_tf.Verification
-    accuracy: dict
+    accuracy: dict  # {T: accuracy on every evaluated image}
     converged_at: int
 
 
@@ -171,6 +174,9 @@ def validate(config):
     if config.phases is not None and not 1 <= config.phases <= coding.MAX_PHASES:
         raise ConfigError(f"phases must be in 1..{coding.MAX_PHASES}, got {config.phases}.")
     _check_timesteps(config)
+    if config.statistics_images < 0:
+        raise ConfigError(f"--statistics_images must be 0 (all images) or positive, got "
+                          f"{config.statistics_images}.")
     if config.calibration_split not in CALIBRATION_SPLITS:
         raise ConfigError(f"--calibration_split must be one of {', '.join(CALIBRATION_SPLITS)}; "
                           f"got {config.calibration_split!r}.")
@@ -182,7 +188,7 @@ def validate(config):
     _check_weights(config)
     check_writable(config.output_dir)
     check_writable(os.path.dirname(os.path.abspath(config.output_dir)))  # lock and staging
-    earlier = run_outputs(config.output_dir)
+    earlier = rundir.run_outputs(config.output_dir)
     if earlier and not config.overwrite:
         raise ConfigError(
             f"Output directory {config.output_dir!r} holds an earlier run "
@@ -191,38 +197,12 @@ def validate(config):
         )
 
 
-def run_outputs(output_dir):
-    """The paths in `output_dir` that a run writes (`RUN_OUTPUTS`), sorted."""
-    return sorted(path for pattern in RUN_OUTPUTS
-                  for path in glob.glob(os.path.join(glob.escape(output_dir), pattern)))
-
-
-@contextlib.contextmanager
-def run_lock(output_dir):
-    """Holds `<output_dir>.lock` (beside it) while a run writes `output_dir`.
-
-    Raises:
-        ConfigError: another run holds it.
-    """
-    path = os.path.abspath(output_dir) + ".lock"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(lock.fileno()).st_ino != os.stat(path).st_ino:
-                raise BlockingIOError  # the holder removed it after we opened it
-        except (BlockingIOError, FileNotFoundError) as error:
-            raise ConfigError(
-                f"Another convert.py run is writing {output_dir!r} (it holds {path}); wait for "
-                "it to finish, or choose another --output_dir."
-            ) from error
-        try:
-            yield
-        finally:
-            os.remove(path)
-
-
 def _check_timesteps(config):
+    if config.timesteps is None:
+        if config.checkpoints:
+            raise ConfigError("--checkpoints needs --timesteps (the default T is known only "
+                              "after conversion); give both, or neither.")
+        return
     try:
         check_timesteps(config.timesteps)
     except (TypeError, ValueError) as error:
@@ -344,29 +324,63 @@ def check_convertible(ann):
                           "the model with ReLU activations, or pass another --weights.") from error
 
 
-def default_checkpoints(timesteps, multiple=1):
-    """Powers of two from one period (`multiple` steps) up to `timesteps`, plus `timesteps`.
+def default_timesteps(snns, dataset):
+    """The largest T of a run: for each SNN with a first readout (BSNN) that readout
+    plus `EXTRA_PERIODS` periods, for the baselines `BASELINE_TIMESTEPS[dataset]`; the
+    largest of these, so that every method is measured at every T."""
+    return max(snn.first_readout + EXTRA_PERIODS * snn.phases if _has_first_readout(snn)
+               else BASELINE_TIMESTEPS.get(dataset, BASELINE_TIMESTEPS["imagenet"])
+               for snn in snns)
 
-    Each is rounded to a multiple of `multiple` (period mode simulates whole periods).
+
+def _has_first_readout(snn):
+    return methods.get(snn.method).readout_waits_for_output
+
+
+def _first_measured(snn, timesteps):
+    """The first T at which `snn`'s accuracy is measured: its first readout (BSNN; at
+    most T), else 1."""
+    return min(snn.first_readout, timesteps) if _has_first_readout(snn) else 1
+
+
+def default_checkpoints(timesteps, multiple=1, first_readout=None):
+    """The T at which accuracy is measured when --checkpoints is not given.
+
+    Without a `first_readout`: powers of two from one period (`multiple`
+    steps) up to `timesteps`, each rounded to a multiple of `multiple`, plus
+    `timesteps`. With one (BSNN): every period from the first readout on, for
+    `EVERY_PERIOD_FOR` periods, then powers of two, plus `timesteps`; nothing
+    before it, where the output says nothing about the input.
 
     Example:
         >>> default_checkpoints(64, 8)
         [8, 16, 32, 64]
         >>> default_checkpoints(60, 5)
         [10, 15, 30, 60]
+        >>> default_checkpoints(64, 4, first_readout=44)
+        [44, 48, 52, 56, 60, 64]
     """
     points, power = {timesteps}, 1
     while power < timesteps:
-        if power >= multiple:
+        if power >= multiple and (first_readout is None or power > first_readout):
             points.add(round(power / multiple) * multiple)
         power *= 2
+    if first_readout is not None:
+        last = min(timesteps, first_readout + EVERY_PERIOD_FOR * multiple)
+        points.update(range(first_readout, last + 1, multiple))
     return sorted(t for t in points if t <= timesteps)
 
 
-def measured_timesteps(config):
-    """The T at which accuracy is measured: the checkpoints (or their defaults) and T."""
-    checkpoints = config.checkpoints or default_checkpoints(config.timesteps, config.period_steps)
-    return sorted({*checkpoints, config.timesteps})
+def measured_timesteps(config, snns, timesteps):
+    """The T at which accuracy is measured: --checkpoints, or the union of each SNN's
+    `default_checkpoints`; and T."""
+    if config.checkpoints:
+        return sorted({*config.checkpoints, timesteps})
+    points = set()
+    for snn in snns:
+        first = snn.first_readout if _has_first_readout(snn) else None
+        points.update(default_checkpoints(timesteps, config.period_steps, first))
+    return sorted(points)
 
 
 def converged_at(accuracy, ann_accuracy, tolerance=TOLERANCE):
@@ -379,7 +393,7 @@ def converged_at(accuracy, ann_accuracy, tolerance=TOLERANCE):
     first = None
     for t in sorted(accuracy, reverse=True):
         # Accuracies are ratios of counts: keep a difference of exactly `tolerance`.
-        if accuracy[t] < ann_accuracy - tolerance - 1e-9:
+        if accuracy[t] is None or accuracy[t] < ann_accuracy - tolerance - 1e-9:
             break
         first = t
     return first
@@ -398,11 +412,11 @@ def run(config, command=None):
     Raises:
         ConfigError, data.DatasetNotFoundError, data.CorruptDataError: before
             anything is simulated or written (a ConfigError also while another run holds
-            `run_lock(config.output_dir)`).
+            `rundir.run_lock(config.output_dir)`).
     """
     start = time.time()
     validate(config)
-    with run_lock(config.output_dir):
+    with rundir.run_lock(config.output_dir):
         return _run(config, command, start)
 
 
@@ -411,15 +425,18 @@ def _run(config, command, start):
     check_fits(ann, config.dataset)
     check_convertible(ann)
     x_test, y_test, x_calibration, calibration = load_images(config)
-    checkpoints = measured_timesteps(config)
 
-    print(f"ANN {ann.name} on {len(x_test)} {config.dataset} test images:")
-    ann_logits = predict(ann, x_test, config.batch_size, config.distribute)
+    ann_logits = predict(ann, x_test, config.batch_size or ANN_BATCH, config.distribute,
+                         stage=f"ANN {ann.name} on {len(x_test)} {config.dataset} test images")
     ann_accuracy = float(np.mean(np.argmax(ann_logits, -1) == y_test))
     print(f"ANN accuracy {ann_accuracy:.2%}")
-    runs = {method: convert_and_simulate(config, method, ann, x_calibration, x_test, y_test,
-                                         checkpoints, ann_accuracy)
+    snns = {method: convert_method(config, method, ann, x_calibration)
             for method in config.methods}
+    timesteps = config.timesteps or default_timesteps(snns.values(), config.dataset)
+    checkpoints = measured_timesteps(config, snns.values(), timesteps)
+    runs = {method: simulate_method(config, snn, ann, x_test, y_test, timesteps, checkpoints,
+                                    ann_accuracy)
+            for method, snn in snns.items()}
     print(accuracy_table(runs, checkpoints, ann_accuracy))
 
     results = {
@@ -437,7 +454,8 @@ def _run(config, command, start):
         "flags": dataclasses.asdict(config),
         "command": command,
     }
-    curves = {method: {t: run.accuracy[t] for t in checkpoints} for method, run in runs.items()}
+    curves = {method: {t: a for t, a in run.accuracy.items() if a is not None}
+              for method, run in runs.items()}
     figure = plots.accuracy_figure(
         curves, ann_accuracy, f"{config.model} on {len(x_test)} {config.dataset} test images")
     write_run(config.output_dir, results, runs, figure, overwrite=config.overwrite)
@@ -499,110 +517,97 @@ def load_images(config):
             x_calibration, record)
 
 
-def predict(model, x, batch_size, distribute=False):
-    """`model.predict(x)`; with `distribute`, every batch split over all local devices.
+def predict(model, x, batch_size, distribute=False, stage=None):
+    """`model.predict(x)` with `console.Progress` over images; with `distribute`, every
+    batch split over all local devices.
 
     The split is the Keras engine's (`backend.distribution_scope`), run by a
     copy of `model` built in that scope; `x` and the batches are padded to
     multiples of the device count (JAX splits batches in equal parts).
     """
+    progress = console.Progress(len(x), stage or f"Predicting with {model.name}")
+    callbacks = [_ProgressCallback(progress, batch_size, len(x))]
     if not distribute:
-        return model.predict(x, batch_size=batch_size)
+        return model.predict(x, batch_size=batch_size, verbose=0, callbacks=callbacks)
     count = backend.devices(True).count
     padding = np.zeros((-len(x) % count,) + x.shape[1:], x.dtype)
     with backend.distribution_scope(True):
         replica = keras.models.clone_model(model)
         replica.set_weights(model.get_weights())
         return replica.predict(np.concatenate([x, padding]),
-                               batch_size=-(-batch_size // count) * count)[:len(x)]
+                               batch_size=-(-batch_size // count) * count, verbose=0,
+                               callbacks=callbacks)[:len(x)]
 
 
-def convert_and_simulate(config, method, ann, x_calibration, x_test, y_test, checkpoints,
-                         ann_accuracy):
-    """Converts `ann` with `method`, simulates the test set and verifies a few images."""
+class _ProgressCallback(keras.callbacks.Callback):
+    """Reports `predict`'s batches to a `console.Progress` as images."""
+
+    def __init__(self, progress, batch_size, count):
+        super().__init__()
+        self.progress, self.batch_size, self.count = progress, batch_size, count
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.progress.update(min((batch + 1) * self.batch_size, self.count))
+
+
+def convert_method(config, method, ann, x_calibration):
+    """`ann` converted with `method` as `config` says."""
     print(f"\nConverting with method={method} on {len(x_calibration)} calibration images:")
     snn = bsnn_tf.convert(
         ann, x_calibration, method=method, phases=config.phases_of(method),
         calibration=config.calibration, percentile=config.percentile,
-        channelwise=config.channelwise,
-        synchronous=config.synchronous,
-        timesteps=config.timesteps, batch_size=config.batch_size,
+        channelwise=config.channelwise, synchronous=config.synchronous,
+        timesteps=config.timesteps or BASELINE_TIMESTEPS.get(config.dataset, 256),
+        batch_size=config.batch_size,
     )
-    print(f"Simulating {snn.name} ({snn.mode} mode) for T={config.timesteps}:")
-    result = simulate_in_blocks(snn, x_test, timesteps=config.timesteps,
-                                checkpoints=checkpoints, batch_size=config.batch_size, ann=ann,
-                                distribute=config.distribute)
-    accuracy = {t: result.accuracy(y_test, t) for t in checkpoints}
-    verification = bsnn_tf.verify(ann, snn, x_test[:VERIFY_IMAGES], config.timesteps,
+    print(f"{snn.name}: spiking depth D = {snn.depth}, first readout at T = "
+          f"{snn.first_readout}" if _has_first_readout(snn) else f"{snn.name} converted")
+    return snn
+
+
+def simulate_method(config, snn, ann, x_test, y_test, timesteps, checkpoints, ann_accuracy):
+    """Accuracy at `checkpoints` on every test image (a logits-only simulation), then the
+    spike statistics on the first `config.statistics_images` of them and the layer-by-layer
+    verification on `VERIFY_IMAGES`."""
+    snn.timesteps = timesteps  # what the saved SNN simulates when called
+    simulate = functools.partial(bsnn_tf.simulate, snn, timesteps=timesteps,
+                                 batch_size=config.batch_size, distribute=config.distribute)
+    # Before a BSNN's first readout its output is the readout bias: not measured (None).
+    measured = [t for t in checkpoints if t >= _first_measured(snn, timesteps)]
+    print(f"Accuracy of {snn.name} ({snn.mode} mode, logits only) at {len(measured)} T "
+          f"up to {timesteps}:")
+    outputs = simulate(x_test, checkpoints=measured, count_spikes=False)
+    accuracy = {t: outputs.accuracy(y_test, t) if t in measured else None for t in checkpoints}
+    sample = x_test[:config.statistics_images or None]
+    print(f"Spike statistics of {snn.name} at T={timesteps} on {len(sample)} of the "
+          f"{len(x_test)} images (every spike counted):")
+    statistics = simulate(sample, checkpoints=[timesteps], ann=ann)
+    verification = bsnn_tf.verify(ann, snn, x_test[:VERIFY_IMAGES], timesteps,
                                   batch_size=config.batch_size)
     print(verification)
-    metrics.summary(snn, result)
-    return MethodRun(snn, result, verification, accuracy,
+    metrics.summary(snn, statistics)
+    return MethodRun(snn, statistics, verification, accuracy,
                      converged_at(accuracy, ann_accuracy))
-
-
-def simulation_block(snn, batch_size, distribute=False, budget=None):
-    """Images per `bsnn_tf.simulate` call in `simulate_in_blocks`: whole batches, as many as
-    keep the per-image arrays under `budget` bytes (default `SIMULATION_BLOCK_BYTES`; at
-    least one batch)."""
-    budget = SIMULATION_BLOCK_BYTES if budget is None else budget
-    units = sum(int(np.prod(snn.unit_shapes[layer.name])) for layer in snn.spiking_layers())
-    count = backend.devices(distribute).count
-    batch = -(-batch_size // count) * count  # as `bsnn_tf.simulate` rounds it
-    return max(1, budget // max(units * SIMULATION_BYTES_PER_UNIT * batch, 1)) * batch
-
-
-def simulate_in_blocks(snn, x, *, timesteps, checkpoints, batch_size, ann=None,
-                       distribute=False, block=None):
-    """`bsnn_tf.simulate(snn, x, ...)` in blocks of `block` images (default
-    `simulation_block`), merged: memory does not grow with the number of images.
-
-    Blocks are whole batches, so every image is simulated in the batch it
-    would be in one call, and the result is the same.
-    """
-    block = block or simulation_block(snn, batch_size, distribute)
-    progress = keras.utils.Progbar(len(x))
-    parts = []
-    for begin in range(0, len(x), block):
-        parts.append(bsnn_tf.simulate(snn, x[begin:begin + block], timesteps=timesteps,
-                                      checkpoints=checkpoints, batch_size=batch_size, ann=ann,
-                                      distribute=distribute, verbose=0))
-        progress.update(min(begin + block, len(x)))
-    return merge_results(parts)
-
-
-def merge_results(parts):
-    """One `SimulationResult` of consecutive blocks of images (no values or trace)."""
-    first = parts[0]
-    if len(parts) == 1:
-        return first
-    concatenate = lambda field: {key: np.concatenate([getattr(p, field)[key] for p in parts])
-                                 for key in getattr(first, field)}
-    outputs_at = concatenate("outputs_at")
-    result = bsnn_tf.SimulationResult(
-        timesteps=first.timesteps, outputs=outputs_at[first.timesteps], outputs_at=outputs_at,
-        spike_counts=None, unit_spike_counts=None, neurons=first.neurons)
-    if first.spike_counts is not None:
-        result.spike_counts = concatenate("spike_counts")
-        result.unit_spike_counts = {name: sum(p.unit_spike_counts[name] for p in parts)
-                                    for name in first.unit_spike_counts}
-    if first.sin is not None:
-        result.sin = {name: tuple(sum(p.sin[name][i] for p in parts) for i in range(2))
-                      for name in first.sin}
-    return result
 
 
 def accuracy_table(runs, checkpoints, ann_accuracy):
     """Accuracy per T (rows) and method (columns), then T* per method, as text."""
-    methods = list(runs)
+    names = list(runs)
     rows = [f"\nTop-1 accuracy (ANN {ann_accuracy:.2%})",
-            f"{'T':>8}" + "".join(f"{m:>10}" for m in methods)]
+            f"{'T':>8}" + "".join(f"{m:>10}" for m in names)]
     for t in checkpoints:
-        rows.append(f"{t:>8}" + "".join(f"{runs[m].accuracy[t]:>10.2%}" for m in methods))
-    rows.append(f"{'T*':>8}" + "".join(f"{str(runs[m].converged_at):>10}" for m in methods))
+        rows.append(f"{t:>8}" + "".join(_percent(runs[m].accuracy[t]) for m in names))
+    rows.append(f"{'T*':>8}" + "".join(f"{str(runs[m].converged_at):>10}" for m in names))
     rows.append(f"T*: the smallest T from which accuracy stays within {100 * TOLERANCE:g} "
-                "percentage points of the ANN's (None: never).")
+                "percentage points of the ANN's (None: never); -: before the first readout.")
+    statistics = {len(run.result.outputs) for run in runs.values()}
+    rows.append(f"Accuracy on every evaluated image (logits only); spike statistics on the "
+                f"first {', '.join(map(str, sorted(statistics)))} of them.")
     return "\n".join(rows)
+
+
+def _percent(value):
+    return f"{'-':>10}" if value is None else f"{value:>10.2%}"
 
 
 def method_results(method_run):
@@ -614,7 +619,11 @@ def method_results(method_run):
         "accuracy": list(method_run.accuracy.values()),
         "converged_at": method_run.converged_at,
         "depth": snn.depth,
+        "first_readout": snn.first_readout if _has_first_readout(snn) else None,
         "mode": snn.mode,
+        "statistics": {"images": len(result.outputs), "timesteps": result.timesteps,
+                       "note": "firing rates, SIN and synaptic operations are from these "
+                               "images; accuracy is from every evaluated image"},
         "firing_rates": result.firing_rates(),
         "sin_rates": result.sin_rates(),
         "synaptic_operations": operations,
@@ -636,124 +645,20 @@ def write_run(output_dir, results, runs, figure, overwrite=False):
     See `replace_directory`: an interruption leaves `output_dir` holding the
     earlier run or this one, whole.
     """
-    replace_directory(output_dir, lambda staging: _write_outputs(staging, results, runs, figure),
+    rundir.replace_directory(output_dir, lambda staging: _write_outputs(staging, results, runs, figure),
                       overwrite)
 
 
 def _write_outputs(directory, results, runs, figure):
-    """Every output file of a run (`RUN_OUTPUTS`), written into `directory`."""
+    """Every output file of a run (`rundir.RUN_OUTPUTS`), written into `directory`."""
     for method, method_run in runs.items():
         method_run.snn.save(os.path.join(directory, f"snn_{method}.keras"))
         metrics.write_tensorboard(
             os.path.join(directory, "tensorboard", method), method_run.snn, method_run.result,
-            method_run.verification, accuracy=method_run.accuracy,
+            method_run.verification,
+            accuracy={t: a for t, a in method_run.accuracy.items() if a is not None},
             step=method_run.result.timesteps,
         )
     figure.savefig(os.path.join(directory, "accuracy_vs_timesteps.png"), dpi=120)
     with open(os.path.join(directory, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-
-
-def replace_directory(output_dir, write, overwrite=False):
-    """Makes `output_dir` hold what `write(directory)` writes, as one step.
-
-    1. `write` fills a new staging directory beside `output_dir` (same file
-       system), `.convert-<random>`.
-    2. With `overwrite`, every file in `output_dir` that is not a run output
-       (`RUN_OUTPUTS`) is hard-linked (copied where links fail) into it, so
-       it survives; `output_dir` itself is not touched.
-    3. Two renames swap the directories (`output_dir` -> `<staging>-old`,
-       staging -> `output_dir`) with SIGINT and SIGTERM held back until both
-       are done; if the second fails, the first is undone.
-    4. The old directory is removed.
-
-    An interruption or error before step 3 ends leaves `output_dir` as it
-    was (the staging directory is removed); after it, the new run is whole
-    in place.
-
-    Raises:
-        ConfigError: `output_dir` holds an earlier run and `overwrite` is False.
-    """
-    target = os.path.realpath(output_dir)  # a symlinked output_dir: replace what it points to
-    staging = _new_directory_beside(target)
-    try:
-        write(staging)
-        if not os.path.isdir(target):
-            os.rename(staging, target)
-            return
-        if not overwrite and run_outputs(target):
-            raise ConfigError(f"Output directory {output_dir!r} got an earlier run's outputs "
-                              "meanwhile; pass --overwrite to replace them.")
-        _keep_other_files(target, staging)
-        shutil.copymode(target, staging)
-        _swap(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _new_directory_beside(path):
-    """A new empty directory `.convert-<random>` in the folder of `path` (created if missing)."""
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    directory = os.path.join(parent, f".convert-{uuid.uuid4().hex[:12]}")
-    os.mkdir(directory)
-    return directory
-
-
-def _keep_other_files(output_dir, staging):
-    """Hard-links (else copies) each entry of `output_dir` that is not a run output into
-    `staging`; directories are recreated, symlinks kept as links."""
-    outputs = set(run_outputs(output_dir))
-    for name in os.listdir(output_dir):
-        source, copy = os.path.join(output_dir, name), os.path.join(staging, name)
-        if source in outputs:
-            continue
-        if os.path.isdir(source) and not os.path.islink(source):
-            shutil.copytree(source, copy, symlinks=True, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(source, copy)
-
-
-def _link_or_copy(source, copy):
-    try:
-        os.link(source, copy, follow_symlinks=False)
-    except OSError:  # another file system, or one without hard links
-        shutil.copy2(source, copy, follow_symlinks=False)
-
-
-def _swap(staging, output_dir):
-    """Renames `output_dir` aside and `staging` into its place, then removes the old one."""
-    old, swapped = staging + "-old", False
-    try:
-        with _signals_held_back():
-            os.rename(output_dir, old)
-            try:
-                os.rename(staging, output_dir)
-            except BaseException:
-                os.rename(old, output_dir)
-                raise
-            swapped = True
-    finally:
-        if swapped:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _signals_held_back(signals=(signal.SIGINT, signal.SIGTERM)):
-    """Runs the block with `signals` recorded instead of handled, then raises the first
-    one received under its own handler. Only the main thread can set handlers; in
-    another thread the block runs as is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = {number: signal.getsignal(number) for number in signals}
-    for number in signals:
-        signal.signal(number, lambda number, frame: received.append(number))
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
-        if received:
-            signal.raise_signal(received[0])

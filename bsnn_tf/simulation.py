@@ -20,7 +20,7 @@ import weakref
 import keras
 import numpy as np
 
-from bsnn_tf import backend, observers
+from bsnn_tf import backend, console, observers
 from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_spiking_network,
                                 check_timesteps, check_whole_periods, warn_before_first_readout)
 
@@ -118,7 +118,7 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
 
     Warns:
         EarlyReadoutWarning: T or a checkpoint comes before the SNN's first
-            readout (`bsnn_tf.validation.first_readout`).
+            readout (`SpikingNetwork.first_readout`).
     """
     check_spiking_network(snn, "bsnn_tf.simulate")
     period_mode = check_mode(snn, mode or snn.mode)
@@ -137,7 +137,7 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     run_chunk, start_state = _compiled(snn, chunk_length, period_mode, trace, count_spikes,
                                        record_values, jit_compile, devices)
     totals = _Totals(snn, _activation_probe(snn, ann), timesteps, checkpoints)
-    progress = keras.utils.Progbar(len(x), verbose=0 if verbose == 0 else 1, unit_name="image")
+    progress = console.Progress(len(x), f"Simulating {snn.name}", verbose=verbose)
     for begin in range(0, len(x), batch_size):
         images = x[begin:begin + batch_size]
         batch = _pad(images, batch_size)

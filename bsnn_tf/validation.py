@@ -50,7 +50,7 @@ def check_shared(config, sizes):
             f"Known datasets: {', '.join(sorted(data.DATASETS))}."
         )
     for field in sizes:
-        if getattr(config, field) < 1:
+        if getattr(config, field) is not None and getattr(config, field) < 1:
             raise ConfigError(f"{field} must be a positive integer, got {getattr(config, field)}.")
     if config.limit is not None and config.limit < 1:
         raise ConfigError(f"limit must be a positive integer, got {config.limit}.")
@@ -222,20 +222,9 @@ class EarlyReadoutWarning(UserWarning):
     """Outputs asked for before the SNN's first readout (they are the readout bias)."""
 
 
-def first_readout(snn):
-    """The first T at which `snn`'s output is read from a whole period of spikes.
-
-    The readout counts from period `snn.readout_start` (BSNN: the spiking
-    depth D plus any readout delay; the baselines: 0), so its first whole
-    period ends at T = (readout_start + 1) * phases; before step
-    readout_start * phases the output is the readout bias alone.
-    """
-    return (snn.readout_start + 1) * snn.phases
-
-
 def warn_before_first_readout(snn, steps):
-    """Warns (`EarlyReadoutWarning`) naming every T in `steps` before `first_readout(snn)`."""
-    first = first_readout(snn)
+    """Warns (`EarlyReadoutWarning`) naming every T in `steps` before `snn.first_readout`."""
+    first = snn.first_readout
     early = sorted(t for t in steps if t < first)
     if early:
         warnings.warn(

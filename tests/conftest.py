@@ -7,14 +7,36 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Tests of the download paths unset it and fetch from local files.
 os.environ.setdefault("BSNN_OFFLINE", "1")
 
+import pathlib
+
 import keras
 import numpy as np
 import pytest
 
-from bsnn_tf import coding, layers, neurons
+from bsnn_tf import coding, data, layers, neurons
 from bsnn_tf.conversion import ops
 
 L = keras.layers
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir():
+    """The real offline data: $BSNN_DATA_DIR, else ../shared/data beside the checkout.
+
+    A test that needs it fails (it is not skipped) where it is missing: CI
+    runs with it, and a skipped test would stand in for one that ran.
+    """
+    directory = pathlib.Path(os.environ.get(data.DATA_DIR_ENV) or REPO.parent / "shared" / "data")
+    if not (directory / "mnist_test.npz").is_file():
+        pytest.fail(f"The shared data is missing: no mnist_test.npz in {directory}. Put the "
+                    f"shared data folder beside the checkout (../shared/data) or set "
+                    f"{data.DATA_DIR_ENV}.", pytrace=False)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    return shared_data_dir()
 
 
 def randomize_biases(model, seed, scale=0.1):

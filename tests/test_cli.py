@@ -24,7 +24,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 import bsnn_tf
-from bsnn_tf import data, pipeline
+from bsnn_tf import data, pipeline, rundir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO_LIMIT, DEMO_TIMESTEPS = 100, 16
@@ -470,13 +470,13 @@ def test_timesteps_the_simulation_cannot_count_are_refused(tmp_path, timesteps, 
 @pytest.mark.jax
 def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
     output_dir = tmp_path / "run"
-    with pipeline.run_lock(str(output_dir)):
+    with rundir.run_lock(str(output_dir)):
         assert (tmp_path / "run.lock").is_file()
         with pytest.raises(pipeline.ConfigError, match="Another convert.py run is writing"):
-            with pipeline.run_lock(str(output_dir)):
+            with rundir.run_lock(str(output_dir)):
                 pass
     assert not any(tmp_path.iterdir())
-    with pipeline.run_lock(str(output_dir)):  # free again
+    with rundir.run_lock(str(output_dir)):  # free again
         pass
 
 
@@ -527,12 +527,26 @@ def test_converged_at_is_the_first_t_from_which_accuracy_stays_close():
 def test_default_config_is_the_offline_demo():
     config = pipeline.ConvertConfig()
     assert config.weights == pipeline.DEMO_CHECKPOINT and os.path.isfile(config.weights)
-    assert config.timesteps == pipeline.DEFAULT_TIMESTEPS["mnist"] == 64
+    assert config.timesteps is None and config.batch_size is None  # chosen per model
     assert config.output_dir == os.path.join("outputs", "mnist_mnist_cnn")
-    assert pipeline.ConvertConfig(dataset="cifar10", model="resnet20").timesteps == 1024
 
 
-# --overwrite replaces a run directory as one step (pipeline.replace_directory).
+def test_default_timesteps_are_the_first_readout_plus_a_few_periods():
+    ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT, compile=False)
+    x, _ = data.load("mnist", "test", data.DEMO_DIR, limit=20)
+    bsnn = bsnn_tf.convert(ann, x, phases=4, verbose=0)
+    rate = bsnn_tf.convert(ann, x, method="rate", verbose=0)
+    # The demo CNN is two spiking layers deep: its first readout is (2 + 1) x 4.
+    assert bsnn.first_readout == 12
+    assert pipeline.default_timesteps([bsnn], "mnist") == 12 + 4 * pipeline.EXTRA_PERIODS
+    assert pipeline.default_timesteps([bsnn, rate], "mnist") == max(
+        12 + 4 * pipeline.EXTRA_PERIODS, pipeline.BASELINE_TIMESTEPS["mnist"])
+    config = pipeline.ConvertConfig(methods=("bsnn", "rate"), phases=4)
+    assert pipeline.measured_timesteps(config, [bsnn, rate], 64) == [
+        1, 2, 4, 8, *range(12, 64 + 1, 4)]
+
+
+# --overwrite replaces a run directory as one step (rundir.replace_directory).
 EARLIER_RUN = {"results.json": "earlier", "snn_bsnn.keras": "earlier bsnn",
                "snn_rate.keras": "earlier rate", "tensorboard/bsnn/events": "earlier"}
 NEW_RUN = {"results.json": "new", "snn_bsnn.keras": "new bsnn", "snn_phase.keras": "new phase",
@@ -581,12 +595,12 @@ def interrupt_on_call(function, call, before=True):
 @pytest.mark.jax
 def test_overwrite_replaces_the_run_and_keeps_other_files(earlier_run):
     (earlier_run / "analysis" / "link").symlink_to("plot.py")
-    pipeline.replace_directory(str(earlier_run), write_files(NEW_RUN), overwrite=True)
+    rundir.replace_directory(str(earlier_run), write_files(NEW_RUN), overwrite=True)
     assert files_under(earlier_run) == {**NEW_RUN, **OTHER_FILES, "analysis/link": "keep me too"}
     assert os.readlink(earlier_run / "analysis" / "link") == "plot.py"
     assert [p.name for p in earlier_run.parent.iterdir()] == ["run"]  # no staging left
     fresh = earlier_run.parent / "fresh" / "run"
-    pipeline.replace_directory(str(fresh), write_files(NEW_RUN))
+    rundir.replace_directory(str(fresh), write_files(NEW_RUN))
     assert files_under(fresh) == NEW_RUN and [p.name for p in fresh.parent.iterdir()] == ["run"]
 
 
@@ -606,7 +620,7 @@ def test_an_interrupted_overwrite_leaves_one_whole_run(earlier_run, monkeypatch,
     else:  # while the earlier run is being removed
         monkeypatch.setattr(shutil, "rmtree", interrupt_on_call(shutil.rmtree, 1))
     with pytest.raises(KeyboardInterrupt):
-        pipeline.replace_directory(str(earlier_run), write, overwrite=True)
+        rundir.replace_directory(str(earlier_run), write, overwrite=True)
     monkeypatch.undo()
     expected = {**(NEW_RUN if step == "after the swap" else EARLIER_RUN), **OTHER_FILES}
     assert files_under(earlier_run) == expected
@@ -624,7 +638,7 @@ def test_ctrl_c_between_the_renames_waits_for_the_swap(earlier_run, monkeypatch)
 
     monkeypatch.setattr(os, "rename", rename_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.replace_directory(str(earlier_run), write_files(NEW_RUN), overwrite=True)
+        rundir.replace_directory(str(earlier_run), write_files(NEW_RUN), overwrite=True)
     monkeypatch.undo()
     assert files_under(earlier_run) == {**NEW_RUN, **OTHER_FILES}
     assert [p.name for p in earlier_run.parent.iterdir()] == ["run"]

@@ -1,103 +1,116 @@
-"""Memory that does not grow with the number of images: convert.py's simulation and calibration.
+"""Memory bounded by the model and the batch, not by the number of images or periods (issue 23).
 
-`bsnn_tf.simulate` keeps every image's spike count per neuron unit (and the
-ANN's activations, for SIN) until it returns: about 72 MB an image for ResNet-34
-on ImageNet, so one call over the 500 evaluated images of the 1,000-image sample
-needs about 36 GB (issue 14). `pipeline.simulate_in_blocks` calls it on blocks of
-whole batches and merges the results. The calibration statistics
-(`ActivationStatistics`) stream: they keep the values above the percentile
-only, a fraction 1 - p/100 of them (one value at the maximum).
+`bsnn_tf.simulate` reduces spike counts and SIN batch by batch and keeps only
+per-image totals; the default batch keeps the simulation state within
+`simulation.STATE_BYTES`; a chunk holds a few copies of the largest layer's
+output over its periods, up to `network.CHUNK_BYTES`. convert.py, run in a
+fresh process under benchmarks/peak_rss.py, must then peak at the same memory
+for 200 or 3,000 images and for 256 or 1,024 time steps. (The code before issue 23 kept every
+image's spike count and ANN activation per unit until a block of images was
+done: about 0.5 GB more for the 3,000 images here.)
 """
+
+import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 
 import bsnn_tf
-from bsnn_tf import data, pipeline
+from bsnn_tf import data, pipeline, simulation
 from bsnn_tf.conversion import ActivationStatistics
+from conftest import REPO
 
-TIMESTEPS = 16
-BATCH = 8
+# Peak resident memory may differ by this much between runs that hold the same arrays
+# (allocator pools, the images and logits themselves).
+SLACK_BYTES = 150 << 20
 
 
 @pytest.fixture(scope="module")
 def demo():
     ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT, compile=False)
     x, _ = data.load("mnist", "test", data.DEMO_DIR, limit=40)
-    snn = bsnn_tf.convert(ann, x[:20], phases=4, timesteps=TIMESTEPS, verbose=0)
+    snn = bsnn_tf.convert(ann, x[:20], phases=4, timesteps=16, verbose=0)
     return ann, snn, x
 
 
-def counting_simulate(monkeypatch):
-    """Replaces `bsnn_tf.simulate` by a wrapper; returns the list of image counts it got."""
-    calls, simulate = [], bsnn_tf.simulate
+def peak_rss(tmp_path, shared_data, name, *args):
+    """Peak RSS in bytes of `python convert.py ARGS` (MNIST demo CNN, shared data)."""
+    out = tmp_path / f"{name}.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "peak_rss.py"), str(out),
+               str(REPO / "convert.py"), f"--data_dir={shared_data}", "--calibration_size=100",
+               f"--output_dir={tmp_path / name}", *args]
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(out.read_text())["peak_rss_bytes"]
 
-    def wrapper(snn, x, **kwargs):
-        calls.append(len(x))
-        return simulate(snn, x, **kwargs)
 
-    monkeypatch.setattr(bsnn_tf, "simulate", wrapper)
-    return calls
+def test_convert_py_memory_does_not_grow_with_images_or_periods(tmp_path, shared_data):
+    base = peak_rss(tmp_path, shared_data, "base", "--limit=200", "--timesteps=16")
+    images = peak_rss(tmp_path, shared_data, "images", "--limit=3000", "--timesteps=16",
+                      "--statistics_images=0")
+    mb = lambda b: f"{b / 2**20:.0f} MB"
+    assert images - base < SLACK_BYTES, f"200 images: {mb(base)}, 3,000: {mb(images)}"
+    # A chunk grows with T up to its budget (network.CHUNK_BYTES), reached here by T = 256.
+    short = peak_rss(tmp_path, shared_data, "short", "--limit=100", "--timesteps=256",
+                     "--statistics_images=50")
+    long = peak_rss(tmp_path, shared_data, "long", "--limit=100", "--timesteps=1024",
+                    "--statistics_images=50")
+    assert long - short < SLACK_BYTES, f"T = 256: {mb(short)}, T = 1,024: {mb(long)}"
+    assert long - base < bsnn_tf.network.CHUNK_BYTES + SLACK_BYTES
 
 
-def test_blocks_give_the_result_of_one_call(demo, monkeypatch):
+def test_statistics_reduced_batch_by_batch_match_the_trace_and_the_ann(demo):
     ann, snn, x = demo
-    whole = bsnn_tf.simulate(snn, x, timesteps=TIMESTEPS, checkpoints=[8], batch_size=BATCH,
-                             ann=ann, verbose=0)
-    calls = counting_simulate(monkeypatch)
-
-    blocks = pipeline.simulate_in_blocks(snn, x, timesteps=TIMESTEPS, checkpoints=[8],
-                                    batch_size=BATCH, ann=ann, block=2 * BATCH)
-
-    assert calls == [16, 16, 8]
-    assert blocks.timesteps == TIMESTEPS and blocks.neurons == whole.neurons
-    # Every image is simulated in the batch it has in one call: the same arithmetic.
-    assert set(blocks.outputs_at) == {8, TIMESTEPS}
-    for t in (8, TIMESTEPS):
-        np.testing.assert_array_equal(blocks.outputs_at[t], whole.outputs_at[t])
-    np.testing.assert_array_equal(blocks.outputs, whole.outputs)
+    kwargs = dict(timesteps=16, ann=ann, trace=True, verbose=0)
+    whole = bsnn_tf.simulate(snn, x, batch_size=40, **kwargs)
+    batched = bsnn_tf.simulate(snn, x, batch_size=8, **kwargs)
     for name in whole.spike_counts:
-        np.testing.assert_array_equal(blocks.spike_counts[name], whole.spike_counts[name])
-        np.testing.assert_array_equal(blocks.unit_spike_counts[name],
+        np.testing.assert_array_equal(batched.spike_counts[name], whole.spike_counts[name])
+        np.testing.assert_array_equal(batched.unit_spike_counts[name],
                                       whole.unit_spike_counts[name])
-    # SIN compares with the ANN's activations, predicted in other batches here: an
-    # activation within float rounding of 0 may differ, nothing more.
-    for name, (spiked, inactive) in whole.sin.items():
-        assert blocks.sin[name][0] == pytest.approx(spiked, abs=2)
-        assert blocks.sin[name][1] == pytest.approx(inactive, abs=2)
-    assert blocks.firing_rates() == pytest.approx(whole.firing_rates())
+    # SIN from the trace and the ANN's own activations, independently of the totals.
+    activations = keras.Model(ann.inputs, [ann.get_layer(snn.ann_layers[n]).output
+                                           for n in batched.sin]).predict(x, verbose=0)
+    for (name, (spiked, inactive)), activation in zip(batched.sin.items(), activations):
+        fired = np.any(whole.trace[name] > 0, axis=1)
+        assert inactive == np.sum(activation <= 0) > 0
+        assert spiked == np.sum((activation <= 0) & fired), name
 
 
-def test_one_block_is_one_call(demo, monkeypatch):
-    ann, snn, x = demo
-    calls = counting_simulate(monkeypatch)
-    result = pipeline.simulate_in_blocks(snn, x, timesteps=TIMESTEPS, checkpoints=[TIMESTEPS],
-                                    batch_size=BATCH)
-    assert calls == [len(x)] and result.sin is None and len(result.outputs) == len(x)
-
-
-def test_block_size_is_whole_batches_within_the_budget(demo):
+def test_the_default_batch_keeps_the_state_within_its_budget(demo):
     _, snn, _ = demo
-    units = sum(int(np.prod(snn.unit_shapes[layer.name])) for layer in snn.spiking_layers())
-    per_batch = units * pipeline.SIMULATION_BYTES_PER_UNIT * BATCH
-    assert pipeline.simulation_block(snn, BATCH, budget=3 * per_batch) == 3 * BATCH
-    assert pipeline.simulation_block(snn, BATCH, budget=3 * per_batch - 1) == 2 * BATCH
-    assert pipeline.simulation_block(snn, BATCH, budget=1) == BATCH  # at least one batch
-    # The default budget holds one batch of ResNet-34 on ImageNet (5.1 M units an image).
-    assert 5.1e6 * pipeline.SIMULATION_BYTES_PER_UNIT * BATCH <= pipeline.SIMULATION_BLOCK_BYTES
+    # The state by hand (conv1 reads the image, so its output is a constant current): two
+    # membranes and a spike counter per BIF unit, each gate's running totals of its
+    # input, the readout's totals.
+    units = lambda name: int(np.prod(snn.unit_shapes[name]))
+    inputs = dict((name, sources) for name, sources in snn.topology)
+    floats = units("conv1") + snn.readout.bias.shape[0]
+    floats += sum(3 * units(layer.name) for layer in snn.spiking_layers())
+    floats += sum(units(inputs[name][0]) for name in ("pool1", "pool2"))
+    assert snn.state_bytes() == 4 * floats
+    per_image = snn.state_bytes()
+    assert simulation.default_batch_size(snn, budget=10 * per_image) == 10
+    assert simulation.default_batch_size(snn, budget=10 * per_image - 1) == 9
+    assert simulation.default_batch_size(snn, budget=1) == 1
+    assert simulation.default_batch_size(snn) == simulation.MAX_BATCH  # a small net
 
 
-def test_convert_py_simulates_in_blocks(monkeypatch, tmp_path):
-    monkeypatch.setattr(pipeline, "SIMULATION_BLOCK_BYTES", 1)  # one batch a block
-    calls = counting_simulate(monkeypatch)
-    config = pipeline.ConvertConfig(phases=4, timesteps=TIMESTEPS, limit=40, calibration_size=50,
-                               batch_size=16, output_dir=str(tmp_path / "run"))
-    results = pipeline.run(config)
-    # The verification (its own 32 images) calls bsnn_tf.simulation.simulate directly.
-    assert calls == [16, 16, 8]
-    assert results["test_images"] == 40 and results["ann_accuracy"] > 0.9
-    assert results["methods"]["bsnn"]["accuracy"][-1] > 0.9
+def test_a_logits_only_run_to_the_first_readout_is_one_compiled_chunk(demo):
+    _, snn, _ = demo
+    periods = snn.first_readout // snn.phases
+    length = snn.chunk_length(64, periods, period_mode=True, logits_only=True)
+    assert length == periods
+    assert len(snn.chunk_starts(periods, length, True, logits_only=True)) == 1
+    # Counting spikes, every layer runs to the end: chunks are sized by the budget.
+    largest = max(int(np.prod(s)) for s in snn.unit_shapes.values())
+    one_period = bsnn_tf.network.LIVE_OUTPUTS * 64 * largest * 4
+    assert snn.chunk_length(64, 40, True, budget=4 * one_period) == 4
+    assert snn.chunk_length(64, 40, True, budget=3 * one_period) == 3  # 40 in 14 chunks of 3
 
 
 @pytest.mark.parametrize("percentile, channelwise", [(99.99, False), (100.0, False),

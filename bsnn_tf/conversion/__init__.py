@@ -25,7 +25,7 @@ from bsnn_tf.validation import check_calibration_data
 from bsnn_tf.methods import DEFAULT_PHASES
 from bsnn_tf.conversion.build import build
 from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, ActivationStatistics,
-                                            calibrate, correct)
+                                            calibrate, correct, default_batch_size)
 from bsnn_tf.conversion.config import ConversionConfig
 from bsnn_tf.conversion.fold import fold
 from bsnn_tf.conversion.converters import LayerConverter, register, trace
@@ -39,7 +39,7 @@ from bsnn_tf.conversion.synchronize import spiking_depths, synchronize
 def convert(model, calibration_data, *, method="bsnn", phases=None,
             calibration=DEFAULT_CALIBRATION, percentile=99.99, channelwise=False,
             synchronous=True, input_encoding="real", initial_membrane=None, readout_delay=0,
-            timesteps=256, batch_size=64, dtype="float32", verbose="auto"):
+            timesteps=256, batch_size=None, dtype="float32", verbose="auto"):
     """Converts a trained Keras ReLU classifier into a spiking network.
 
     Args:
@@ -73,7 +73,8 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             valid output (BSNN: the spiking depth D; baselines: 0).
         timesteps: steps that calling the returned model simulates (and the
             baselines' calibration target).
-        batch_size: calibration batch size.
+        batch_size: calibration batch size (default: `calibration.default_batch_size`,
+            at most 64 images, fewer where their activations would not fit its budget).
         dtype: "float32", or "float64" for exact comparisons.
 
     Returns:
@@ -94,12 +95,13 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
     data = check_calibration_data(calibration_data, graph.input_shape)
     graph.input_shape = tuple(data.shape[1:])  # sizes the model leaves open (None)
     input_scale = _input_scale(data, config.input_encoding)
-    lambdas = calibrate(graph, data, config.percentile, config.channelwise, config.batch_size,
+    batch_size = config.batch_size or default_batch_size(graph)
+    lambdas = calibrate(graph, data, config.percentile, config.channelwise, batch_size,
                         verbose, mode=config.calibration, quantizer=quantizer)
     graph = normalize(graph, lambdas, input_scale)
     input_code = _input_code(config.input_encoding, input_scale, config.phases)
     graph = correct(graph, data, config.calibration, quantizer, input_code, input_scale,
-                    config.batch_size, verbose)
+                    batch_size, verbose)
     graph = synchronize(graph, enabled=config.synchronise)
     return build(graph, config, input_scale, name=f"{model.name}_{config.method.name}")
 

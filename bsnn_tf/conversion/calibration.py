@@ -30,6 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from bsnn_tf import console
 from bsnn_tf.conversion import ops as graph_ops
 from bsnn_tf.conversion.graph import Node
 from bsnn_tf.conversion.keras_graph import make_layer, set_weights, to_keras
@@ -46,6 +47,12 @@ RECONSTRUCTION_BATCH = 32
 RECONSTRUCTION_LEARNING_RATE = 1e-5
 # Bias correction: fractions of the mean pre-activation error tried per channel.
 BIAS_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# The default batch: at most MAX_BATCH images, and as many as keep the activations of
+# every spiking layer, ACTIVATION_COPIES times (the outputs, and the statistics' working
+# copies), within ACTIVATION_BYTES.
+MAX_BATCH = 64
+ACTIVATION_BYTES = 1 << 29
+ACTIVATION_COPIES = 3
 
 
 def check_mode(mode):
@@ -138,6 +145,13 @@ class QuantizationError(keras.layers.Layer):
         return ops.stack(sums)[None]
 
 
+def default_batch_size(graph, budget=ACTIVATION_BYTES):
+    """Calibration images per batch for `graph`: memory bounded by the model, not the data."""
+    shapes = graph.shapes()
+    units = sum(int(np.prod(shapes[node.name])) for node in graph.spiking_nodes())
+    return int(np.clip(budget // max(units * 4 * ACTIVATION_COPIES, 1), 1, MAX_BATCH))
+
+
 def calibrate(graph, data, percentile=99.99, channelwise=False, batch_size=64, verbose="auto",
               mode="percentile", quantizer=None):
     """The scale lambda of every spiking layer of `graph`, from its ANN activations on `data`.
@@ -222,8 +236,8 @@ def _best_candidates(probe, names, data, percentiles, maxima, quantizer, channel
         candidates.append(np.where(largest > 0, grid, 1.0))  # silent units keep lambda 1
     measured = [QuantizationError(grid, quantizer, channelwise, name=f"{name}_error")(output)
                 for name, grid, output in zip(names, candidates, _as_list(probe.outputs))]
-    errors = keras.Model(probe.inputs, measured).predict(
-        data, batch_size=min(batch_size, 32), verbose=_progbar_verbosity(verbose))
+    errors = _predict_batches(keras.Model(probe.inputs, measured), data, min(batch_size, 32),
+                              console.Progress(len(data), "Searching scales", verbose=verbose))
     found = {}
     for name, grid, error in zip(names, candidates, _as_list(errors)):
         best = np.argmin(np.sum(error, axis=0), axis=0)  # ties keep the percentile (row 0)
@@ -280,8 +294,7 @@ def correct(graph, data, mode, quantizer, input_code=None, input_scale=1.0, batc
     ann, graph = graph, graph.copy()
     trained = set()
     targets = _targets(graph)
-    progress = keras.utils.Progbar(len(targets), verbose=_progbar_verbosity(verbose),
-                                   unit_name="layer")
+    progress = console.Progress(len(targets), "Correcting", unit="layer", verbose=verbose)
     for name in targets:
         if mode == "advanced":
             _reconstruct(graph, ann, name, data, quantizer, inputs, trained, batch_size)
@@ -465,23 +478,29 @@ def _columns(values, channelwise):
     return values.reshape(-1, values.shape[-1] if channelwise else 1)
 
 
-def _progbar_verbosity(verbose):
-    return 0 if verbose == 0 else "auto"
-
-
 def predict_with_callbacks(model, data, batch_size, callbacks, verbose):
-    """model.predict's callback protocol, without keeping the outputs."""
+    """model.predict's callback protocol, without keeping the outputs; progress over images."""
     steps = -(-len(data) // batch_size)
-    callback_list = keras.callbacks.CallbackList(
-        callbacks, add_progbar=verbose != 0, model=model,
-        verbose=1 if verbose == "auto" else verbose, epochs=1, steps=steps,
-    )
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=1, steps=steps)
+    progress = console.Progress(len(data), "Calibrating", verbose=verbose)
     callback_list.on_predict_begin()
     for step in range(steps):
         callback_list.on_predict_batch_begin(step)
-        outputs = model.predict_on_batch(data[step * batch_size:(step + 1) * batch_size])
+        batch = data[step * batch_size:(step + 1) * batch_size]
+        outputs = model.predict_on_batch(batch)
         callback_list.on_predict_batch_end(step, {"outputs": outputs})
+        progress.add(len(batch))
     callback_list.on_predict_end()
+
+
+def _predict_batches(model, data, batch_size, progress):
+    """model.predict(data) batch by batch, reporting images to `progress`; a list of outputs."""
+    parts = []
+    for start in range(0, len(data), batch_size):
+        batch = data[start:start + batch_size]
+        parts.append([np.asarray(o) for o in _as_list(model.predict_on_batch(batch))])
+        progress.add(len(batch))
+    return [np.concatenate(outputs) for outputs in zip(*parts)]
 
 
 def add_bias(graph, name, consumer, delta):

@@ -48,7 +48,7 @@ class ConversionConfig:
     initial_membrane: float = 0.0
     readout_delay: int = 0
     timesteps: int = 256
-    batch_size: int = 64
+    batch_size: int | None = None
     dtype: str = "float32"
 
     @classmethod
@@ -89,6 +89,8 @@ class ConversionConfig:
                 f"phases <= {bits} or dtype='float32'.")
 
     def _check_batch_size(self):
+        if self.batch_size is None:
+            return
         if (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral)
                 or self.batch_size < 1):
             raise ValueError(f"batch_size must be a positive int (calibration images per "

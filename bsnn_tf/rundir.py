@@ -1,0 +1,168 @@
+"""A run directory: written in full beside it, then swapped in as one step, under a lock.
+
+`convert.py` writes `results.json`, `accuracy_vs_timesteps.png`,
+`snn_<method>.keras` and `tensorboard/` (`RUN_OUTPUTS`) into its output
+directory. `replace_directory` writes them into a staging directory beside
+it that then takes its place, so an interruption leaves the earlier run or
+the new one, whole; an earlier run is replaced only with `overwrite` (its
+other files are kept). `run_lock` keeps a second run out meanwhile.
+
+Example:
+    >>> from bsnn_tf import rundir
+    >>> def write(directory):
+    ...     with open(os.path.join(directory, "results.json"), "w") as f:
+    ...         f.write("{}")
+    >>> rundir.replace_directory("runs/example", write)
+    >>> [os.path.basename(p) for p in rundir.run_outputs("runs/example")]
+    ['results.json']
+"""
+
+import contextlib
+import fcntl
+import glob
+import os
+import shutil
+import signal
+import threading
+import uuid
+
+from bsnn_tf.validation import ConfigError
+
+# What a run writes into its output directory.
+RUN_OUTPUTS = ("results.json", "accuracy_vs_timesteps.png", "snn_*.keras", "tensorboard")
+
+
+def run_outputs(output_dir):
+    """The paths in `output_dir` that a run writes (`RUN_OUTPUTS`), sorted."""
+    return sorted(path for pattern in RUN_OUTPUTS
+                  for path in glob.glob(os.path.join(glob.escape(output_dir), pattern)))
+
+
+@contextlib.contextmanager
+def run_lock(output_dir):
+    """Holds `<output_dir>.lock` (beside it) while a run writes `output_dir`.
+
+    Raises:
+        ConfigError: another run holds it.
+    """
+    path = os.path.abspath(output_dir) + ".lock"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(lock.fileno()).st_ino != os.stat(path).st_ino:
+                raise BlockingIOError  # the holder removed it after we opened it
+        except (BlockingIOError, FileNotFoundError) as error:
+            raise ConfigError(
+                f"Another convert.py run is writing {output_dir!r} (it holds {path}); wait for "
+                "it to finish, or choose another --output_dir."
+            ) from error
+        try:
+            yield
+        finally:
+            os.remove(path)
+
+
+def replace_directory(output_dir, write, overwrite=False):
+    """Makes `output_dir` hold what `write(directory)` writes, as one step.
+
+    1. `write` fills a new staging directory beside `output_dir` (same file
+       system), `.convert-<random>`.
+    2. With `overwrite`, every file in `output_dir` that is not a run output
+       (`RUN_OUTPUTS`) is hard-linked (copied where links fail) into it, so
+       it survives; `output_dir` itself is not touched.
+    3. Two renames swap the directories (`output_dir` -> `<staging>-old`,
+       staging -> `output_dir`) with SIGINT and SIGTERM held back until both
+       are done; if the second fails, the first is undone.
+    4. The old directory is removed.
+
+    An interruption or error before step 3 ends leaves `output_dir` as it
+    was (the staging directory is removed); after it, the new run is whole
+    in place.
+
+    Raises:
+        ConfigError: `output_dir` holds an earlier run and `overwrite` is False.
+    """
+    target = os.path.realpath(output_dir)  # a symlinked output_dir: replace what it points to
+    staging = _new_directory_beside(target)
+    try:
+        write(staging)
+        if not os.path.isdir(target):
+            os.rename(staging, target)
+            return
+        if not overwrite and run_outputs(target):
+            raise ConfigError(f"Output directory {output_dir!r} got an earlier run's outputs "
+                              "meanwhile; pass --overwrite to replace them.")
+        _keep_other_files(target, staging)
+        shutil.copymode(target, staging)
+        _swap(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _new_directory_beside(path):
+    """A new empty directory `.convert-<random>` in the folder of `path` (created if missing)."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    directory = os.path.join(parent, f".convert-{uuid.uuid4().hex[:12]}")
+    os.mkdir(directory)
+    return directory
+
+
+def _keep_other_files(output_dir, staging):
+    """Hard-links (else copies) each entry of `output_dir` that is not a run output into
+    `staging`; directories are recreated, symlinks kept as links."""
+    outputs = set(run_outputs(output_dir))
+    for name in os.listdir(output_dir):
+        source, copy = os.path.join(output_dir, name), os.path.join(staging, name)
+        if source in outputs:
+            continue
+        if os.path.isdir(source) and not os.path.islink(source):
+            shutil.copytree(source, copy, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, copy)
+
+
+def _link_or_copy(source, copy):
+    try:
+        os.link(source, copy, follow_symlinks=False)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(source, copy, follow_symlinks=False)
+
+
+def _swap(staging, output_dir):
+    """Renames `output_dir` aside and `staging` into its place, then removes the old one."""
+    old, swapped = staging + "-old", False
+    try:
+        with _signals_held_back():
+            os.rename(output_dir, old)
+            try:
+                os.rename(staging, output_dir)
+            except BaseException:
+                os.rename(old, output_dir)
+                raise
+            swapped = True
+    finally:
+        if swapped:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_held_back(signals=(signal.SIGINT, signal.SIGTERM)):
+    """Runs the block with `signals` recorded instead of handled, then raises the first
+    one received under its own handler. Only the main thread can set handlers; in
+    another thread the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {number: signal.getsignal(number) for number in signals}
+    for number in signals:
+        signal.signal(number, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        if received:
+            signal.raise_signal(received[0])
