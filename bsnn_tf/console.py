@@ -69,8 +69,9 @@ def quiet_start():
     if not wants_quiet():
         yield
         return
-    for logger in ("tensorflow", "absl"):  # absl: tensorflow-datasets' warnings
-        logging.getLogger(logger).setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    # tensorflow-datasets logs through absl, whose level absl.app resets from --verbosity.
+    logging.getLogger("absl").addFilter(_errors_only)
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -80,6 +81,10 @@ def quiet_start():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _errors_only(record):
+    return record.levelno >= logging.ERROR
 
 
 def is_terminal(stream=None):

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from bsnn_tf import coding, layers, methods, neurons, observers
+from bsnn_tf import coding, layers, methods, neurons, observers, twin
 from bsnn_tf.clock import Clock, Constant
 from bsnn_tf.validation import (check_inputs, check_mode, check_timesteps,
                                 check_whole_periods, warn_before_first_readout)
@@ -143,6 +143,11 @@ class SpikingNetwork(keras.Model):
         quantised ANN (docs/DESIGN.md, "Calibration").
         """
         return (self.readout_start + 1) * self.phases
+
+    def first_readout_model(self):
+        """The Keras ANN whose logits are this BSNN's at `first_readout`, one ANN pass
+        instead of a simulation; it shares this network's layers (`bsnn_tf.twin`)."""
+        return twin.first_readout_model(self)
 
     @property
     def active_from(self):
@@ -464,16 +469,28 @@ class SpikingNetwork(keras.Model):
         `active_from` to `needed_until`: where every window fits, the whole run
         is one chunk, one compiled program.
         """
-        per_unit = 1 if period_mode else self.phases  # time units (values) per period
-        largest = max(int(np.prod(shape)) for shape in self.unit_shapes.values())
-        per_period = (LIVE_OUTPUTS * batch_size * largest * per_unit
-                      * np.dtype(self.compute_dtype).itemsize)
-        most = int(np.clip(budget // max(per_period, 1), 1, MAX_CHUNK_PERIODS))
+        per_unit = 1 if period_mode else self.phases
+        most = int(np.clip(budget // max(batch_size * self._chunk_bytes(period_mode), 1),
+                           1, MAX_CHUNK_PERIODS))
         periods = -(-units // per_unit)
         if logits_only and self._longest_window(periods) <= most:
             return periods * per_unit
         chunks = -(-periods // most)
         return -(-periods // chunks) * per_unit
+
+    def batch_for_chunks(self, units, period_mode, logits_only=False, budget=CHUNK_BYTES):
+        """The most images per batch for which a chunk spans every period a layer runs in a
+        run of `units` time units (or MAX_CHUNK_PERIODS of them): few compiled chunks."""
+        periods = -(-units // (1 if period_mode else self.phases))
+        needed = self._longest_window(periods) if logits_only else periods
+        wanted = min(needed, MAX_CHUNK_PERIODS)
+        return max(1, budget // max(wanted * self._chunk_bytes(period_mode), 1))
+
+    def _chunk_bytes(self, period_mode):
+        """Bytes a chunk holds per image and period: LIVE_OUTPUTS largest layer outputs."""
+        largest = max(int(np.prod(shape)) for shape in self.unit_shapes.values())
+        steps = 1 if period_mode else self.phases  # values per unit in a period
+        return LIVE_OUTPUTS * largest * steps * np.dtype(self.compute_dtype).itemsize
 
     def _longest_window(self, periods):
         """The most periods any layer runs in a logits-only run of `periods` periods."""

@@ -26,7 +26,7 @@ from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_sp
 
 _COMPILED = weakref.WeakKeyDictionary()
 # The default batch keeps the simulation state (membranes, counters) within STATE_BYTES.
-STATE_BYTES = 1 << 29
+STATE_BYTES = 1 << 28
 MAX_BATCH = 128
 
 
@@ -131,7 +131,9 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
         raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
                          "count_spikes=True.")
     devices = backend.devices(distribute)
-    batch_size = _batch_size(snn, len(x), batch_size, devices.count, count_spikes, record_values)
+    batch_size = _batch_size(len(x), batch_size, devices.count,
+                             lambda: default_batch_size(snn, count_spikes, record_values,
+                                                        timesteps, mode))
     chunk_length = _chunk_length(snn, batch_size // devices.count, span, chunk, period_mode,
                                  logits_only=not (count_spikes or record_values or trace))
     run_chunk, start_state = _compiled(snn, chunk_length, period_mode, trace, count_spikes,
@@ -150,11 +152,19 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     return totals.result()
 
 
-def default_batch_size(snn, count_spikes=True, record_values=False, budget=STATE_BYTES):
-    """Images per batch: as many as keep the simulation state (`snn.state_bytes`) within
-    `budget` bytes, at most MAX_BATCH; memory then depends on the network, not on N or T."""
-    per_image = snn.state_bytes(count_spikes, record_values)
-    return int(np.clip(budget // max(per_image, 1), 1, MAX_BATCH))
+def default_batch_size(snn, count_spikes=True, record_values=False, timesteps=None,
+                       mode=None, budget=STATE_BYTES):
+    """Images per batch: at most MAX_BATCH, as many as keep the simulation state
+    (`snn.state_bytes`) within `budget` bytes, and, given `timesteps`, as many as let one
+    chunk span the periods each layer runs (`SpikingNetwork.batch_for_chunks`), so that
+    few chunks are compiled. Memory then depends on the network, not on N or T."""
+    batch = budget // max(snn.state_bytes(count_spikes, record_values), 1)
+    if timesteps is not None:
+        period_mode = check_mode(snn, mode or snn.mode)
+        logits_only = not (count_spikes or record_values)
+        batch = min(batch, snn.batch_for_chunks(snn.time_units(timesteps, period_mode),
+                                                period_mode, logits_only))
+    return int(np.clip(batch, 1, MAX_BATCH))
 
 
 def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, jit_compile="auto",
@@ -187,15 +197,15 @@ def _check_checkpoints(checkpoints, timesteps, multiple):
     return points
 
 
-def _batch_size(snn, count, batch_size, devices, count_spikes, record_values):
-    """The batch size: given or `default_batch_size`, at most `count` (no padding beyond
-    the images), rounded up to a multiple of the device count."""
+def _batch_size(count, batch_size, devices, default):
+    """The batch size: given or `default()` per device, at most `count` (no padding
+    beyond the images), rounded up to a multiple of the device count."""
     if batch_size is not None and (isinstance(batch_size, bool)
                                    or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
     if batch_size is None:
-        batch_size = default_batch_size(snn, count_spikes, record_values) * devices
+        batch_size = default() * devices
     return -(-min(int(batch_size), count) // devices) * devices
 
 

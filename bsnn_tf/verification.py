@@ -15,7 +15,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from bsnn_tf.simulation import simulate
+from bsnn_tf.simulation import default_batch_size, simulate
 
 
 @dataclasses.dataclass
@@ -59,9 +59,11 @@ def verify(ann, snn, x, timesteps, *, mode=None, atol=None, batch_size=None):
 
     Each spiking layer's output per period, times its lambda, is compared
     with the activation of the ANN layer it codes; the readout with the
-    ANN's logits (before any softmax).
+    ANN's logits (before any softmax). The errors are reduced batch by batch,
+    so memory depends on the batch, not on len(x).
 
     Args:
+        batch_size: images per batch (default: `simulation.default_batch_size`).
         atol: if given, raise a ValueError when the worst output error exceeds it.
 
     Returns:
@@ -70,30 +72,57 @@ def verify(ann, snn, x, timesteps, *, mode=None, atol=None, batch_size=None):
     if not isinstance(ann, keras.Model):
         raise TypeError(f"ann must be the keras.Model that `snn` was converted from, got "
                         f"{type(ann).__name__}.")
-    result = simulate(snn, x, timesteps=timesteps, mode=mode, record_values=True,
-                      batch_size=batch_size, verbose=0)
     names = [n for n, a in snn.ann_layers.items() if _has_layer(ann, a)]
     probe = keras.Model(ann.inputs, [ann.get_layer(snn.ann_layers[n]).output for n in names]
                         + [logits_tensor(ann)])
-    ann_values = probe.predict(np.asarray(x, "float32"), verbose=0)
-    ann_values = ann_values if isinstance(ann_values, list) else [ann_values]
-    errors = []
-    for name, activation in zip(names, ann_values[:-1]):
-        difference = np.abs(result.values[name] - activation)
-        errors.append(LayerError(name, snn.ann_layers[name], float(difference.max()),
-                                 float(difference.mean()), float(np.abs(activation).max())))
-    ann_logits = ann_values[-1]
-    output_error = float(np.abs(result.outputs - ann_logits).max())
-    report = Verification(
-        timesteps=timesteps,
-        layers=errors,
-        output_error=output_error,
-        output_relative_error=output_error / max(float(np.abs(ann_logits).max()), 1e-12),
-        agreement=float(np.mean(np.argmax(result.outputs, -1) == np.argmax(ann_logits, -1))),
-    )
-    if atol is not None and output_error > atol:
+    x = np.asarray(x, "float32")
+    batch_size = batch_size or default_batch_size(snn, count_spikes=False, record_values=True,
+                                                  timesteps=timesteps, mode=mode)
+    errors = _Errors(names)
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        result = simulate(snn, batch, timesteps=timesteps, mode=mode, record_values=True,
+                          count_spikes=False, batch_size=batch_size, verbose=0)
+        ann_values = probe.predict_on_batch(batch)
+        errors.add(result, [np.asarray(v) for v in ann_values])
+    report = errors.report(snn, timesteps)
+    if atol is not None and report.output_error > atol:
         raise ValueError(f"SNN output differs from the ANN's by more than atol={atol}:\n{report}")
     return report
+
+
+class _Errors:
+    """Running maxima, sums and counts of the errors of each layer and of the output."""
+
+    def __init__(self, names):
+        self.names = names
+        self.max = dict.fromkeys(names, 0.0)
+        self.sum = dict.fromkeys(names, 0.0)
+        self.count = dict.fromkeys(names, 0)
+        self.ann_max = dict.fromkeys(names, 0.0)
+        self.output_max, self.logit_max, self.agreeing, self.images = 0.0, 0.0, 0, 0
+
+    def add(self, result, ann_values):
+        for name, activation in zip(self.names, ann_values[:-1]):
+            difference = np.abs(result.values[name] - activation)
+            self.max[name] = max(self.max[name], float(difference.max()))
+            self.sum[name] += float(difference.sum(dtype="float64"))
+            self.count[name] += difference.size
+            self.ann_max[name] = max(self.ann_max[name], float(np.abs(activation).max()))
+        logits = ann_values[-1]
+        self.output_max = max(self.output_max, float(np.abs(result.outputs - logits).max()))
+        self.logit_max = max(self.logit_max, float(np.abs(logits).max()))
+        self.agreeing += int(np.sum(np.argmax(result.outputs, -1) == np.argmax(logits, -1)))
+        self.images += len(logits)
+
+    def report(self, snn, timesteps):
+        layers = [LayerError(name, snn.ann_layers[name], self.max[name],
+                             self.sum[name] / max(self.count[name], 1), self.ann_max[name])
+                  for name in self.names]
+        return Verification(
+            timesteps=timesteps, layers=layers, output_error=self.output_max,
+            output_relative_error=self.output_max / max(self.logit_max, 1e-12),
+            agreement=self.agreeing / max(self.images, 1))
 
 
 def _has_layer(model, name):
