@@ -18,7 +18,7 @@ import sys
 from absl import app, flags
 
 from bsnn_tf import coding, data, models, pipeline
-from bsnn_tf.conversion import DEFAULT_PHASES
+from bsnn_tf.conversion import DEFAULT_PHASES, FineTuning
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.methods import METHODS
@@ -55,14 +55,23 @@ flags.register_validator("checkpoints", lambda values: all(v.isdigit() for v in 
 flags.DEFINE_enum("calibration", DEFAULT_CALIBRATION, list(CALIBRATION_MODES),
                   "How each layer is fitted to the ANN on the calibration images: percentile "
                   "scale, mse (scale search), light (+ bias correction), advanced (+ weight "
-                  "reconstruction); docs/DESIGN.md, 'Calibration'.")
+                  "reconstruction), finetune (BSNN: the first readout trained against the ANN "
+                  "on thousands of images); docs/DESIGN.md, 'Calibration'.")
 flags.DEFINE_float("percentile", 99.99, "Data-norm percentile of activations (100 = max).")
 flags.DEFINE_boolean("channelwise", False, "One normalisation statistic per channel.")
 flags.DEFINE_boolean("synchronous", True,
                      "Synchronous layers on short merge branches (BSNN); off for ablations.")
-flags.DEFINE_integer("calibration_size", 500,
+flags.DEFINE_integer("calibration_size", None,
                      "Images for the calibration, drawn at random (seed 0) from "
-                     "--calibration_split.")
+                     f"--calibration_split. Default: {pipeline.CALIBRATION_IMAGES}; "
+                     f"{pipeline.FINETUNE_IMAGES} for --calibration=finetune, which trains "
+                     "on them.")
+flags.DEFINE_integer("finetune_epochs", None,
+                     "Epochs of --calibration=finetune (default: enough for about "
+                     f"{FineTuning().image_budget} training images in all).")
+flags.DEFINE_boolean("finetune_labels", True,
+                     "--calibration=finetune also learns from the calibration images' labels "
+                     "(else from the ANN alone).")
 flags.DEFINE_enum("calibration_split", "auto", list(pipeline.CALIBRATION_SPLITS),
                   "Where the calibration images come from: train; test, held out of the "
                   "evaluation (it needs more than --calibration_size test images); auto, train "
@@ -100,6 +109,7 @@ def main(argv):
         calibration=FLAGS.calibration, percentile=FLAGS.percentile,
         channelwise=FLAGS.channelwise,
         synchronous=FLAGS.synchronous, calibration_size=FLAGS.calibration_size,
+        finetune_epochs=FLAGS.finetune_epochs, finetune_labels=FLAGS.finetune_labels,
         calibration_split=FLAGS.calibration_split,
         limit=FLAGS.limit, statistics_images=FLAGS.statistics_images,
         batch_size=FLAGS.batch_size, output_dir=FLAGS.output_dir,

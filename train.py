@@ -37,6 +37,13 @@ flags.DEFINE_enum("precision", "float32", training.PRECISIONS,
                   "mixed_bfloat16 computes in bfloat16 with float32 weights (fast on CPUs "
                   "with AVX512_BF16); the saved model is float32.")
 flags.DEFINE_boolean("distribute", False, "Data parallel over all local devices.")
+flags.DEFINE_string("weights", None, "Start from this .keras checkpoint (fine-tuning) "
+                    "instead of random weights.")
+flags.DEFINE_integer("snn_phases", None,
+                     "Train with the BSNN's quantiser in the loop: every ReLU outputs K bits "
+                     "of a learned threshold, as a BIF layer does at the first readout; the "
+                     "BSNN converted with --phases K is then the trained model at its first "
+                     "readout.")
 flags.mark_flags_as_required(["model", "dataset", "output_dir"])
 
 FLAGS = flags.FLAGS
@@ -53,6 +60,7 @@ def main(argv):
         rand_augment=FLAGS.rand_augment, cutout=FLAGS.cutout,
         seed=FLAGS.seed, distribute=FLAGS.distribute, warmup_epochs=FLAGS.warmup_epochs,
         label_smoothing=FLAGS.label_smoothing, precision=FLAGS.precision,
+        weights=FLAGS.weights, snn_phases=FLAGS.snn_phases,
     )
     # SIGTERM ends a run like Ctrl-C: a model being saved leaves no temporary file.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

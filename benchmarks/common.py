@@ -39,7 +39,8 @@ from bsnn_tf.pipeline import TOLERANCE  # noqa: E402  (0.1 percentage points)
 from bsnn_tf.pipeline import converged_at as t_star  # noqa: E402
 from bsnn_tf.models import thirdparty  # noqa: E402
 
-DATA_DIR = os.environ.get(data.DATA_DIR_ENV, "/work/shared/data")
+# The shared data beside the checkout, or $BSNN_DATA_DIR.
+DATA_DIR = os.environ.get(data.DATA_DIR_ENV) or str(ROOT.parent / "shared" / "data")
 STORED_RESULTS_DIR = ROOT / "benchmarks" / "results"
 RESULTS_DIR = pathlib.Path(os.environ.get("BSNN_RESULTS_DIR") or STORED_RESULTS_DIR)
 DOCS_DIR = pathlib.Path(os.environ.get("BSNN_PLOTS_DIR") or ROOT / "docs")

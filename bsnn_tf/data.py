@@ -611,6 +611,32 @@ def _random_crop(x, shape, rng):
     return x[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+def shift_and_flip(x, rng, flip=None):
+    """Preprocessed images shifted at random by up to 1/8 of their size (the border filled
+    with 0, the mean after normalisation) and, for colour images, flipped left-right at
+    random: the augmentation of fine-tuning (`conversion.finetune`).
+
+    Args:
+        x: a batch of preprocessed images, NHWC.
+        rng: a `numpy.random.Generator`.
+        flip: flip half of them (default: when they have 3 channels).
+
+    Example:
+        >>> shift_and_flip(np.ones((2, 32, 32, 3), "float32"), np.random.default_rng(0)).shape
+        (2, 32, 32, 3)
+    """
+    if x.ndim != 4:
+        return x
+    height, width = x.shape[1:3]
+    pad_h, pad_w = max(height // 8, 1), max(width // 8, 1)
+    padded = np.pad(x, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+    shifted = _random_crop(padded, (height, width), rng)
+    if flip if flip is not None else x.shape[-1] == 3:
+        flipped = rng.random(len(x)) < 0.5
+        shifted[flipped] = shifted[flipped, :, ::-1]
+    return shifted
+
+
 def _cutout(x, size, rng):
     """Zeroes (the dataset mean, after normalisation) a random square per image."""
     n, height, width = x.shape[:3]

@@ -85,12 +85,13 @@ def summary(snn, result, print_fn=print):
     """Prints per synapse layer the ANN MACs, the SNN's ACs and their ratio, then totals."""
     macs, operations = ann_macs(snn), synaptic_operations(snn, result)
     print_fn(f"Synaptic operations per image after T={result.timesteps} ({snn.method})")
-    print_fn(f"{'layer':<30}{'ANN MACs':>14}{'SNN ACs':>14}{'AC/MAC':>9}")
-    for name in macs:
-        print_fn(f"{name:<30}{macs[name]:>14,}{operations[name]:>14,.0f}"
-                 f"{operations[name] / max(macs[name], 1):>9.3f}")
     total_macs, total_ops = sum(macs.values()), sum(operations.values())
-    print_fn(f"{'total':<30}{total_macs:>14,}{total_ops:>14,.0f}"
+    width = max(14, len(f"{max(total_macs, total_ops):,.0f}") + 2)  # the totals are widest
+    print_fn(f"{'layer':<30}{'ANN MACs':>{width}}{'SNN ACs':>{width}}{'AC/MAC':>9}")
+    for name in macs:
+        print_fn(f"{name:<30}{macs[name]:>{width},}{operations[name]:>{width},.0f}"
+                 f"{operations[name] / max(macs[name], 1):>9.3f}")
+    print_fn(f"{'total':<30}{total_macs:>{width},}{total_ops:>{width},.0f}"
              f"{total_ops / max(total_macs, 1):>9.3f}")
     rates = result.firing_rates()
     print_fn(f"{'spiking layer':<30}{'neurons':>14}{'rate':>14}")

@@ -23,6 +23,17 @@ from bsnn_tf import backend, coding
 from bsnn_tf.clock import Clock, split_constant
 
 
+def bif_first_output(current, phases, initial_membrane=0.0):
+    """What a BIF unit at rest emits in its first output period for a constant input
+    `current` integrated over one period: Q(current + rest), the K-bit rounding
+    (`initial_membrane` 0.5) or truncation (0) of it, saturating at 1 - 2**-K.
+
+    `BistableIF.mean_output`, the first-readout twin and `bsnn_tf.quantized.QuantizedReLU`
+    all compute it here.
+    """
+    return coding.quantize(current + initial_membrane * 2.0**-phases, phases)
+
+
 class SpikingNeuron(keras.layers.Layer):
     """Base class: a population of spiking neurons with threshold 1.
 
@@ -226,8 +237,7 @@ class BistableIF(SpikingNeuron):
     def mean_output(self, current, timesteps=None):
         """Q(current + rest): exactly what the unit emits in its first output
         period, whatever T (the first readout is the K-bit quantised ANN)."""
-        return coding.quantize(current + self.initial_membrane * self.smallest_spike,
-                               self.phases)
+        return bif_first_output(current, self.phases, self.initial_membrane)
 
 
 @keras.saving.register_keras_serializable(package="bsnn_tf")

@@ -32,12 +32,14 @@ import math
 import os
 import pathlib
 import time
+import typing
 
 import keras
 import numpy as np
 
 import bsnn_tf
 from bsnn_tf import backend, coding, console, data, methods, metrics, models, plots, rundir
+from bsnn_tf.conversion import FineTuning, finetune
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.methods import METHODS
@@ -72,6 +74,9 @@ STATISTICS_IMAGES = 256
 # The ANN's own batch when --batch_size is not given (the simulation and the calibration
 # choose theirs to fit their memory budgets).
 ANN_BATCH = 128
+# Calibration images by default: for the scales; for fine-tuning, which trains on them.
+CALIBRATION_IMAGES = 500
+FINETUNE_IMAGES = 10_000
 # Where the calibration images come from; "auto": train if found, else held-out test images.
 CALIBRATION_SPLITS = ("auto", "train", "test")
 CALIBRATION_SEED = 0
@@ -96,7 +101,10 @@ class ConvertConfig:
             `default_checkpoints`. `timesteps` is always one.
         statistics_images: spike statistics come from the first this many evaluated
             images (0: all of them); accuracy comes from all of them.
-        calibration_size: images for the data-norm statistics.
+        calibration_size: images for the calibration; `None`: `CALIBRATION_IMAGES`, or
+            `FINETUNE_IMAGES` for calibration "finetune" (`calibration_images`).
+        finetune_epochs: epochs of calibration "finetune" (`None`: its image budget).
+        finetune_labels: "finetune" also learns from the calibration images' labels.
         calibration_split: where they come from: "train"; "test", a random
             slice of the test images held out of the evaluation (see
             `load_images`); "auto", train when the dataset has it, else test.
@@ -125,7 +133,7 @@ class ConvertConfig:
     percentile: float = 99.99
     channelwise: bool = False
     synchronous: bool = True
-    calibration_size: int = 500
+    calibration_size: int | None = None
     calibration_split: str = "auto"
     limit: int | None = None
     statistics_images: int = STATISTICS_IMAGES
@@ -134,6 +142,8 @@ class ConvertConfig:
     data_dir: str | None = None
     distribute: bool = False
     overwrite: bool = False
+    finetune_epochs: int | None = None
+    finetune_labels: bool = True
 
     def __post_init__(self):
         self.methods = tuple(dict.fromkeys(self.methods))
@@ -141,6 +151,13 @@ class ConvertConfig:
             self.output_dir = os.path.join("outputs", f"{self.dataset}_{self.model}")
         if self.weights is None and not self.random_weights:
             self.weights = BUNDLED_CHECKPOINTS.get((self.model, self.dataset))
+
+    @property
+    def calibration_images(self):
+        """How many calibration images the run draws."""
+        if self.calibration_size is not None:
+            return self.calibration_size
+        return FINETUNE_IMAGES if self.calibration == "finetune" else CALIBRATION_IMAGES
 
     @property
     def period_steps(self):
@@ -183,6 +200,8 @@ def validate(config):
     if config.calibration not in CALIBRATION_MODES:
         raise ConfigError(f"--calibration must be one of {', '.join(CALIBRATION_MODES)}; "
                           f"got {config.calibration!r}.")
+    if config.calibration == "finetune":
+        _check_finetune(config)
     if not 0 < config.percentile <= 100:
         raise ConfigError(f"percentile must be in (0, 100], got {config.percentile}.")
     _check_weights(config)
@@ -195,6 +214,19 @@ def validate(config):
             f"({', '.join(os.path.basename(p) for p in earlier)}); pass --overwrite to replace "
             "it, or choose another --output_dir."
         )
+
+
+def _check_finetune(config):
+    others = [m for m in config.methods if not METHODS[m].readout_waits_for_output]
+    if others:
+        raise ConfigError(f"--calibration=finetune trains a BSNN's first readout, which "
+                          f"{', '.join(others)} does not have; run it with --methods=bsnn.")
+    if config.calibration_images < finetune.MIN_IMAGES:
+        raise ConfigError(f"--calibration=finetune trains on the calibration images: it needs "
+                          f"--calibration_size of at least {finetune.MIN_IMAGES} (thousands "
+                          f"are better), got {config.calibration_images}.")
+    if config.finetune_epochs is not None and config.finetune_epochs < 1:
+        raise ConfigError(f"--finetune_epochs must be positive, got {config.finetune_epochs}.")
 
 
 def _check_timesteps(config):
@@ -424,13 +456,13 @@ def _run(config, command, start):
     ann = load_ann(config)
     check_fits(ann, config.dataset)
     check_convertible(ann)
-    x_test, y_test, x_calibration, calibration = load_images(config)
+    x_test, y_test, x_calibration, y_calibration, calibration = load_images(config)
 
     ann_logits = predict(ann, x_test, config.batch_size or ANN_BATCH, config.distribute,
                          stage=f"ANN {ann.name} on {len(x_test)} {config.dataset} test images")
     ann_accuracy = float(np.mean(np.argmax(ann_logits, -1) == y_test))
     print(f"ANN accuracy {ann_accuracy:.2%}")
-    snns = {method: convert_method(config, method, ann, x_calibration)
+    snns = {method: convert_method(config, method, ann, x_calibration, y_calibration)
             for method in config.methods}
     timesteps = config.timesteps or default_timesteps(snns.values(), config.dataset)
     checkpoints = measured_timesteps(config, snns.values(), timesteps)
@@ -463,25 +495,36 @@ def _run(config, command, start):
     return results
 
 
+class Images(typing.NamedTuple):
+    """A run's images: the evaluated test images and labels, the calibration images and
+    labels, and `calibration`, results.json's record of where those came from."""
+
+    x_test: np.ndarray
+    y_test: np.ndarray
+    x_calibration: np.ndarray
+    y_calibration: np.ndarray
+    calibration: dict
+
+
 def load_images(config):
-    """The evaluated test images and labels, the calibration images, and where those came from.
+    """The evaluated test images, the calibration images, and where those came from.
 
     With `calibration_split` "test" (or "auto" and no training split found),
-    `calibration_size` test images drawn by
+    `calibration_images` test images drawn by
     `np.random.default_rng(CALIBRATION_SEED).permutation` are held out: they
     calibrate and are not evaluated; `limit` takes the first of the rest, in
     file order. Training images are drawn as `data.calibration_batch` does.
 
     Returns:
-        (x_test, y_test, x_calibration, record); `record` is results.json's
-        "calibration": split, images, seed (and the held-out test indices).
+        `Images`; its `calibration` record holds the split, the number of images,
+        the seed (and the held-out test indices).
 
     Raises:
         ConfigError: too few test images to hold `calibration_size` out.
         data.DatasetNotFoundError, data.CorruptDataError: as `data.find`.
     """
     test = data.find(config.dataset, "test", config.data_dir)
-    size, split, train = config.calibration_size, config.calibration_split, None
+    size, split, train = config.calibration_images, config.calibration_split, None
     if split != "test":
         try:
             train = data.find(config.dataset, "train", config.data_dir)
@@ -494,8 +537,8 @@ def load_images(config):
     evaluated = np.arange(len(test))
     if train is not None:
         indices = np.sort(rng.choice(len(train), size=min(size, len(train)), replace=False))
-        x_calibration = data.preprocess(config.dataset, train.pixels(indices))
-        record = {"split": "train", "images": len(x_calibration), "seed": CALIBRATION_SEED}
+        source, record = train, {"split": "train", "images": len(indices),
+                                 "seed": CALIBRATION_SEED}
     else:
         if len(test) <= size:
             raise ConfigError(
@@ -504,17 +547,18 @@ def load_images(config):
                 f" needs more than --calibration_size={size} of them, but {test.source} has "
                 f"{len(test)}; pass a smaller --calibration_size, or provide the training split.")
         order = rng.permutation(len(test))
-        held_out, evaluated = np.sort(order[:size]), np.sort(order[size:])
-        x_calibration = data.preprocess(config.dataset, test.pixels(held_out))
-        record = {"split": "test (held out)", "images": size, "seed": CALIBRATION_SEED,
-                  "indices": held_out.tolist()}
+        indices, evaluated = np.sort(order[:size]), np.sort(order[size:])
+        source, record = test, {"split": "test (held out)", "images": size,
+                                "seed": CALIBRATION_SEED, "indices": indices.tolist()}
     evaluated = evaluated[:config.limit]
     if train is None:
+        reason = ("--calibration_split=test" if split == "test" else
+                  f"no {config.dataset} training split in {config.data_dir or 'the default places'}")
         print(f"Calibrating on {size} {config.dataset} test images held out of the evaluation "
-              f"(seed {CALIBRATION_SEED}{'' if split == 'test' else '; no training split found'}"
-              f"); evaluating {len(evaluated)} others.")
-    return (data.preprocess(config.dataset, test.pixels(evaluated)), test.labels[evaluated],
-            x_calibration, record)
+              f"({reason}; seed {CALIBRATION_SEED}); evaluating {len(evaluated)} others.")
+    return Images(data.preprocess(config.dataset, test.pixels(evaluated)),
+                  test.labels[evaluated], data.preprocess(config.dataset, source.pixels(indices)),
+                  source.labels[indices], record)
 
 
 def predict(model, x, batch_size, distribute=False, stage=None):
@@ -550,15 +594,18 @@ class _ProgressCallback(keras.callbacks.Callback):
         self.progress.update(min((batch + 1) * self.batch_size, self.count))
 
 
-def convert_method(config, method, ann, x_calibration):
+def convert_method(config, method, ann, x_calibration, y_calibration=None):
     """`ann` converted with `method` as `config` says."""
     print(f"\nConverting with method={method} on {len(x_calibration)} calibration images:")
+    finetuning = config.calibration == "finetune"
     snn = bsnn_tf.convert(
         ann, x_calibration, method=method, phases=config.phases_of(method),
         calibration=config.calibration, percentile=config.percentile,
         channelwise=config.channelwise, synchronous=config.synchronous,
         timesteps=config.timesteps or BASELINE_TIMESTEPS.get(config.dataset, 256),
         batch_size=config.batch_size,
+        calibration_labels=y_calibration if finetuning and config.finetune_labels else None,
+        finetuning=FineTuning(epochs=config.finetune_epochs) if finetuning else None,
     )
     print(f"{snn.name}: spiking depth D = {snn.depth}, first readout at T = "
           f"{snn.first_readout}" if _has_first_readout(snn) else f"{snn.name} converted")

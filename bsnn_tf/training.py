@@ -23,7 +23,7 @@ import time
 
 import keras
 
-from bsnn_tf import backend, data, models
+from bsnn_tf import backend, coding, data, models, quantized
 from bsnn_tf.validation import ConfigError, check_shared, check_writable
 
 # The paper's experiments; other zoo models may be trained on any dataset.
@@ -59,6 +59,12 @@ class TrainConfig:
         precision: one of `PRECISIONS`: "mixed_bfloat16" computes in
             bfloat16 (fast on CPUs with AVX512_BF16) with float32 weights;
             the saved model is float32 either way.
+        weights: start from this .keras checkpoint instead of the zoo model's
+            random weights (fine-tuning).
+        snn_phases: train with the quantiser in the loop: every ReLU becomes a
+            `bsnn_tf.quantized.QuantizedReLU` of this many bits (its thresholds
+            fitted to a batch of training images first), so the BSNN converted
+            from the saved model with K = snn_phases is the model at its first readout.
     """
 
     model: str
@@ -79,6 +85,8 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     precision: str = "float32"
+    weights: str | None = None
+    snn_phases: int | None = None
 
     def __post_init__(self):
         if self.epochs is None and self.dataset in DEFAULT_EPOCHS:
@@ -104,6 +112,15 @@ def validate(config):
                           f"got {config.warmup_epochs}.")
     if not (math.isfinite(config.label_smoothing) and 0 <= config.label_smoothing < 1):
         raise ConfigError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}.")
+    if config.snn_phases is not None:
+        if not 1 <= config.snn_phases <= coding.MAX_PHASES:
+            raise ConfigError(f"--snn_phases must be in 1..{coding.MAX_PHASES}, got "
+                              f"{config.snn_phases}.")
+        if config.precision != "float32":
+            raise ConfigError("--snn_phases rounds activations to K bits, which bfloat16 "
+                              "cannot hold exactly; train with --precision=float32.")
+    if config.weights is not None and not os.path.isfile(config.weights):
+        raise ConfigError(f"Checkpoint file not found: --weights={config.weights}")
     for field in ("momentum", "weight_decay"):
         if not (math.isfinite(getattr(config, field)) and getattr(config, field) >= 0):
             raise ConfigError(
@@ -134,7 +151,8 @@ def train(config, command=None):
     if config.distribute and keras.backend.backend() == "jax":
         _check_even_batches(config)
     with backend.distribution_scope(config.distribute):
-        model = compiled_model(config, steps_per_epoch=len(train_batches))
+        model = compiled_model(config, steps_per_epoch=len(train_batches),
+                               threshold_images=train_batches[0][0])
         os.makedirs(config.output_dir, exist_ok=True)
         start = time.time()
         # The batches are shuffled by bsnn_tf.data already.
@@ -246,13 +264,17 @@ def add_weight_decay(model, weight_decay):
             variable.regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
-def compiled_model(config, steps_per_epoch):
-    """The zoo model of `config`, with weight decay, compiled for training.
+def compiled_model(config, steps_per_epoch, threshold_images=None):
+    """The zoo model of `config` (or its checkpoint), with weight decay, compiled for
+    training; with `snn_phases`, its ReLUs quantised, their thresholds fitted to
+    `threshold_images`.
 
     Example:
         >>> model = compiled_model(TrainConfig("mnist_cnn", "mnist", "runs/m"), 469)
     """
     model = _build(config, data.DATASETS[config.dataset], config.precision)
+    if config.snn_phases:
+        model = _with_quantizers(model, config, threshold_images)
     add_weight_decay(model, config.weight_decay)
     model.compile(
         optimizer=_optimizer(config, steps_per_epoch),
@@ -263,14 +285,35 @@ def compiled_model(config, steps_per_epoch):
 
 
 def _build(config, spec, precision):
-    """The zoo model, its layers computing in `precision` (weights stay float32)."""
+    """The zoo model (or `config.weights`), its layers computing in `precision` (weights
+    stay float32)."""
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
+        if config.weights:
+            try:
+                return models.load_keras(config.weights)
+            except (OSError, ValueError) as error:
+                raise ConfigError(str(error)) from error
         return models.get(config.model, num_classes=spec.num_classes,
                           input_shape=spec.input_shape)
     finally:
         keras.config.set_dtype_policy(policy)
+
+
+def _with_quantizers(model, config, threshold_images):
+    """`model` with its ReLUs as QuantizedReLU (K = snn_phases); thresholds fitted to
+    `threshold_images` where they are new (a checkpoint may bring trained ones)."""
+    trained = {layer.phases for layer in quantized.layers_of(model)
+               if isinstance(layer, quantized.QuantizedReLU)}
+    if trained - {config.snn_phases}:
+        raise ConfigError(f"--weights {config.weights} was trained with --snn_phases="
+                          f"{sorted(trained)[0]}; continue with that, or start from a "
+                          "checkpoint trained without it.")
+    quantized_model = quantized.quantize_relus(model, config.snn_phases)
+    if not trained and threshold_images is not None:
+        quantized.set_thresholds(quantized_model, threshold_images)
+    return quantized_model
 
 
 # Registered: a model saved by `train` holds its loss, and `keras.models.load_model`

@@ -350,7 +350,7 @@ FLAG_PARSING_ERRORS = {"flagfile_with_unknown_flag", "checkpoints_not_integers",
 # The paper experiments' flagfiles parse and validate; only the trained model is missing.
 BAD_INPUTS += [
     (f"config_{path.stem}", [f"--flagfile={path}"],
-     f"Checkpoint file not found: outputs/{path.stem}/model.keras")
+     "Checkpoint file not found: " + re.search(r"--weights=(\S+)", path.read_text()).group(1))
     for path in sorted((REPO / "configs").glob("*.cfg"))
 ]
 

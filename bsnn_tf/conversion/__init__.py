@@ -20,13 +20,14 @@ Example:
     [64, 128]
 """
 
-from bsnn_tf import coding
+from bsnn_tf import coding, quantized
 from bsnn_tf.validation import check_calibration_data
 from bsnn_tf.methods import DEFAULT_PHASES
 from bsnn_tf.conversion.build import build
 from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, ActivationStatistics,
                                             calibrate, correct, default_batch_size)
 from bsnn_tf.conversion.config import ConversionConfig
+from bsnn_tf.conversion.finetune import FineTuning, finetune
 from bsnn_tf.conversion.fold import fold
 from bsnn_tf.conversion.converters import LayerConverter, register, trace
 from bsnn_tf.conversion.graph import Graph, Node
@@ -39,7 +40,8 @@ from bsnn_tf.conversion.synchronize import spiking_depths, synchronize
 def convert(model, calibration_data, *, method="bsnn", phases=None,
             calibration=DEFAULT_CALIBRATION, percentile=99.99, channelwise=False,
             synchronous=True, input_encoding="real", initial_membrane=None, readout_delay=0,
-            timesteps=256, batch_size=None, dtype="float32", verbose="auto"):
+            timesteps=256, batch_size=None, dtype="float32", calibration_labels=None,
+            finetuning=None, verbose="auto"):
     """Converts a trained Keras ReLU classifier into a spiking network.
 
     Args:
@@ -57,9 +59,11 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
         calibration: how each spiking layer is fitted to the ANN on the
             calibration data (docs/DESIGN.md, "Calibration"): "percentile"
             (lambda = the percentile below), "mse" (lambda with the smallest
-            quantisation error), "light" ("mse" + bias correction) or
-            "advanced" ("light" + layer-wise weight reconstruction). For BSNN
-            they fit the first readout; for the baselines, `timesteps`.
+            quantisation error), "light" ("mse" + bias correction),
+            "advanced" ("light" + layer-wise weight reconstruction) or
+            "finetune" (BSNN: the first readout trained end to end against the
+            ANN, `finetune.py`; it needs thousands of images). For BSNN they fit
+            the first readout; for the baselines, `timesteps`.
         percentile: data-norm statistic of each layer's activations (100 = max).
         channelwise: one statistic per channel instead of per layer.
         synchronous: insert synchronous layers on short merge branches (BSNN);
@@ -76,6 +80,10 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
         batch_size: calibration batch size (default: `calibration.default_batch_size`,
             at most 64 images, fewer where their activations would not fit its budget).
         dtype: "float32", or "float64" for exact comparisons.
+        calibration_labels: integer labels of `calibration_data`; "finetune" then
+            also learns from them (else it learns from the ANN alone).
+        finetuning: a `FineTuning` (epochs, learning rate, ...) for "finetune";
+            default `FineTuning()`.
 
     Returns:
         A `SpikingNetwork`.
@@ -85,11 +93,15 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             calibration data, or an argument out of range; the message says
             which and what to do.
     """
+    phases, initial_membrane = _trained_settings(model, method, phases, initial_membrane)
     config = ConversionConfig.resolve(
         method=method, phases=phases, calibration=calibration, percentile=percentile,
         channelwise=channelwise, synchronous=synchronous, input_encoding=input_encoding,
         initial_membrane=initial_membrane, readout_delay=readout_delay, timesteps=timesteps,
-        batch_size=batch_size, dtype=dtype)
+        batch_size=batch_size, dtype=dtype, finetuning=finetuning)
+    if calibration_labels is not None and config.calibration != "finetune":
+        raise ValueError("calibration_labels are used by calibration='finetune' only; pass "
+                         "calibration='finetune', or leave the labels out.")
     quantizer = config.quantizer()
     graph = fold(trace(model))
     data = check_calibration_data(calibration_data, graph.input_shape)
@@ -98,12 +110,45 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
     batch_size = config.batch_size or default_batch_size(graph)
     lambdas = calibrate(graph, data, config.percentile, config.channelwise, batch_size,
                         verbose, mode=config.calibration, quantizer=quantizer)
-    graph = normalize(graph, lambdas, input_scale)
     input_code = _input_code(config.input_encoding, input_scale, config.phases)
+    record = None
+    if config.calibration == "finetune":
+        graph, lambdas, record = finetune(
+            graph, lambdas, data, calibration_labels, config.finetuning,
+            dict(phases=config.phases, initial_membrane=config.initial_membrane,
+                 channelwise=config.channelwise,
+                 input_code=input_code and (lambda x: input_code(x) * input_scale)),
+            verbose)
+    graph = normalize(graph, lambdas, input_scale)
     graph = correct(graph, data, config.calibration, quantizer, input_code, input_scale,
                     batch_size, verbose)
     graph = synchronize(graph, enabled=config.synchronise)
-    return build(graph, config, input_scale, name=f"{model.name}_{config.method.name}")
+    snn = build(graph, config, input_scale, name=f"{model.name}_{config.method.name}")
+    snn.calibration_record = record  # what fine-tuning did, if it ran (not saved)
+    return snn
+
+
+def _trained_settings(model, method, phases, initial_membrane):
+    """(phases, initial_membrane): those a model trained with `QuantizedReLU` layers was
+    trained for, unless given; a ValueError naming the layer where a BSNN would differ."""
+    trained = {(layer.phases, layer.initial_membrane): layer.name
+               for layer in quantized.layers_of(model)
+               if isinstance(layer, quantized.QuantizedReLU)}
+    if not trained or method != "bsnn":
+        return phases, initial_membrane
+    if len(trained) > 1:
+        raise ValueError(f"The QuantizedReLU layers of '{model.name}' were trained for "
+                         f"different (phases, initial_membrane): {sorted(trained)}; a BSNN "
+                         "has one K and one membrane at rest.")
+    (trained_phases, trained_membrane), layer = next(iter(trained.items()))
+    for name, given, wanted in (("phases", phases, trained_phases),
+                                ("initial_membrane", initial_membrane, trained_membrane)):
+        if given is not None and given != wanted:
+            raise ValueError(
+                f"Layer '{layer}' was trained for {name}={wanted}, but {name}={given} was "
+                f"given: its BSNN would not be the trained network at its first readout. "
+                f"Convert with {name}={wanted} (or leave it out).")
+    return trained_phases, trained_membrane
 
 
 def _input_code(input_encoding, input_scale, phases):
@@ -125,7 +170,7 @@ def _input_scale(data, input_encoding):
     return float(data.max()) or 1.0
 
 
-__all__ = ["convert", "ConversionConfig", "DEFAULT_PHASES", "trace", "fold", "calibrate",
+__all__ = ["convert", "ConversionConfig", "FineTuning", "DEFAULT_PHASES", "trace", "fold", "calibrate",
            "correct", "MODES", "normalize", "synchronize", "build", "to_keras", "Graph", "Node",
            "LayerConverter", "register", "ActivationStatistics", "spiking_depths", "Op",
            "register_op"]

@@ -36,7 +36,10 @@ from bsnn_tf.conversion.graph import Node
 from bsnn_tf.conversion.keras_graph import make_layer, set_weights, to_keras
 from bsnn_tf.validation import check_inputs
 
-MODES = ("percentile", "mse", "light", "advanced")
+MODES = ("percentile", "mse", "light", "advanced", "finetune")
+# The modes that search each layer's scale for the smallest quantisation error; the
+# others start from the percentile ("finetune" then trains it, `finetune.py`).
+SEARCHING_MODES = ("mse", "light", "advanced")
 # `convert`'s default, chosen by the calibration study in docs/RESULTS.md.
 DEFAULT_CALIBRATION = "percentile"
 # The "mse" search: fractions of the largest activation per pass (two passes).
@@ -174,16 +177,24 @@ def calibrate(graph, data, percentile=99.99, channelwise=False, batch_size=64, v
     totals = [len(data) * int(np.prod(tensors[n].shape[1:-1] if channelwise
                                       else tensors[n].shape[1:])) for n in names]
     stats = [ActivationStatistics(names, totals, percentile, channelwise)]
-    if mode != "percentile":
+    if mode in SEARCHING_MODES:
         stats.append(ActivationStatistics(names, totals, 100.0, channelwise))
     predict_with_callbacks(probe, data, batch_size, stats, verbose)
     lambdas = stats[0].result()
     _check_statistics(graph, lambdas, stats[-1].result())
-    if mode != "percentile":
+    if mode in SEARCHING_MODES:
         lambdas = _search(probe, names, data, lambdas, stats[1].result(), quantizer,
                           channelwise, batch_size, verbose)
     lambdas = _fit_clips(graph, lambdas, quantizer)
+    lambdas.update(trained_thresholds(graph))
     return {name: _positive(value) for name, value in lambdas.items()}
+
+
+def trained_thresholds(graph):
+    """{node: lambda} of the ReLUs trained with the quantiser in the loop
+    (`bsnn_tf.quantized.QuantizedReLU`): they keep the lambda they learned."""
+    return {node.name: node.config["threshold"] for node in graph.spiking_nodes()
+            if "threshold" in node.config}
 
 
 def _fit_clips(graph, lambdas, quantizer):

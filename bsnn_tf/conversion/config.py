@@ -20,6 +20,7 @@ import keras
 
 from bsnn_tf import coding, methods
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
+from bsnn_tf.conversion.finetune import FineTuning
 from bsnn_tf.conversion.calibration import check_mode as check_calibration_mode
 from bsnn_tf.validation import check_timesteps
 
@@ -50,9 +51,11 @@ class ConversionConfig:
     timesteps: int = 256
     batch_size: int | None = None
     dtype: str = "float32"
+    finetuning: FineTuning = None
 
     @classmethod
-    def resolve(cls, method="bsnn", phases=None, initial_membrane=None, **settings):
+    def resolve(cls, method="bsnn", phases=None, initial_membrane=None, finetuning=None,
+                **settings):
         """The config of `convert(method=..., phases=..., ...)`: defaults filled in, each
         argument checked; a ValueError or TypeError names the bad one and what to do."""
         method = methods.get(method)
@@ -61,6 +64,7 @@ class ConversionConfig:
             phases=coding.check_phases(method.default_phases if phases is None else phases),
             initial_membrane=(method.initial_membrane if initial_membrane is None
                               else initial_membrane),
+            finetuning=FineTuning() if finetuning is None else finetuning,
             **settings,
         )
         config.check()
@@ -69,6 +73,7 @@ class ConversionConfig:
     def check(self):
         check_timesteps(self.timesteps)
         check_calibration_mode(self.calibration)
+        self._check_finetuning()
         self._check_batch_size()
         self._check_percentile()
         if self.input_encoding not in ("real", "spike"):
@@ -87,6 +92,17 @@ class ConversionConfig:
                 f"dtype={self.dtype!r} keeps {bits} bits below the leading one, too few for "
                 f"phases={self.phases}: membranes below 1 would lose the K-th bit. Use "
                 f"phases <= {bits} or dtype='float32'.")
+
+    def _check_finetuning(self):
+        if not isinstance(self.finetuning, FineTuning):
+            raise TypeError(f"finetuning must be a bsnn_tf.conversion.FineTuning, got "
+                            f"{type(self.finetuning).__name__}.")
+        self.finetuning.check()
+        if self.calibration == "finetune" and not self.method.readout_waits_for_output:
+            raise ValueError(
+                f"calibration='finetune' trains the first readout, the K-bit quantised ANN, "
+                f"which method={self.method.name!r} does not have; use method='bsnn', or "
+                "another calibration.")
 
     def _check_batch_size(self):
         if self.batch_size is None:

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from bsnn_tf import layers as snn_layers
+from bsnn_tf.quantized import QuantizedReLU
 from bsnn_tf.conversion import ops
 from bsnn_tf.conversion.graph import Graph, Node
 from bsnn_tf.conversion.ops import (CHANNEL, FOLDED, GATE, INPUT, NEURON, RESHAPE, STACK, SUM,
@@ -274,6 +275,20 @@ class ReLUConverter(LayerConverter):
 
     def convert(self, layer, inputs):
         config = {} if layer.max_value is None else {"max_value": float(layer.max_value)}
+        return [Node(layer.name, "relu", inputs, config, origin=layer.name)]
+
+
+@register(QuantizedReLU)
+class QuantizedReLUConverter(LayerConverter):
+    """A ReLU trained with the quantiser in the loop: its lambda is the one it learned
+    (calibration keeps it), its K and membrane at rest are checked against the conversion's."""
+
+    def convert(self, layer, inputs):
+        config = {"threshold": keras.ops.convert_to_numpy(layer.threshold),
+                  "trained_phases": layer.phases,
+                  "trained_membrane": layer.initial_membrane}
+        if layer.max_value is not None:
+            config["max_value"] = layer.max_value
         return [Node(layer.name, "relu", inputs, config, origin=layer.name)]
 
 

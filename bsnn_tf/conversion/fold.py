@@ -7,7 +7,8 @@
   A BatchNormalization that follows anything else becomes a per-channel affine synapse.
 - max-pool -> ReLU becomes ReLU -> max-pool (equal, since ReLU is monotone),
   because the spiking max gate must see spikes.
-- A ReLU (not clipped) on a signal that is already non-negative is removed.
+- A plain ReLU (not clipped, not trained as a quantiser) on a signal that is already
+  non-negative is removed.
 """
 
 import numpy as np
@@ -26,8 +27,9 @@ def fold(graph):
     for node in [n for n in graph if n.spec.role == ops.GATE]:
         _move_relu_before(graph, node)
     for node in graph.spiking_nodes():
-        unclipped = "max_value" not in node.config
-        if unclipped and _from_spikes(graph, graph[node.inputs[0]]):
+        # A clipped or trained (QuantizedReLU) ReLU changes a non-negative signal too.
+        plain = not {"max_value", "threshold"} & set(node.config)
+        if plain and _from_spikes(graph, graph[node.inputs[0]]):
             graph.bypass(node.name)
     _check_gate_inputs(graph)
     if not graph.spiking_nodes():

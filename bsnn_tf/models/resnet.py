@@ -20,7 +20,13 @@ IMAGENET_STEM_MIN_SIZE = 64
 
 
 def resnet20(num_classes=10, input_shape=(32, 32, 3), shortcut="B"):
-    """ResNet-20 for CIFAR: 3x3 conv 16, three stages of 3 BasicBlocks (16/32/64), GAP, Dense.
+    """ResNet-20 for CIFAR (`cifar_resnet` of depth 20)."""
+    return cifar_resnet(20, num_classes, input_shape, shortcut)
+
+
+def cifar_resnet(depth, num_classes=10, input_shape=(32, 32, 3), shortcut="B"):
+    """The CIFAR ResNets of He et al. (2016): 3x3 conv 16, three stages of (depth - 2) / 6
+    BasicBlocks (16/32/64 channels), GAP, Dense: ResNet-20, 32, 44, 56, 110.
 
     Stages 2 and 3 start with stride 2. Names follow akamaster/pytorch_resnet_cifar10
     ("conv1", "layer1.0.bn2", "layer2.0.shortcut", "linear").
@@ -33,12 +39,15 @@ def resnet20(num_classes=10, input_shape=(32, 32, 3), shortcut="B"):
     shortcuts = {"A": _channel_embedding, "B": _projection}
     if shortcut not in shortcuts:
         raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}.")
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"A CIFAR ResNet has depth 6 n + 2 (20, 32, 44, 56, ...), got {depth}.")
+    blocks = (depth - 2) // 6
     inputs = keras.Input(input_shape, name="input")
     x = _stem(inputs, 16, 3, stride=1)
-    x = _stages(x, (16, 32, 64), (3, 3, 3), shortcuts[shortcut], "shortcut")
+    x = _stages(x, (16, 32, 64), (blocks,) * 3, shortcuts[shortcut], "shortcut")
     x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
     outputs = keras.layers.Dense(num_classes, name="linear")(x)
-    return keras.Model(inputs, outputs, name="resnet20")
+    return keras.Model(inputs, outputs, name=f"resnet{depth}")
 
 
 def resnet18(num_classes=1000, input_shape=(224, 224, 3), stem=None):

@@ -23,7 +23,7 @@ import h5py
 import keras
 import numpy as np
 
-from bsnn_tf.models.resnet import resnet20
+from bsnn_tf.models.resnet import cifar_resnet
 from bsnn_tf.models.torchvision import load_state_dict
 
 def _weights_dir():
@@ -45,19 +45,37 @@ AKAMASTER_STD = (0.229, 0.224, 0.225)
 def akamaster_resnet20(npz_path=AKAMASTER_RESNET20):
     """ResNet-20 for CIFAR-10 with akamaster's weights; feed `cifar10_akamaster_preprocess` output.
 
-    The option-A shortcuts are fixed 1x1 stride-2 convolutions (see `resnet.resnet20`),
-    which have no entry in the state dict.
-
     Raises:
         FileNotFoundError: no file at `npz_path`.
     """
-    path = _checkpoint(npz_path)
-    model = resnet20(num_classes=10, input_shape=(32, 32, 3), shortcut="A")
-    with np.load(path) as arrays:
-        state_dict = {key: arrays[key] for key in arrays.files}
+    return akamaster_resnet(20, npz_path)
+
+
+def akamaster_resnet(depth, path):
+    """akamaster's CIFAR-10 ResNet-`depth` (20, 32, 44, 56, 110) from a numpy copy of its
+    state dict (.npz) or its own checkpoint (.th, read with torch); feed
+    `cifar10_akamaster_preprocess` output.
+
+    The option-A shortcuts are fixed 1x1 stride-2 convolutions (see `resnet.cifar_resnet`),
+    which have no entry in the state dict.
+    """
+    path = _checkpoint(path)
+    model = cifar_resnet(depth, num_classes=10, input_shape=(32, 32, 3), shortcut="A")
     fixed = [layer.name for layer in model.layers if not layer.trainable]
-    load_state_dict(model, state_dict, source=str(path), fixed_layers=fixed)
+    load_state_dict(model, _state_dict(path), source=str(path), fixed_layers=fixed)
     return model
+
+
+def _state_dict(path):
+    """{name: numpy array}, without DataParallel's "module." prefix."""
+    if str(path).endswith(".npz"):
+        with np.load(path) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    import torch  # the .th checkpoints are torch pickles (trusted: check their hash)
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return {key.removeprefix("module."): value.numpy()
+            for key, value in checkpoint["state_dict"].items()}
 
 
 def cifar10_akamaster_preprocess(x_uint8):
