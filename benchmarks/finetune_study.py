@@ -74,7 +74,9 @@ def study(name, phases, args):
     ann_accuracy = float(np.mean(np.argmax(ann_logits, -1) == y_test))
     entry = {"model": name, "phases": phases, "ann_accuracy": ann_accuracy,
              "test_images": len(x_test), "finetune_images": len(x_train),
-             "labels": not args.no_labels, **common.run_header()}
+             "labels": not args.no_labels, "learning_rate": args.learning_rate,
+             "label_weight": args.label_weight, "temperature": args.temperature,
+             "channelwise": args.channelwise, **common.run_header()}
     print(f"{name} K={phases}: ANN {ann_accuracy:.2%} on {len(x_test)} images", flush=True)
     for mode in ("percentile", "finetune"):
         start = time.time()
@@ -82,10 +84,13 @@ def study(name, phases, args):
         if mode == "finetune":
             kwargs = dict(calibration_labels=None if args.no_labels else y_train,
                           finetuning=FineTuning(epochs=args.epochs,
-                                                learning_rate=args.learning_rate))
+                                                learning_rate=args.learning_rate,
+                                                label_weight=args.label_weight,
+                                                temperature=args.temperature,
+                                                image_budget=args.image_budget))
         calibration = x_train if mode == "finetune" else x_train[:args.calibration_size]
         snn = bsnn_tf.convert(ann, calibration, phases=phases, calibration=mode, verbose=0,
-                              **kwargs)
+                              channelwise=args.channelwise, **kwargs)
         seconds = time.time() - start
         entry[mode] = row = evaluate(snn, x_test, y_test, ann_accuracy, args)
         row["seconds"] = round(seconds, 1)
@@ -141,6 +146,10 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--learning_rate", type=float, default=FineTuning().learning_rate)
     parser.add_argument("--no_labels", action="store_true")
+    parser.add_argument("--label_weight", type=float, default=FineTuning().label_weight)
+    parser.add_argument("--temperature", type=float, default=FineTuning().temperature)
+    parser.add_argument("--image_budget", type=int, default=FineTuning().image_budget)
+    parser.add_argument("--channelwise", action="store_true")
     parser.add_argument("--periods", type=int, default=24,
                         help="periods after the first readout at which accuracy is measured")
     parser.add_argument("--statistics_images", type=int, default=256)

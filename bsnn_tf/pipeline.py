@@ -39,7 +39,8 @@ import numpy as np
 
 import bsnn_tf
 from bsnn_tf import backend, coding, console, data, methods, metrics, models, plots, rundir
-from bsnn_tf.conversion import FineTuning, finetune
+from bsnn_tf.conversion import FineTuning
+from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.methods import METHODS
@@ -221,9 +222,9 @@ def _check_finetune(config):
     if others:
         raise ConfigError(f"--calibration=finetune trains a BSNN's first readout, which "
                           f"{', '.join(others)} does not have; run it with --methods=bsnn.")
-    if config.calibration_images < finetune.MIN_IMAGES:
+    if config.calibration_images < FINETUNE_MIN_IMAGES:
         raise ConfigError(f"--calibration=finetune trains on the calibration images: it needs "
-                          f"--calibration_size of at least {finetune.MIN_IMAGES} (thousands "
+                          f"--calibration_size of at least {FINETUNE_MIN_IMAGES} (thousands "
                           f"are better), got {config.calibration_images}.")
     if config.finetune_epochs is not None and config.finetune_epochs < 1:
         raise ConfigError(f"--finetune_epochs must be positive, got {config.finetune_epochs}.")

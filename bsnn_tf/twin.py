@@ -44,26 +44,27 @@ def first_readout_model(snn):
         raise ValueError(f"This SNN's readout waits {snn.readout_start - snn.depth} periods "
                          "past the first output (readout_delay): its first readout is not "
                          "the quantised ANN. Convert with readout_delay=0.")
-    image = keras.Input(snn.unit_shapes[snn.encoder.name], name="image")
+    dtype = snn.compute_dtype
+    image = keras.Input(snn.unit_shapes[snn.encoder.name], name="image", dtype=dtype)
     values = {}
     for name, inputs in snn.topology:
         layer = snn.get_layer(name)
         sources = [values[i] for i in inputs]
-        values[name] = _first_output(layer, image, sources)
+        values[name] = _first_output(layer, image, sources, dtype)
     return keras.Model(image, values[snn.readout.name], name=f"{snn.name}_first_readout")
 
 
-def _first_output(layer, image, sources):
+def _first_output(layer, image, sources, dtype):
     """What `layer` contributes at the first readout, as a Keras tensor."""
     if isinstance(layer, coding.PhaseEncoder):
-        return EncodedInput(layer)(image)
+        return EncodedInput(layer, dtype=dtype)(image)
     if isinstance(layer, neurons.SpikingNeuron):
-        return FirstOutput(layer)(sources[0])
+        return FirstOutput(layer, dtype=dtype)(sources[0])
     if isinstance(layer, layers.SpikingMaxPool):
         return keras.layers.MaxPooling2D(layer.pool_size, layer.strides, layer.padding,
-                                         name=f"{layer.name}_first")(sources[0])
+                                         name=f"{layer.name}_first", dtype=dtype)(sources[0])
     if isinstance(layer, layers.Readout):
-        return ReadoutBias(layer)(sources[0])
+        return ReadoutBias(layer, dtype=dtype)(sources[0])
     return layer(sources if len(sources) > 1 else sources[0])
 
 
@@ -73,6 +74,9 @@ class EncodedInput(keras.layers.Layer):
     def __init__(self, encoder, **kwargs):
         super().__init__(name=f"{encoder.name}_first", **kwargs)
         self.encoder = encoder
+
+    def build(self, input_shape):
+        self.built = True  # no variables of its own
 
     def call(self, x):
         current = self.encoder.current(x)
