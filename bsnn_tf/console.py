@@ -46,8 +46,7 @@ def command_line_verbosity(argv):
 
 
 def _running_a_script():
-    main = getattr(sys.modules.get("__main__"), "__file__", None) or ""
-    return os.path.basename(main) in SCRIPTS
+    return bool(sys.argv) and os.path.basename(sys.argv[0]) in SCRIPTS
 
 
 def wants_quiet():

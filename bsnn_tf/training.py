@@ -36,6 +36,8 @@ SUPPORTED_DATASETS = {
 }
 PRECISIONS = ("float32", "mixed_bfloat16")
 DEFAULT_EPOCHS = {"mnist": 20, "cifar10": 300, "cifar100": 300, "imagenet": 100}
+# --snn_phases: the thresholds start at the 99.99th percentile of these many training images.
+THRESHOLD_IMAGES = 256
 
 
 class DivergedError(RuntimeError):
@@ -151,8 +153,7 @@ def train(config, command=None):
     if config.distribute and keras.backend.backend() == "jax":
         _check_even_batches(config)
     with backend.distribution_scope(config.distribute):
-        model = compiled_model(config, steps_per_epoch=len(train_batches),
-                               threshold_images=train_batches[0][0])
+        model = compiled_model(config, steps_per_epoch=len(train_batches))
         os.makedirs(config.output_dir, exist_ok=True)
         start = time.time()
         # The batches are shuffled by bsnn_tf.data already.
@@ -264,17 +265,17 @@ def add_weight_decay(model, weight_decay):
             variable.regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
-def compiled_model(config, steps_per_epoch, threshold_images=None):
+def compiled_model(config, steps_per_epoch):
     """The zoo model of `config` (or its checkpoint), with weight decay, compiled for
     training; with `snn_phases`, its ReLUs quantised, their thresholds fitted to
-    `threshold_images`.
+    `THRESHOLD_IMAGES` training images.
 
     Example:
         >>> model = compiled_model(TrainConfig("mnist_cnn", "mnist", "runs/m"), 469)
     """
     model = _build(config, data.DATASETS[config.dataset], config.precision)
     if config.snn_phases:
-        model = _with_quantizers(model, config, threshold_images)
+        model = _with_quantizers(model, config)
     add_weight_decay(model, config.weight_decay)
     model.compile(
         optimizer=_optimizer(config, steps_per_epoch),
@@ -301,9 +302,10 @@ def _build(config, spec, precision):
         keras.config.set_dtype_policy(policy)
 
 
-def _with_quantizers(model, config, threshold_images):
+def _with_quantizers(model, config):
     """`model` with its ReLUs as QuantizedReLU (K = snn_phases); thresholds fitted to
-    `threshold_images` where they are new (a checkpoint may bring trained ones)."""
+    `THRESHOLD_IMAGES` training images where they are new (a checkpoint may bring
+    trained ones)."""
     trained = {layer.phases for layer in quantized.layers_of(model)
                if isinstance(layer, quantized.QuantizedReLU)}
     if trained - {config.snn_phases}:
@@ -311,8 +313,10 @@ def _with_quantizers(model, config, threshold_images):
                           f"{sorted(trained)[0]}; continue with that, or start from a "
                           "checkpoint trained without it.")
     quantized_model = quantized.quantize_relus(model, config.snn_phases)
-    if not trained and threshold_images is not None:
-        quantized.set_thresholds(quantized_model, threshold_images)
+    if not trained:
+        images = data.calibration_batch(config.dataset, THRESHOLD_IMAGES, config.data_dir,
+                                        seed=config.seed)
+        quantized.set_thresholds(quantized_model, images)
     return quantized_model
 
 

@@ -20,6 +20,8 @@ Example:
     [64, 128]
 """
 
+import keras
+
 from bsnn_tf import coding, quantized
 from bsnn_tf.validation import check_calibration_data
 from bsnn_tf.methods import DEFAULT_PHASES
@@ -131,6 +133,8 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
 def _trained_settings(model, method, phases, initial_membrane):
     """(phases, initial_membrane): those a model trained with `QuantizedReLU` layers was
     trained for, unless given; a ValueError naming the layer where a BSNN would differ."""
+    if not isinstance(model, keras.Model):
+        return phases, initial_membrane  # `trace` says what is wrong with it
     trained = {(layer.phases, layer.initial_membrane): layer.name
                for layer in quantized.layers_of(model)
                if isinstance(layer, quantized.QuantizedReLU)}
