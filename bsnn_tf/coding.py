@@ -15,6 +15,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from bsnn_tf.roles import Role
+
 MAX_PHASES = 24
 
 
@@ -98,6 +100,8 @@ class PhaseEncoder(keras.layers.Layer):
         >>> np.asarray(spikes)[:, 0, 0].tolist()
         [0.5, 0.25, 0.0, 0.0]
     """
+
+    role = Role.INPUT
 
     def __init__(self, phases=8, encoding="real", scale=1.0, **kwargs):
         super().__init__(**kwargs)

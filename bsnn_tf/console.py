@@ -15,7 +15,7 @@ This module imports nothing heavy, so `bsnn_tf/__init__.py` can use it
 before anything imports TensorFlow.
 
 Example:
-    >>> progress = Progress(300, "Simulating", unit="image", verbose=1, plain=True, every=0)
+    >>> progress = Progress(300, "Simulating", unit="image", plain=True, every=0, say=print)
     >>> progress.update(100)  # doctest: +ELLIPSIS
     Simulating: 100/300 images (33%), 0:00 so far, about 0:00 left
     >>> progress.update(300)  # doctest: +ELLIPSIS
@@ -101,15 +101,19 @@ class Progress:
         verbose: 0 prints nothing; 1 or "auto" prints.
         plain: plain lines (default: when standard output is not a terminal).
         every: seconds between plain lines (the last one is always printed).
+        say: what writes a plain line (default: print, or the log where Keras's
+            interactive logging is off, as for Keras's own progress).
     """
 
-    def __init__(self, total, stage, unit="image", verbose="auto", plain=None, every=None):
+    def __init__(self, total, stage, unit="image", verbose="auto", plain=None, every=None,
+                 say=None):
         self.total, self.stage, self.unit = int(total), stage, unit
         self.silent = verbose == 0
         self.plain = not is_terminal() if plain is None else plain
         self.every = PLAIN_EVERY if every is None else every
         self.start = self.last = time.time()
         self.done = 0
+        self.say = say or _say
         self.bar = None
         if not (self.silent or self.plain):
             import keras  # imported here: this module must not import TensorFlow itself
@@ -126,18 +130,29 @@ class Progress:
             return
         now = time.time()
         if done >= self.total:
-            print(f"{self.stage}: {done}/{self.total} {self.unit}s (100%) in "
-                  f"{_clock(now - self.start)}", flush=True)
+            self.say(f"{self.stage}: {done}/{self.total} {self.unit}s (100%) in "
+                     f"{_clock(now - self.start)}")
         elif now - self.last >= self.every and done:
             elapsed = now - self.start
             left = elapsed / done * (self.total - done)
-            print(f"{self.stage}: {done}/{self.total} {self.unit}s "
-                  f"({100 * done // self.total}%), {_clock(elapsed)} so far, about "
-                  f"{_clock(left)} left", flush=True)
+            self.say(f"{self.stage}: {done}/{self.total} {self.unit}s "
+                     f"({100 * done // self.total}%), {_clock(elapsed)} so far, about "
+                     f"{_clock(left)} left")
             self.last = now
 
     def add(self, count=1):
         self.update(self.done + count)
+
+
+def _say(line):
+    """Prints `line`; to the log instead where Keras's interactive logging is off
+    (`keras.config.disable_interactive_logging`), as Keras's own progress does."""
+    import keras
+
+    if keras.config.is_interactive_logging_enabled():
+        print(line, flush=True)
+    else:
+        logging.getLogger("bsnn_tf").info(line)
 
 
 def _clock(seconds):

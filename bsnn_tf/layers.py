@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from bsnn_tf import neurons
+from bsnn_tf.roles import Role
 
 
 class Synapse:
@@ -28,6 +29,8 @@ class Synapse:
         >>> tuple(out.shape), state
         ((5, 2, 3), ())
     """
+
+    role = Role.SYNAPSE
 
     def __init__(self, layer):
         self.layer = layer
@@ -74,6 +77,8 @@ class SpikingMaxPool(keras.layers.Layer):
         per_period: BSNN gate (decides once per period) or per-step gate.
         phases: K, used by the per-period gate in step mode.
     """
+
+    role = Role.GATE
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", per_period=True,
                  phases=8, **kwargs):
@@ -196,6 +201,8 @@ class Readout(keras.layers.Layer):
         start_period: D, the first period that is counted.
         bias_shape: shape of the output bias, (classes,).
     """
+
+    role = Role.READOUT
 
     def __init__(self, phases=8, start_period=0, bias_shape=(), **kwargs):
         super().__init__(**kwargs)

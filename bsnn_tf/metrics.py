@@ -23,7 +23,8 @@ import os
 import numpy as np
 
 from bsnn_tf.conversion import ops
-from bsnn_tf.network import layer_kind
+from bsnn_tf import roles
+from bsnn_tf.roles import Role
 
 
 def ann_macs(snn):
@@ -32,7 +33,7 @@ def ann_macs(snn):
     for name, inputs in snn.topology:
         layer = snn.get_layer(name)
         in_shape, out_shape = snn.unit_shapes[inputs[0]] if inputs else (), snn.unit_shapes[name]
-        spec = ops.for_layer(layer) if layer_kind(layer) == "synapse" else None
+        spec = ops.for_layer(layer) if roles.of(layer) == Role.SYNAPSE else None
         if spec is not None and spec.macs is not None:
             macs[name] = spec.macs(layer, in_shape, out_shape)
     return macs
@@ -58,10 +59,10 @@ def _spike_sources(snn, name):
     sources, pending = [], list(inputs[name])
     while pending:
         current = pending.pop()
-        kind = layer_kind(snn.get_layer(current))
-        if kind == "neuron":
+        role = roles.of(snn.get_layer(current))
+        if role == Role.NEURON:
             sources.append(current)
-        elif kind != "encoder" and not snn.get_layer(current).weights:
+        elif role != Role.INPUT and not snn.get_layer(current).weights:
             pending.extend(inputs[current])
     return sources
 

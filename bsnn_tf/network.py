@@ -15,7 +15,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from bsnn_tf import coding, layers, methods, neurons, observers, twin
+from bsnn_tf import layers, methods, observers, roles, twin
+from bsnn_tf.roles import Role
 from bsnn_tf.clock import Clock, Constant
 from bsnn_tf.validation import (check_inputs, check_mode, check_timesteps,
                                 check_whole_periods, warn_before_first_readout)
@@ -30,19 +31,6 @@ LIVE_OUTPUTS = 12  # measured on ResNet-34 (its max gate alone holds ~10 shifted
 CHUNK_BYTES = 1 << 30
 # The batch `call` sizes its chunks for when the traced batch size is unknown (predict's).
 CALL_BATCH = 32
-
-
-def layer_kind(layer):
-    """Role of a layer in the simulation loop."""
-    if isinstance(layer, coding.PhaseEncoder):
-        return "encoder"
-    if isinstance(layer, neurons.SpikingNeuron):
-        return "neuron"
-    if isinstance(layer, layers.SpikingMaxPool):
-        return "gate"
-    if isinstance(layer, layers.Readout):
-        return "readout"
-    return "synapse"
 
 
 @keras.saving.register_keras_serializable(package="bsnn_tf")
@@ -81,8 +69,8 @@ class SpikingNetwork(keras.Model):
         self.ann_layers = dict(ann_layers or {})
         self.scales = {k: np.asarray(v, "float32") for k, v in (scales or {}).items()}
         self._by_name = {layer.name: layer for layer in self.graph_layers}
-        self._kinds = {layer.name: layer_kind(layer) for layer in self.graph_layers}
-        self._runners = {layer.name: layer if self._kinds[layer.name] != "synapse"
+        self._roles = {layer.name: roles.of(layer) for layer in self.graph_layers}
+        self._runners = {layer.name: layer if self._roles[layer.name] != Role.SYNAPSE
                          else layers.Synapse(layer) for layer in self.graph_layers}
         self._static = self._static_layers()
         self.unit_shapes = {}
@@ -159,13 +147,13 @@ class SpikingNetwork(keras.Model):
         """
         first_output, begins = {}, {}
         for name, inputs in self.topology:
-            layer, kind = self._by_name[name], self._kinds[name]
+            layer, role = self._by_name[name], self._roles[name]
             arriving = min((first_output[i] for i in inputs), default=0)
-            if kind == "neuron":
+            if role == Role.NEURON:
                 begins[name], first_output[name] = layer.active_periods(arriving)
-            elif kind == "readout":
+            elif role == Role.READOUT:
                 begins[name] = max(arriving, layer.start_period)
-            elif kind == "synapse" and (getattr(layer, "use_bias", False)
+            elif role == Role.SYNAPSE and (getattr(layer, "use_bias", False)
                                         or getattr(layer, "use_shift", False)):
                 begins[name] = first_output[name] = 0
             else:
@@ -187,7 +175,7 @@ class SpikingNetwork(keras.Model):
                 consumers[i].append(name)
         until = {}
         for name, _ in reversed(self.topology):
-            if self._kinds[name] == "readout":
+            if self._roles[name] == Role.READOUT:
                 until[name] = end
                 continue
             until[name] = max((self._input_needed_until(c, until[c]) for c in consumers[name]),
@@ -195,24 +183,24 @@ class SpikingNetwork(keras.Model):
         return until
 
     def _input_needed_until(self, name, output_until):
-        if self._kinds[name] == "neuron":
+        if self._roles[name] == Role.NEURON:
             return self._by_name[name].input_needed_until(output_until)
         return output_until
 
     def spiking_layers(self):
         """The neuron layers, in topological order."""
-        return [l for l in self.graph_layers if self._kinds[l.name] == "neuron"]
+        return [l for l in self.graph_layers if self._roles[l.name] == Role.NEURON]
 
     def _static_layers(self):
         """Layers whose value is the same at every step: the real input and synapses on it."""
         static = set()
         for name, inputs in self.topology:
-            layer, kind = self._by_name[name], self._kinds[name]
-            if kind == "encoder" and layer.is_constant:
+            layer, role = self._by_name[name], self._roles[name]
+            if role == Role.INPUT and layer.is_constant:
                 static.add(name)
-            elif kind == "synapse" and all(i in static for i in inputs):
+            elif role == Role.SYNAPSE and all(i in static for i in inputs):
                 static.add(name)
-            elif any(i in static for i in inputs) and kind != "neuron":
+            elif any(i in static for i in inputs) and role != Role.NEURON:
                 raise ValueError(
                     f"Layer '{name}' mixes the real-valued input with spikes; convert with "
                     "input_encoding='spike'."
@@ -222,15 +210,15 @@ class SpikingNetwork(keras.Model):
     def build(self, input_shape):
         shapes = {}
         for name, inputs in self.topology:
-            layer, kind = self._by_name[name], self._kinds[name]
+            layer, role = self._by_name[name], self._roles[name]
             in_shapes = [shapes[i] for i in inputs]
-            if kind == "encoder":
+            if role == Role.INPUT:
                 shapes[name] = (None,) + tuple(input_shape[1:])
                 continue
             layer_input = in_shapes if len(in_shapes) > 1 else in_shapes[0]
             if not layer.built:
                 layer.build(layer_input)
-            if kind in ("neuron", "readout"):
+            if role in (Role.NEURON, Role.READOUT):
                 shapes[name] = in_shapes[0]
             else:
                 shapes[name] = tuple(layer.compute_output_shape(layer_input))
@@ -251,9 +239,9 @@ class SpikingNetwork(keras.Model):
         batch = ops.shape(x)[0]
         static, layer_states = {}, {}
         for name, inputs in self.topology:
-            layer, kind = self._by_name[name], self._kinds[name]
+            layer, role = self._by_name[name], self._roles[name]
             if name in self._static:
-                static[name] = (layer.current(x) if kind == "encoder"
+                static[name] = (layer.current(x) if role == Role.INPUT
                                 else layer(_single([static[i] for i in inputs])))
                 continue
             input_shape = self.unit_shapes[inputs[0] if inputs else name]
@@ -312,18 +300,18 @@ class SpikingNetwork(keras.Model):
         for name, inputs in self.topology:
             if name in self._static:
                 continue
-            kind, (begin, until) = self._kinds[name], windows[name]
-            if kind == "readout":
+            role, (begin, until) = self._roles[name], windows[name]
+            if role == Role.READOUT:
                 totals = self._run_readout(values, state, new, inputs[0], clock, begin)
                 continue
             values[name] = (begin, None)
             if begin < until:
-                arriving = ([Constant(x)] if kind == "encoder" else
+                arriving = ([Constant(x)] if role == Role.INPUT else
                             [self._arriving(values, state, i, begin, until, batch)
                              for i in inputs])
                 values[name] = (begin, self._advance(name, arriving, state, new,
                                                      clock.window(begin, until), watching))
-            if trace and kind in ("neuron", "gate"):
+            if trace and role in (Role.NEURON, Role.GATE):
                 traced[name] = self._aligned(values, name, 0, length, batch)
         return new, totals, traced
 
@@ -333,7 +321,7 @@ class SpikingNetwork(keras.Model):
                                                        clock)
         if layer_state:
             new["layers"][name] = layer_state
-        if self._kinds[name] == "neuron":
+        if self._roles[name] == Role.NEURON:
             for observer in watching:
                 new[observer.key][name] = observer.observe(
                     self._by_name[name], outputs, state[observer.key][name], clock)

@@ -21,6 +21,7 @@ from keras import ops
 
 from bsnn_tf import backend, coding
 from bsnn_tf.clock import Clock, split_constant
+from bsnn_tf.roles import Role
 
 
 def bif_first_output(current, phases, initial_membrane=0.0):
@@ -47,6 +48,8 @@ class SpikingNeuron(keras.layers.Layer):
             it, which removes a bias of half a level per layer that otherwise
             adds up with depth (docs/RESULTS.md, time-step study).
     """
+
+    role = Role.NEURON
 
     supports_period = False
     neurons_per_unit = 1

@@ -19,10 +19,10 @@ Example:
     >>> config = pipeline.ConvertConfig(methods=("bsnn",), phases=4, timesteps=32,
     ...                            limit=100, output_dir="runs/demo")
     >>> results = pipeline.run(config)
-    ANN mnist_cnn on 100 mnist test images:
+    ANN accuracy 99.00%
     ...
-    >>> results["timesteps"], sorted(results["methods"])   # the T at which it measured
-    ([4, 8, 16, 32], ['bsnn'])
+    >>> results["timesteps"], sorted(results["methods"])   # from the first readout, (2 + 1) 4
+    ([12, 16, 20, 24, 28, 32], ['bsnn'])
 """
 
 import dataclasses

@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from bsnn_tf import coding, data, layers, neurons
+from bsnn_tf import data, roles
+from bsnn_tf.roles import Role
 from bsnn_tf.conversion import ops
 
 L = keras.layers
@@ -141,14 +142,15 @@ def reference_net(snn):
 
 def _reference_op(layer):
     weights = lambda: [np.asarray(w, "float64") for w in layer.get_weights()]
-    if isinstance(layer, coding.PhaseEncoder):
+    role = roles.of(layer)
+    if role == Role.INPUT:
         return {"op": "input"}
-    if isinstance(layer, neurons.SpikingNeuron):
+    if role == Role.NEURON:
         return {"op": "neuron", "bias": weights()[0], "start": layer.start_period,
                 "initial": layer.initial_membrane * layer.smallest_spike}
-    if isinstance(layer, layers.Readout):
+    if role == Role.READOUT:
         return {"op": "readout", "bias": weights()[0], "start": layer.start_period}
-    if isinstance(layer, layers.SpikingMaxPool):
+    if role == Role.GATE:
         return {"op": "maxpool", "pool_size": layer.pool_size, "strides": layer.strides,
                 "padding": layer.padding}
     if isinstance(layer, L.Conv2D):

@@ -9,7 +9,7 @@ Example:
     >>> inputs = graph.add(Node("input", "input", []))
     >>> fc = graph.add(Node("fc", "dense", ["input"], {"units": 3}))
     >>> graph.output = "fc"
-    >>> [node.spec.role for node in graph]
+    >>> [node.spec.role.value for node in graph]
     ['input', 'synapse']
 """
 

@@ -10,7 +10,7 @@ record, the table and the weight arithmetic that several ops share.
 Example:
     >>> from bsnn_tf.conversion import ops
     >>> spec = ops.get("conv2d")
-    >>> spec.role, spec.weight_names
+    >>> spec.role.value, spec.weight_names
     ('synapse', ('kernel', 'bias'))
 """
 
@@ -18,12 +18,11 @@ import dataclasses
 
 import numpy as np
 
-# Roles: what a node becomes in the SNN.
-INPUT = "input"        # the phase-coded input
-SYNAPSE = "synapse"    # a linear map, a Keras synapse layer (weighted or parameter-free)
-NEURON = "neuron"      # ReLU-like: a layer of spiking neurons
-GATE = "gate"          # the spiking max gate (max pooling)
-FOLDED = "folded"      # removed or folded by `fold` (identity, softmax, batch norm)
+from bsnn_tf.roles import Role
+
+# Roles (`bsnn_tf.roles`): what a node becomes in the SNN.
+INPUT, SYNAPSE, NEURON, GATE, FOLDED = (Role.INPUT, Role.SYNAPSE, Role.NEURON, Role.GATE,
+                                        Role.FOLDED)
 
 # How the scale of a signal (normalize.py) passes an op.
 WEIGHTS = "weights"    # the op's weights convert the input scale to its target
