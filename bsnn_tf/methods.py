@@ -2,7 +2,7 @@
 
 Stages ask the record (`get(name)`) instead of testing the method's name:
 `convert` takes its neuron, default K and membrane; `synchronize` whether it
-synchronises; `build` its max gate and readout; `SpikingNetwork` its modes.
+synchronizes; `build` its max gate and readout; `SpikingNetwork` its modes.
 
 Example:
     >>> from bsnn_tf import methods

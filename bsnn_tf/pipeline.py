@@ -44,8 +44,8 @@ from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.methods import METHODS
-from bsnn_tf.validation import (ConfigError, check_shared, check_timesteps,
-                                check_whole_periods, check_writable, shape_fits)
+from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
+from bsnn_tf.validation import check_timesteps, check_whole_periods, shape_fits
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "pretrained"

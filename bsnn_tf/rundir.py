@@ -26,7 +26,7 @@ import signal
 import threading
 import uuid
 
-from bsnn_tf.validation import ConfigError
+from bsnn_tf.run_checks import ConfigError
 
 # What a run writes into its output directory.
 RUN_OUTPUTS = ("results.json", "accuracy_vs_timesteps.png", "snn_*.keras", "tensorboard")

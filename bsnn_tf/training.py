@@ -24,7 +24,7 @@ import time
 import keras
 
 from bsnn_tf import backend, coding, data, models, quantized
-from bsnn_tf.validation import ConfigError, check_shared, check_writable
+from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
 
 # The paper's experiments; other zoo models may be trained on any dataset.
 SUPPORTED_DATASETS = {

@@ -1,11 +1,11 @@
-"""Validation: every check of what a user passes in, made before any work starts.
+"""Validation: the library's checks of what a user passes in, made before any work starts.
 
 The library's arguments (time steps, simulation modes, image batches,
-labels) get a ValueError or TypeError that names the bad value and says what
-to do. The command-line pipelines (`bsnn_tf.pipeline`, `bsnn_tf.training`)
-refuse a configuration that cannot run with a `ConfigError` that names the
-flag or file. Checks of one module's own vocabulary stay with it
-(`coding.check_phases`, `calibration.check_mode`, `data.check_limit`).
+labels, weights) get a ValueError or TypeError that names the bad value and
+says what to do. This module knows no dataset or model zoo: the command-line
+runs' checks (flags, files, output directories) are in `bsnn_tf.run_checks`.
+Checks of one module's own vocabulary stay with it (`coding.check_phases`,
+`calibration.check_mode`, `data.check_limit`, `FineTuning.check`).
 
 Example:
     >>> from bsnn_tf.validation import check_timesteps, check_whole_periods
@@ -15,79 +15,17 @@ Example:
     Traceback (most recent call last):
     ...
     ValueError: Time steps [62] are not multiples of phases=4: period mode simulates whole periods. Use multiples of the phases or mode='step'.
-    >>> check_writable("outputs/run")   # raises ConfigError if it cannot be created
 """
 
-import os
-import shutil
-import tempfile
 import warnings
 
 import keras
 import numpy as np
 
-from bsnn_tf import backend, data, methods, models
+from bsnn_tf import methods
 
 # The simulation indexes time with int32.
 MAX_TIMESTEPS = 2**31 - 1
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; nothing has been written."""
-
-
-def check_shared(config, sizes):
-    """The checks both pipelines make: the model and dataset are known, each
-    field in `sizes` and `config.limit` (if set) are positive, and
-    `config.distribute` is possible on this backend."""
-    if config.model not in models.names():
-        raise ConfigError(
-            f"Unknown model {config.model!r}. Known models: {', '.join(models.names())}."
-        )
-    if config.dataset not in data.DATASETS:
-        raise ConfigError(
-            f"Unknown dataset {config.dataset!r}. "
-            f"Known datasets: {', '.join(sorted(data.DATASETS))}."
-        )
-    for field in sizes:
-        if getattr(config, field) is not None and getattr(config, field) < 1:
-            raise ConfigError(f"{field} must be a positive integer, got {getattr(config, field)}.")
-    if config.limit is not None and config.limit < 1:
-        raise ConfigError(f"limit must be a positive integer, got {config.limit}.")
-    if config.distribute and keras.backend.backend() not in backend.DISTRIBUTED_BACKENDS:
-        raise ConfigError(
-            f"--distribute is not supported on the {keras.backend.backend()} backend "
-            f"(only on {' and '.join(backend.DISTRIBUTED_BACKENDS)})."
-        )
-
-
-def check_writable(directory):
-    """Checks that `directory` can be created or written, leaving nothing behind.
-
-    A folder is created in the nearest existing folder at or above
-    `directory` and removed again: `os.access` says yes to root even where
-    the file system refuses (/proc, /sys, a read-only mount).
-    """
-    existing = existing_ancestor(directory)
-    if not os.path.isdir(existing):
-        raise ConfigError(f"Output directory {directory!r} is not writable ({existing} is "
-                          "a file, not a directory); choose another --output_dir.")
-    try:
-        probe = tempfile.mkdtemp(dir=existing, prefix=".bsnn-write-test-")
-    except OSError as error:
-        raise ConfigError(
-            f"Output directory {directory!r} is not writable ({existing} is not a writable "
-            f"directory: {error.strerror or error}); choose another --output_dir."
-        ) from error
-    shutil.rmtree(probe, ignore_errors=True)
-
-
-def existing_ancestor(directory):
-    """The nearest folder at or above `directory` that exists."""
-    existing = os.path.abspath(directory)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    return existing
 
 
 def check_mode(snn, mode):

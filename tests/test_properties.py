@@ -69,7 +69,7 @@ def test_random_architectures_period_step_and_reference_agree(arch):
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(architectures(), st.booleans())
 def test_random_architectures_convert_to_the_same_function(arch, channelwise):
-    """Folding, normalising and synchronising keep the ANN's logits."""
+    """Folding, normalising and synchronizing keep the ANN's logits."""
     from bsnn_tf import conversion
 
     model = build(arch)

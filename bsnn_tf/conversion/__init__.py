@@ -124,7 +124,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
     graph = normalize(graph, lambdas, input_scale)
     graph = correct(graph, data, config.calibration, quantizer, input_code, input_scale,
                     batch_size, verbose)
-    graph = synchronize(graph, enabled=config.synchronise)
+    graph = synchronize(graph, enabled=config.synchronize)
     snn = build(graph, config, input_scale, name=f"{model.name}_{config.method.name}")
     snn.calibration_record = record  # what fine-tuning did, if it ran (not saved)
     return snn

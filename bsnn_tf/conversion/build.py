@@ -18,7 +18,7 @@ from bsnn_tf.network import SpikingNetwork
 
 
 def build(graph, config, input_scale=1.0, name=None):
-    """Builds the SNN of a normalised, synchronised graph as `config` (a
+    """Builds the SNN of a normalised, synchronized graph as `config` (a
     `ConversionConfig`) says: its method, K, membrane, readout delay and dtype."""
     method, phases, dtype = config.method, config.phases, config.dtype
     biases = {name: _compact(offset) for name, offset in _bias_offsets(graph).items()}

@@ -7,13 +7,14 @@ method, K, membrane, readout delay and dtype.
 
 Example:
     >>> config = ConversionConfig.resolve(method="bsnn")
-    >>> config.phases, config.initial_membrane, config.synchronise
+    >>> config.phases, config.initial_membrane, config.synchronize
     (4, 0.5, True)
-    >>> ConversionConfig.resolve(method="rate").synchronise
+    >>> ConversionConfig.resolve(method="rate").synchronize
     False
 """
 
 import dataclasses
+import warnings
 import numbers
 
 import keras
@@ -121,9 +122,16 @@ class ConversionConfig:
             raise ValueError(f"percentile={self.percentile} is out of range: use (0, 100].")
 
     @property
-    def synchronise(self):
+    def synchronize(self):
         """Whether synchronous layers go in: asked for, and part of the method."""
         return self.synchronous and self.method.synchronous
+
+    @property
+    def synchronise(self):
+        """Deprecated spelling of `synchronize`."""
+        warnings.warn("ConversionConfig.synchronise is deprecated; use .synchronize.",
+                      DeprecationWarning, stacklevel=2)
+        return self.synchronize
 
     def quantizer(self):
         """f(current): what a neuron of this method emits on average (calibration's target)."""

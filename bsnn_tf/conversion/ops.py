@@ -1,7 +1,7 @@
 """The op table: one `Op` record per kind of graph node, the one place each stage asks.
 
 A graph node (`graph.Node`) names its kind in `node.op`; `node.spec` is that
-kind's `Op`. Tracing, folding, calibration, normalisation, synchronisation,
+kind's `Op`. Tracing, folding, calibration, normalisation, synchronization,
 building and the synaptic-operation count read what they need from it, so
 that no stage tests op names. The records of the Keras layers' ops are
 registered beside their converters (`converters.py`); this module holds the

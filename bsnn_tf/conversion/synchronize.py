@@ -57,7 +57,7 @@ def _branch_heads(graph, name, consumer):
         return [(name, consumer)]
     if node.spec.role != ops.SYNAPSE:
         raise ValueError(
-            f"Cannot synchronise the branch through '{node.origin or name}' ({node.op}): a "
+            f"Cannot synchronize the branch through '{node.origin or name}' ({node.op}): a "
             "synchronous layer cannot delay the real-valued network input. Use "
             "synchronous=False."
         )
