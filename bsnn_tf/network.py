@@ -2,7 +2,7 @@
 
 The network is a graph of layers: a `PhaseEncoder`, bias-free synapses
 (Conv2D, Dense, pooling, Add, ...), spiking neurons (`bsnn_tf.neurons`),
-max gates and a `Readout`. Time runs in chunks: `run` advances every layer
+max gates and a `Readout`. Time runs in chunks: `run_chunk` advances every layer
 over a chunk of time, layer by layer, each synapse applied to the whole
 chunk at once and each neuron scanning it, and returns the new state, so a
 simulation of any length holds one chunk in memory. Calling the model runs
@@ -10,6 +10,9 @@ simulation of any length holds one chunk in memory. Calling the model runs
 `keras.models.load_model` work as for any Keras model; `bsnn_tf.simulate`
 gives checkpoints, spike counts and more.
 """
+
+import dataclasses
+import typing
 
 import keras
 import numpy as np
@@ -31,6 +34,44 @@ LIVE_OUTPUTS = 12  # measured on ResNet-34 (its max gate alone holds ~10 shifted
 CHUNK_BYTES = 1 << 30
 # The batch `call` sizes its chunks for when the traced batch size is unknown (predict's).
 CALL_BATCH = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """What one `SpikingNetwork.run_chunk` simulates: the schedule of a chunk of time.
+
+    Attributes:
+        start: index of the first time unit (a multiple of K in step mode);
+            an int or a scalar tensor.
+        length: time units in the chunk (whole periods in step mode).
+        period_mode: True for period units (BSNN), False for steps.
+        end: time units at or after `end` are not counted (readout, observers).
+        skew: `start` as a Python int, to skip each layer before it is
+            `active_from` (the wavefront schedule; exact); None simulates every
+            layer from the start of the chunk.
+        stop: with `skew`, `end` as a Python int, to stop each layer where it
+            is no longer `needed_until` for the readout before `end`: the logits
+            stay exact, but the layers' state and emissions do not, so only a
+            logits-only run (no observers, no trace) that ends at `end` may use
+            it. None simulates every layer to the chunk's end.
+        trace: also return what every neuron and gate emitted.
+    """
+
+    start: object
+    length: int
+    period_mode: bool
+    end: object
+    skew: int | None = None
+    stop: int | None = None
+    trace: bool = False
+
+
+class ChunkResult(typing.NamedTuple):
+    """What `SpikingNetwork.run_chunk` returns."""
+
+    state: dict   # for the next chunk
+    totals: object  # the readout's running totals, (length, N, classes)
+    trace: dict   # {neuron or gate layer: what it emitted, (length, N, *units)}
 
 
 @keras.saving.register_keras_serializable(package="bsnn_tf")
@@ -142,7 +183,7 @@ class SpikingNetwork(keras.Model):
         """{layer: first period in which it can change}: the wavefront of the first input.
 
         A layer is provably at rest before it (no input, no bias, no emission),
-        so `run` skips it there. Synapses are bias-free and map silence to
+        so `run_chunk` skips it there. Synapses are bias-free and map silence to
         silence, except one that adds a constant (`use_bias`, `use_shift`).
         """
         first_output, begins = {}, {}
@@ -166,7 +207,7 @@ class SpikingNetwork(keras.Model):
 
         A BIF layer emits in period p what it integrated in p - 1, so a layer
         D - d BIF layers below the readout matters only until end - (D - d);
-        a logits-only run stops it there (`run`'s `stop`). Other layers pass
+        a logits-only run stops it there (`Chunk.stop`). Other layers pass
         their input on in the same time unit.
         """
         consumers = {name: [] for name, _ in self.topology}
@@ -227,7 +268,7 @@ class SpikingNetwork(keras.Model):
 
     # ----------------------------------------------------------- simulation
 
-    def initial_state(self, x, count_spikes=True, record_values=False):
+    def start_state(self, x, count_spikes=True, record_values=False):
         """State at rest for input batch `x`, with the constant input currents.
 
         Returns {"layers": {layer: its state}, "static": {layer: its constant
@@ -259,41 +300,30 @@ class SpikingNetwork(keras.Model):
                 for layer in self.spiking_layers()}
         return state
 
-    def run(self, x, state, start, length, period_mode, end, trace=False, skew=None,
-            stop=None):
-        """Advances the simulation by `length` time units (periods or steps).
+    def run_chunk(self, x, state, chunk):
+        """Advances the simulation over one `Chunk` of time units (periods or steps).
 
         Every layer runs through the same interface (`bsnn_tf.clock`), in
-        topological order, over the whole chunk; the observers in `state`
-        watch the neuron layers.
+        topological order, over the whole chunk (or its window of it, in a
+        skewed chunk); the observers in `state` watch the neuron layers.
 
         Args:
             x: the input batch (N, ...).
-            state: from `initial_state` or the previous `run`.
-            start: index of the first time unit of the chunk (a multiple of K in step mode).
-            length: time units in the chunk (whole periods in step mode).
-            period_mode: True for period units (BSNN), False for steps.
-            end: time units at or after `end` are not counted (readout, observers).
-            trace: also return what every neuron and gate emitted.
-            skew: `start` as a Python int, to skip each layer before it is
-                `active_from` (the wavefront schedule; exact); None simulates
-                every layer from the start of the chunk.
-            stop: with `skew`, `end` as a Python int, to stop each layer where
-                it is no longer `needed_until` for the readout before `end`: the
-                logits stay exact, but the layers' state and emissions do not,
-                so only a logits-only run (no observers, no trace) that ends at
-                `end` may use it. None simulates every layer to the chunk's end.
+            state: from `start_state` or the previous `run_chunk`.
+            chunk: a `Chunk`: which time units, whether they are periods, the
+                end of counting, the skew and stop of the schedule, the trace.
 
         Returns:
-            (new state, running readout totals (length, N, classes), trace dict).
+            A `ChunkResult`: the new state, the running readout totals
+            (length, N, classes) and the trace ({layer: emitted values}).
         """
         x = ops.cast(x, self.compute_dtype)
         batch = ops.shape(x)[0]
-        clock = Clock(ops.cast(start, "int32") + ops.arange(length, dtype="int32"),
-                      period_mode, end)
-        windows = self._chunk_windows(skew, stop, length, period_mode)
+        clock = Clock(ops.cast(chunk.start, "int32") + ops.arange(chunk.length, dtype="int32"),
+                      chunk.period_mode, chunk.end)
+        windows = self._chunk_windows(chunk.skew, chunk.stop, chunk.length, chunk.period_mode)
         watching = [o for o in observers.OBSERVERS if o.key in state]
-        if stop is not None and (watching or trace):
+        if chunk.stop is not None and (watching or chunk.trace):
             raise ValueError("stop= gives exact logits only: run without observers or trace.")
         new = {key: dict(value) for key, value in state.items()}
         values, traced = {}, {}
@@ -311,9 +341,9 @@ class SpikingNetwork(keras.Model):
                              for i in inputs])
                 values[name] = (begin, self._advance(name, arriving, state, new,
                                                      clock.window(begin, until), watching))
-            if trace and role in (Role.NEURON, Role.GATE):
-                traced[name] = self._aligned(values, name, 0, length, batch)
-        return new, totals, traced
+            if chunk.trace and role in (Role.NEURON, Role.GATE):
+                traced[name] = self._aligned(values, name, 0, chunk.length, batch)
+        return ChunkResult(new, totals, traced)
 
     def _advance(self, name, arriving, state, new, clock, watching):
         """Runs layer `name` over `clock`; returns its time-major output."""
@@ -409,9 +439,9 @@ class SpikingNetwork(keras.Model):
         # The plain chunks (one compiled loop) lie between the skewed ones at both ends.
         plain = [index for index, (_, skew, _) in enumerate(chunks) if skew is None]
         first, last = (plain[0], plain[-1] + 1) if plain else (len(chunks), len(chunks))
-        state = self.initial_state(x, count_spikes=False)
-        run = lambda state, start, skew=None, stop=None: self.run(
-            x, state, start, chunk, period_mode, units, skew=skew, stop=stop)[0]
+        state = self.start_state(x, count_spikes=False)
+        run = lambda state, start, skew=None, stop=None: self.run_chunk(
+            x, state, Chunk(start, chunk, period_mode, units, skew, stop)).state
         for start, skew, stop in chunks[:first]:
             state = run(state, start, skew, stop)
         state = ops.fori_loop(first, last, lambda index, state: run(state, index * chunk), state)
@@ -488,7 +518,7 @@ class SpikingNetwork(keras.Model):
     def state_bytes(self, count_spikes=True, record_values=False):
         """Bytes of simulation state per image (membranes, gates, readout, constant
         currents and the observers asked for): what a batch holds whatever T is."""
-        state = self.initial_state(np.zeros((1,) + self.unit_shapes[self.encoder.name],
+        state = self.start_state(np.zeros((1,) + self.unit_shapes[self.encoder.name],
                                             "float32"), count_spikes, record_values)
         return sum(int(np.prod(leaf.shape)) * np.dtype(self.compute_dtype).itemsize
                    for leaf in keras.tree.flatten(state))

@@ -140,7 +140,7 @@ class SpikingNeuron(keras.layers.Layer):
         period in which the input current can be non-zero.
 
         Before the first, the state provably stays at rest, so the simulation
-        skips those periods (`SpikingNetwork.run`). The baselines inject their
+        skips those periods (`SpikingNetwork.run_chunk`). The baselines inject their
         bias from step 0, so they are active from the start.
         """
         return 0, 0

@@ -1,8 +1,8 @@
 """Observers: totals kept per neuron unit beside the dynamics, never part of them.
 
 An observer watches what each neuron layer emits over a chunk and adds it to
-a total of shape (N, *units). `SpikingNetwork.initial_state` starts the
-totals of the observers it is asked for; `SpikingNetwork.run` advances them.
+a total of shape (N, *units). `SpikingNetwork.start_state` starts the
+totals of the observers it is asked for; `SpikingNetwork.run_chunk` advances them.
 A logits-only simulation carries none, so it compiles without counters.
 
 Example:
@@ -44,13 +44,14 @@ class EmittedValues:
         return total + ops.sum(emitted * _per_unit(valid, emitted), axis=0)
 
 
-OBSERVERS = (SpikeCounter(), EmittedValues())
+SPIKES, EMITTED = SpikeCounter(), EmittedValues()
+OBSERVERS = (SPIKES, EMITTED)
 
 
 def chosen(count_spikes, record_values):
     """The observers a simulation asks for."""
-    wanted = {"spikes": count_spikes, "emitted": record_values}
-    return [observer for observer in OBSERVERS if wanted[observer.key]]
+    return [observer for observer, wanted in ((SPIKES, count_spikes), (EMITTED, record_values))
+            if wanted]
 
 
 def _per_unit(weights, emitted):

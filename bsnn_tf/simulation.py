@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from bsnn_tf import backend, console, observers
+from bsnn_tf.network import Chunk
 from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_spiking_network,
                                 check_timesteps, check_whole_periods, warn_before_first_readout)
 
@@ -220,7 +221,7 @@ def _chunk_length(snn, batch_size, span, chunk, period_mode, logits_only):
 
 
 def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_compile, devices):
-    """Compiled ({(skew, stop): run_chunk}, initial_state) for this chunk shape and devices,
+    """Compiled ({(skew, stop): run_chunk}, start_state) for this chunk shape and devices,
     cached per SNN.
 
     A run_chunk is compiled per (skew, stop) of `SpikingNetwork.chunk_starts` on
@@ -236,16 +237,17 @@ def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_
             skew, stop = schedule
 
             def run_chunk(x, state, start, end):
-                state, totals, traced = snn.run(x, state, start, length, period_mode, end,
-                                                trace, skew=skew, stop=stop)
+                result = snn.run_chunk(x, state, Chunk(start, length, period_mode, end, skew,
+                                                       stop, trace))
                 batch_major = lambda t: keras.ops.moveaxis(t, 0, 1)
-                return state, batch_major(totals), {k: batch_major(v) for k, v in traced.items()}
+                return (result.state, batch_major(result.totals),
+                        {k: batch_major(v) for k, v in result.trace.items()})
 
             return devices.compile(run_chunk, variables, jit_compile)
 
-        initial_state = lambda x: snn.initial_state(x, count_spikes, record_values)
+        start_state = lambda x: snn.start_state(x, count_spikes, record_values)
         cache[key] = (_Variants(compile_chunk),
-                      devices.compile(initial_state, variables, jit_compile))
+                      devices.compile(start_state, variables, jit_compile))
     return cache[key]
 
 
@@ -315,16 +317,17 @@ class _Totals:
         """Adds the first `count` images of a (padded) batch."""
         for t in self.checkpoints:
             self.outputs_at[t].append(outputs_at[t][:count])
-        if "spikes" in observed:
-            spikes = {name: value[:count] for name, value in observed["spikes"].items()}
+        if observers.SPIKES.key in observed:
+            spikes = {name: value[:count]
+                      for name, value in observed[observers.SPIKES.key].items()}
             for name, value in spikes.items():
                 self.spikes.setdefault(name, []).append(value.reshape(count, -1).sum(axis=1))
                 self.unit_spikes[name] = self.unit_spikes.get(name, 0) + value.sum(axis=0)
             if self.probe is not None:
                 self._add_sin(batch, count, spikes)
-        if "emitted" in observed:
+        if observers.EMITTED.key in observed:
             for layer in self.snn.spiking_layers():
-                emitted = observed["emitted"][layer.name][:count]
+                emitted = observed[observers.EMITTED.key][layer.name][:count]
                 value = (layer.value_per_period(emitted, self.timesteps)
                          * self.snn.scales.get(layer.name, 1.0))
                 self.values.setdefault(layer.name, []).append(np.asarray(value))

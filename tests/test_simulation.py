@@ -200,7 +200,7 @@ def test_logits_only_runs_stop_each_layer_once_it_can_no_longer_reach_the_readou
 @pytest.mark.jax
 def test_logits_only_simulation_carries_no_counters():
     snn, x = converted("conv_maxpool", "bsnn", phases=4)
-    assert not {"spikes", "emitted"} & set(snn.initial_state(x, count_spikes=False))
+    assert not {"spikes", "emitted"} & set(snn.start_state(x, count_spikes=False))
     counted = bsnn_tf.simulate(snn, x, timesteps=32, checkpoints=[16], verbose=0)
     logits_only = bsnn_tf.simulate(snn, x, timesteps=32, checkpoints=[16], count_spikes=False,
                                    verbose=0)
