@@ -1,5 +1,6 @@
 """Step mode against the independent numpy reference, and period mode against step mode."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -211,3 +212,25 @@ def test_logits_only_simulation_carries_no_counters():
         logits_only.firing_rates()
     with pytest.raises(ValueError, match="count_spikes=True"):
         bsnn_tf.simulate(snn, x, timesteps=32, count_spikes=False, ann=object(), verbose=0)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_max_pooling_is_the_max_gate_spike_for_spike(keepdims):
+    """GlobalMaxPooling2D, added as one converter (docs/DESIGN.md, "Adding a layer type"),
+    simulates as the reference's max gate with one window, in step and period mode."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    h = keras.layers.GlobalMaxPooling2D(keepdims=keepdims)(h)
+    h = keras.layers.Flatten()(h) if keepdims else h
+    ann = keras.Model(inp, keras.layers.Dense(3, activation="relu")(h))
+    x = images(3, (6, 6, 2), seed=2)
+    snn = bsnn_tf.convert(ann, images(32, (6, 6, 2), seed=1), phases=3, dtype="float64",
+                          verbose=0)
+    assert sum(isinstance(l, bsnn_tf.layers.SpikingMaxPool) for l in snn.graph_layers) == 1
+    step = bsnn_tf.simulate(snn, x, timesteps=24, mode="step", trace=True, verbose=0)
+    reference = simulate_reference(reference_net(snn), x, 24)
+    for name, expected in {**reference["outputs"], **reference["gates"]}.items():
+        np.testing.assert_array_equal(step.trace[name], expected, err_msg=name)
+    period = bsnn_tf.simulate(snn, x, timesteps=24, verbose=0)
+    np.testing.assert_allclose(period.outputs, step.outputs, rtol=1e-12, atol=1e-12)

@@ -382,6 +382,23 @@ register_parameter_free(
         **node.config, per_period=context.method.max_pool_per_period, phases=context.phases,
         name=node.name, dtype=context.dtype))
 register_parameter_free("avgpool", [keras.layers.AveragePooling2D], _pool_config)
+
+
+@register(keras.layers.GlobalMaxPooling2D)
+class GlobalMaxPoolingConverter(LayerConverter):
+    """Global max pooling is the spiking max gate ("maxpool") with one window, the whole
+    image; then a flatten unless `keepdims`."""
+
+    def unsupported_reason(self, layer):
+        return _channels_last_reason(layer)
+
+    def convert(self, layer, inputs):
+        size = tuple(int(d) for d in layer.input.shape[1:3])
+        window = {"pool_size": size, "strides": size, "padding": "valid"}
+        if layer.keepdims:
+            return [Node(layer.name, "maxpool", inputs, window, origin=layer.name)]
+        gate = Node(f"{layer.name}_gate", "maxpool", inputs, window)
+        return [gate, Node(layer.name, "flatten", [gate.name], origin=layer.name)]
 register_parameter_free("gap", [keras.layers.GlobalAveragePooling2D],
                         lambda layer: {"keepdims": layer.keepdims})
 register_parameter_free("flatten", [keras.layers.Flatten], scaling=RESHAPE)
