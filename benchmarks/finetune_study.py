@@ -15,7 +15,8 @@ Models (not all in this repository; see docs/RESULTS.md):
 - ours20: the ResNet-20 trained here (pretrained/cifar10_resnet20.keras);
 - lenet5: SNN Toolbox's MNIST LeNet-5 (../shared/data/weights).
 CIFAR models are tested on the 1,900 lossless test images and fine-tuned on
-`--images` JPEG training images (seed 0) with their labels unless --no_labels.
+`--images` JPEG training images (seed 0), from the ANN's logits (and their
+labels as well with --labels).
 
 Usage (from the repository root, nothing else running):
     python benchmarks/finetune_study.py --models akamaster20 --phases 3 4
@@ -23,6 +24,7 @@ Usage (from the repository root, nothing else running):
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -74,20 +76,18 @@ def study(name, phases, args):
     ann_accuracy = float(np.mean(np.argmax(ann_logits, -1) == y_test))
     entry = {"model": name, "phases": phases, "ann_accuracy": ann_accuracy,
              "test_images": len(x_test), "finetune_images": len(x_train),
-             "labels": not args.no_labels, "learning_rate": args.learning_rate,
-             "label_weight": args.label_weight, "temperature": args.temperature,
              "channelwise": args.channelwise, **common.run_header()}
     print(f"{name} K={phases}: ANN {ann_accuracy:.2%} on {len(x_test)} images", flush=True)
     for mode in ("percentile", "finetune"):
         start = time.time()
         kwargs = {}
         if mode == "finetune":
-            kwargs = dict(calibration_labels=None if args.no_labels else y_train,
-                          finetuning=FineTuning(epochs=args.epochs,
-                                                learning_rate=args.learning_rate,
-                                                label_weight=args.label_weight,
-                                                temperature=args.temperature,
-                                                image_budget=args.image_budget))
+            settings = FineTuning(epochs=args.epochs, learning_rate=args.learning_rate,
+                                  label_weight=args.label_weight,
+                                  temperature=args.temperature, image_budget=args.image_budget)
+            entry["finetuning"] = {**dataclasses.asdict(settings), "labels": args.labels}
+            kwargs = dict(calibration_labels=y_train if args.labels else None,
+                          finetuning=settings)
         calibration = x_train if mode == "finetune" else x_train[:args.calibration_size]
         snn = bsnn_tf.convert(ann, calibration, phases=phases, calibration=mode, verbose=0,
                               channelwise=args.channelwise, **kwargs)
@@ -125,11 +125,11 @@ def table(results):
         p, f = entry["percentile"], entry["finetune"]
         synops = lambda r: (f"{r['synops_per_image_at_t_star'] / 1e6:.1f}"
                             if "synops_per_image_at_t_star" in r else "-")
-        rows.append([entry["model"], entry["phases"], common.percent(entry["ann_accuracy"]),
+        rows.append([key, common.percent(entry["ann_accuracy"]),
                      f"{p['first_readout']}", common.percent(p["first_accuracy"]),
                      common.percent(f["first_accuracy"]), p["t_star"], f["t_star"],
                      synops(p), synops(f), f"{f['seconds'] / 60:.1f}", entry["date"][:10]])
-    headers = ["model", "K", "ANN %", "first readout T", "percentile %", "finetune %",
+    headers = ["run", "ANN %", "first readout T", "percentile %", "finetune %",
                "T* percentile", "T* finetune", "M synops/img at T* (pct)",
                "M synops/img at T* (ft)", "finetune minutes", "date"]
     return common.markdown_table(headers, rows)
@@ -145,11 +145,13 @@ def main():
                         help="of them, for the percentile calibration")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--learning_rate", type=float, default=FineTuning().learning_rate)
-    parser.add_argument("--no_labels", action="store_true")
+    parser.add_argument("--labels", action="store_true",
+                        help="fine-tune on the training labels as well as the ANN's logits")
     parser.add_argument("--label_weight", type=float, default=FineTuning().label_weight)
     parser.add_argument("--temperature", type=float, default=FineTuning().temperature)
     parser.add_argument("--image_budget", type=int, default=FineTuning().image_budget)
-    parser.add_argument("--channelwise", action="store_true")
+    parser.add_argument("--channelwise", action="store_true",
+                        help="convert(channelwise=True): per-channel lambda for percentile too")
     parser.add_argument("--periods", type=int, default=24,
                         help="periods after the first readout at which accuracy is measured")
     parser.add_argument("--statistics_images", type=int, default=256)

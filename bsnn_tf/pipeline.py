@@ -105,7 +105,8 @@ class ConvertConfig:
         calibration_size: images for the calibration; `None`: `CALIBRATION_IMAGES`, or
             `FINETUNE_IMAGES` for calibration "finetune" (`calibration_images`).
         finetune_epochs: epochs of calibration "finetune" (`None`: its image budget).
-        finetune_labels: "finetune" also learns from the calibration images' labels.
+        finetune_labels: "finetune" also learns from the calibration images' labels
+            (default: from the ANN alone).
         calibration_split: where they come from: "train"; "test", a random
             slice of the test images held out of the evaluation (see
             `load_images`); "auto", train when the dataset has it, else test.
@@ -144,7 +145,7 @@ class ConvertConfig:
     distribute: bool = False
     overwrite: bool = False
     finetune_epochs: int | None = None
-    finetune_labels: bool = True
+    finetune_labels: bool = False
 
     def __post_init__(self):
         self.methods = tuple(dict.fromkeys(self.methods))
@@ -668,6 +669,7 @@ def method_results(method_run):
         "converged_at": method_run.converged_at,
         "depth": snn.depth,
         "first_readout": snn.first_readout if _has_first_readout(snn) else None,
+        "finetuning": getattr(snn, "calibration_record", None),
         "mode": snn.mode,
         "statistics": {"images": len(result.outputs), "timesteps": result.timesteps,
                        "note": "firing rates, SIN and synaptic operations are from these "

@@ -658,3 +658,17 @@ def test_a_model_of_any_image_size_fits_the_dataset():
     pipeline.check_fits(model((None, None, 1)), "mnist")
     with pytest.raises(pipeline.ConfigError, match=r"takes inputs of shape \(None, None, 3\)"):
         pipeline.check_fits(model((None, None, 3)), "mnist")
+
+
+def test_convert_py_fine_tunes_the_first_readout(tmp_path):
+    """--calibration=finetune end to end: the record of what fine-tuning did is in
+    results.json, and the saved SNN is the fine-tuned one."""
+    outcome = run_convert([["--calibration=finetune", "--calibration_size=300",
+                            "--finetune_epochs=1", "--limit=40", "--statistics_images=8",
+                            f"--output_dir={tmp_path / 'run'}"]], cwd=tmp_path)[0]
+    assert outcome["code"] == 0, outcome["stderr"][-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    record = results["methods"]["bsnn"]["finetuning"]
+    assert record["epochs"] == 1 and record["labels"] is False
+    assert record["training_images"] + record["held_out_images"] == 300
+    assert "Fine-tuning the first readout" in outcome["stdout"]

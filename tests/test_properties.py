@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import bsnn_tf
@@ -68,6 +68,8 @@ def test_random_architectures_period_step_and_reference_agree(arch):
 
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(architectures(), st.booleans())
+@example({"blocks": ["concat", "residual"], "channels": 2, "stride": 1, "padding": "same",
+          "head": "flatten", "seed": 0}, True)  # a rescale inserted before a concat's input
 def test_random_architectures_convert_to_the_same_function(arch, channelwise):
     """Folding, normalising and synchronizing keep the ANN's logits."""
     from bsnn_tf import conversion

@@ -59,18 +59,21 @@ class FineTuning:
             labels are given).
         augment: random shifts of up to 1/8 of the image size, and horizontal
             flips for images with 3 channels.
+        channelwise: learn one lambda per channel (else per layer, or per channel
+            only where `convert(channelwise=True)` asked for it).
         seed: for the held-out slice, the order and the augmentation.
     """
 
     epochs: int | None = None
     image_budget: int = 60_000
     batch_size: int = 64
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-4
     warmup: float = 0.05
     held_out: float = 0.1
     temperature: float = 1.0
     label_weight: float = 0.5
     augment: bool = True
+    channelwise: bool = True
     seed: int = 0
 
     def check(self):
@@ -146,6 +149,8 @@ def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="a
             node.weights.setdefault("bias", np.zeros(node.spec.output_channels(node.weights),
                                                      "float32"))
     teacher = to_keras(graph)[0]
+    quantizer_settings = dict(quantizer_settings, channelwise=quantizer_settings["channelwise"]
+                              or settings.channelwise)
     student = _student(graph, lambdas, quantizer_settings)
     rng = np.random.default_rng(settings.seed)
     order = rng.permutation(len(x))

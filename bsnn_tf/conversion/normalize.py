@@ -157,6 +157,7 @@ def _match(graph, scales, consumer, source, wanted, shapes):
                    weights={"scale": np.asarray(factor, "float32")})
     graph.insert(rescale, source, [consumer])
     scales[rescale.name] = wanted
+    shapes[rescale.name] = shapes[source]
 
 
 def _same(a, b):
