@@ -33,7 +33,7 @@ python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 
 data_dir="${BSNN_DATA_DIR:-}"
 if [[ -z "$data_dir" ]]; then
-    for candidate in ../shared/data /work/shared/data; do
+    for candidate in ../shared/data; do
         [[ -f "$candidate/cifar10_test_lossless.npz" ]] && data_dir="$candidate" && break
     done
 fi

@@ -64,10 +64,9 @@ if $smoke; then
         >"$scratch/no_tensorflow/sitecustomize.py"
     export PYTHONPATH="$scratch/no_tensorflow${PYTHONPATH:+:$PYTHONPATH}"
     if [[ -z "${BSNN_DATA_DIR:-}" ]]; then
-        for candidate in gpu_data ../shared/data /work/shared/data; do
+        for candidate in gpu_data ../shared/data; do
             if [[ -f "$candidate/cifar10_test_lossless.npz" ]]; then
                 export BSNN_DATA_DIR="$PWD/$candidate"
-                [[ "$candidate" == /* ]] && export BSNN_DATA_DIR="$candidate"
                 break
             fi
         done

@@ -18,14 +18,6 @@ from bsnn_tf import data
 pytestmark = pytest.mark.jax
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# The real offline data (../shared/data beside the checkout; /work/shared/data
-# when the checkout is cloned elsewhere, as CI does).
-SHARED_DATA = next((path for path in (REPO.parent / "shared" / "data",
-                                      pathlib.Path("/work/shared/data"))
-                    if (path / "cifar10_test.npz").is_file()), REPO.parent / "shared" / "data")
-needs_shared_data = pytest.mark.skipif(
-    not (SHARED_DATA / "cifar10_test.npz").is_file(), reason="shared/data not present"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -61,24 +53,22 @@ def test_environment_variable_points_at_data(tmp_path, monkeypatch):
     assert x.shape == (2, 28, 28, 1) and (x == 1.0).all() and y.tolist() == [3, 4]
 
 
-@needs_shared_data
-def test_cifar10_jpeg_decodes_close_to_the_lossless_pixels():
-    x, y = data.load("cifar10", "test", SHARED_DATA, limit=4)
+def test_cifar10_jpeg_decodes_close_to_the_lossless_pixels(shared_data):
+    x, y = data.load("cifar10", "test", shared_data, limit=4)
     assert x.shape == (4, 32, 32, 3) and x.dtype == np.float32
     assert y.tolist() == [0, 0, 0, 0]  # the JPEG files are grouped by class
 
-    lossless = np.load(SHARED_DATA / "cifar10_test_lossless.npz")
+    lossless = np.load(shared_data / "cifar10_test_lossless.npz")
     rows = lossless["jpeg_index"][:3]
-    jpeg_pixels = data.find("cifar10", "test", SHARED_DATA).pixels(rows).astype(float)
+    jpeg_pixels = data.find("cifar10", "test", shared_data).pixels(rows).astype(float)
     mse = np.mean((jpeg_pixels - lossless["x_test"][:3]) ** 2)
     assert 10 * np.log10(255**2 / mse) > 23  # PSNR range given in the data README
 
 
-@needs_shared_data
-def test_cifar10_lossless_subset_is_normalised_per_channel():
-    x, y = data.load("cifar10", "test_lossless", SHARED_DATA, limit=10)
+def test_cifar10_lossless_subset_is_normalised_per_channel(shared_data):
+    x, y = data.load("cifar10", "test_lossless", shared_data, limit=10)
     np.testing.assert_array_equal(y, [3, 8, 8, 0, 6, 6, 1, 6, 3, 1])
-    pixels = np.load(SHARED_DATA / "cifar10_test_lossless.npz")["x_test"][:10]
+    pixels = np.load(shared_data / "cifar10_test_lossless.npz")["x_test"][:10]
     spec = data.DATASETS["cifar10"]
     expected = (pixels / 255.0 - np.array(spec.mean)) / np.array(spec.std)
     np.testing.assert_allclose(x, expected, atol=1e-5)
@@ -141,9 +131,8 @@ def test_imagenet_folder_decodes_grayscale_to_rgb(tmp_path):
     np.testing.assert_allclose(x[0, 100, 100], gray, atol=0.05)
 
 
-@needs_shared_data
-def test_imagenet_sample_shards(tmp_path):
-    x, y = data.load("imagenet", "val", SHARED_DATA, limit=2)
+def test_imagenet_sample_shards(shared_data):
+    x, y = data.load("imagenet", "val", shared_data, limit=2)
     assert x.shape == (2, 224, 224, 3) and y.tolist() == [0, 1]
 
 
