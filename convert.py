@@ -11,6 +11,7 @@ Example:
     python convert.py --flagfile=configs/cifar10_resnet20.cfg --data_dir /data
 """
 
+import dataclasses
 import shlex
 import signal
 import sys
@@ -19,12 +20,13 @@ from absl import app, flags
 
 from bsnn_tf import coding, data, models, pipeline
 from bsnn_tf.conversion import DEFAULT_PHASES, FineTuning
-from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.methods import METHODS
 
-flags.DEFINE_string("model", "mnist_cnn", "Zoo model name: " + ", ".join(models.names()) + ".")
-flags.DEFINE_string("dataset", "mnist", "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")
+DEFAULT = pipeline.ConvertConfig.default  # the run's settings and defaults are defined there
+
+flags.DEFINE_string("model", DEFAULT("model"), "Zoo model name: " + ", ".join(models.names()) + ".")
+flags.DEFINE_string("dataset", DEFAULT("dataset"), "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")
 flags.DEFINE_string("weights", None,
                     "The trained ANN: a .keras checkpoint, or .pth/.safetensors torchvision "
                     "weights for the zoo model (resnet18/34). Default: the committed checkpoint "
@@ -32,7 +34,7 @@ flags.DEFINE_string("weights", None,
                     "published weights, downloaded once "
                     "into Keras's cache ($KERAS_HOME, else ~/.keras) and hash-checked, for "
                     + ", ".join(models.published.available()) + "; otherwise required.")
-flags.DEFINE_boolean("random_weights", False,
+flags.DEFINE_boolean("random_weights", DEFAULT("random_weights"),
                      "Convert the zoo model with random weights (smoke tests).")
 flags.DEFINE_enum("method", "bsnn", list(METHODS), "Conversion method.")
 flags.DEFINE_list("methods", None,
@@ -52,14 +54,14 @@ flags.DEFINE_list("checkpoints", None,
                   "of two; for the baselines powers of two from one period; and --timesteps).")
 flags.register_validator("checkpoints", lambda values: all(v.isdigit() for v in values or ()),
                          message="--checkpoints takes positive integers, e.g. 8,16,64.")
-flags.DEFINE_enum("calibration", DEFAULT_CALIBRATION, list(CALIBRATION_MODES),
+flags.DEFINE_enum("calibration", DEFAULT("calibration"), list(CALIBRATION_MODES),
                   "How each layer is fitted to the ANN on the calibration images: percentile "
                   "scale, mse (scale search), light (+ bias correction), advanced (+ weight "
                   "reconstruction), finetune (BSNN: the first readout trained against the ANN "
                   "on thousands of images); docs/DESIGN.md, 'Calibration'.")
-flags.DEFINE_float("percentile", 99.99, "Data-norm percentile of activations (100 = max).")
-flags.DEFINE_boolean("channelwise", False, "One normalisation statistic per channel.")
-flags.DEFINE_boolean("synchronous", True,
+flags.DEFINE_float("percentile", DEFAULT("percentile"), "Data-norm percentile of activations (100 = max).")
+flags.DEFINE_boolean("channelwise", DEFAULT("channelwise"), "One normalisation statistic per channel.")
+flags.DEFINE_boolean("synchronous", DEFAULT("synchronous"),
                      "Synchronous layers on short merge branches (BSNN); off for ablations.")
 flags.DEFINE_integer("calibration_size", None,
                      "Images for the calibration, drawn at random (seed 0) from "
@@ -69,18 +71,18 @@ flags.DEFINE_integer("calibration_size", None,
 flags.DEFINE_integer("finetune_epochs", None,
                      "Epochs of --calibration=finetune (default: enough for about "
                      f"{FineTuning().image_budget} training images in all).")
-flags.DEFINE_boolean("finetune_labels", False,
+flags.DEFINE_boolean("finetune_labels", DEFAULT("finetune_labels"),
                      "--calibration=finetune also learns from the calibration images' labels "
                      "(by default it learns from the ANN alone, which matched the ANN better "
                      "in docs/RESULTS.md).")
-flags.DEFINE_enum("calibration_split", "auto", list(pipeline.CALIBRATION_SPLITS),
+flags.DEFINE_enum("calibration_split", DEFAULT("calibration_split"), list(pipeline.CALIBRATION_SPLITS),
                   "Where the calibration images come from: train; test, held out of the "
                   "evaluation (it needs more than --calibration_size test images); auto, train "
                   "if the dataset has it, else test (e.g. ImageNet with only val images).")
 flags.DEFINE_integer("limit", None,
                      "Evaluate the first N test images only, counted after any held-out "
                      "calibration images are removed (--calibration_split).")
-flags.DEFINE_integer("statistics_images", pipeline.STATISTICS_IMAGES,
+flags.DEFINE_integer("statistics_images", DEFAULT("statistics_images"),
                      "Spike statistics (firing rates, SIN, synaptic operations, TensorBoard) "
                      "come from a second simulation, which counts every spike, of the first N "
                      "evaluated images; 0 takes them all. Accuracy comes from all of them.")
@@ -90,9 +92,9 @@ flags.DEFINE_integer("batch_size", None,
 flags.DEFINE_string("output_dir", None, "Where the results go (default outputs/<dataset>_<model>).")
 flags.DEFINE_string("data_dir", None,
                     f"Dataset directory (default: ${data.DATA_DIR_ENV}, then the demo data).")
-flags.DEFINE_boolean("overwrite", False,
+flags.DEFINE_boolean("overwrite", DEFAULT("overwrite"),
                      "Replace the outputs of an earlier run in --output_dir (else refused).")
-flags.DEFINE_boolean("distribute", False,
+flags.DEFINE_boolean("distribute", DEFAULT("distribute"),
                      "Data parallel over all local devices: the ANN's evaluation and the "
                      "simulation split every batch over them.")
 
@@ -103,19 +105,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     checkpoints = FLAGS.checkpoints and tuple(int(t) for t in FLAGS.checkpoints)
-    config = pipeline.ConvertConfig(
-        model=FLAGS.model, dataset=FLAGS.dataset, weights=FLAGS.weights,
-        random_weights=FLAGS.random_weights, methods=tuple(FLAGS.methods or [FLAGS.method]),
-        phases=FLAGS.phases, timesteps=FLAGS.timesteps, checkpoints=checkpoints,
-        calibration=FLAGS.calibration, percentile=FLAGS.percentile,
-        channelwise=FLAGS.channelwise,
-        synchronous=FLAGS.synchronous, calibration_size=FLAGS.calibration_size,
-        finetune_epochs=FLAGS.finetune_epochs, finetune_labels=FLAGS.finetune_labels,
-        calibration_split=FLAGS.calibration_split,
-        limit=FLAGS.limit, statistics_images=FLAGS.statistics_images,
-        batch_size=FLAGS.batch_size, output_dir=FLAGS.output_dir,
-        data_dir=FLAGS.data_dir, distribute=FLAGS.distribute, overwrite=FLAGS.overwrite,
-    )
+    # Every flag named as a ConvertConfig field sets it; --method/--methods and
+    # --checkpoints are read apart.
+    settings = {field.name: FLAGS[field.name].value for field in
+                dataclasses.fields(pipeline.ConvertConfig) if field.name in FLAGS}
+    settings.update(methods=tuple(FLAGS.methods or [FLAGS.method]), checkpoints=checkpoints)
+    config = pipeline.ConvertConfig(**settings)
     # SIGTERM ends a run like Ctrl-C: the staging directory and the lock are removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

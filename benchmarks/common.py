@@ -253,9 +253,15 @@ def update_json(path, key, entry):
         fcntl.flock(lock, fcntl.LOCK_EX)
         contents = json.loads(path.read_text()) if path.exists() else {"results": {}}
         contents["results"][key] = entry
-        staging = path.with_suffix(".json.tmp")
-        staging.write_text(json.dumps(contents, indent=1, default=_to_builtin) + "\n")
-        os.replace(staging, path)
+        write_atomically(path, json.dumps(contents, indent=1, default=_to_builtin) + "\n")
+
+
+def write_atomically(path, text):
+    """Writes `text` to `path` through a file beside it, so readers never see half of it."""
+    path = pathlib.Path(path)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text)
+    os.replace(staging, path)
 
 
 def add_output_arguments(parser, output):

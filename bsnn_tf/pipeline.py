@@ -39,9 +39,8 @@ import numpy as np
 
 import bsnn_tf
 from bsnn_tf import backend, coding, console, data, methods, metrics, models, plots, rundir
-from bsnn_tf.conversion import FineTuning
+from bsnn_tf.conversion import ConversionConfig, FineTuning
 from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES
-from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.methods import METHODS
 from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
@@ -131,10 +130,11 @@ class ConvertConfig:
     phases: int | None = None
     timesteps: int | None = None
     checkpoints: tuple | None = None
-    calibration: str = DEFAULT_CALIBRATION
-    percentile: float = 99.99
-    channelwise: bool = False
-    synchronous: bool = True
+    # The library's settings, with the library's defaults (ConversionConfig defines them).
+    calibration: str = ConversionConfig.default("calibration")
+    percentile: float = ConversionConfig.default("percentile")
+    channelwise: bool = ConversionConfig.default("channelwise")
+    synchronous: bool = ConversionConfig.default("synchronous")
     calibration_size: int | None = None
     calibration_split: str = "auto"
     limit: int | None = None
@@ -153,6 +153,12 @@ class ConvertConfig:
             self.output_dir = os.path.join("outputs", f"{self.dataset}_{self.model}")
         if self.weights is None and not self.random_weights:
             self.weights = BUNDLED_CHECKPOINTS.get((self.model, self.dataset))
+
+    @classmethod
+    def default(cls, name):
+        """The default of field `name` (convert.py's flags take theirs from here)."""
+        (field,) = [f for f in dataclasses.fields(cls) if f.name == name]
+        return field.default
 
     @property
     def calibration_images(self):
@@ -471,8 +477,6 @@ def _run(config, command, start):
     runs = {method: simulate_method(config, snn, ann, x_test, y_test, timesteps, checkpoints,
                                     ann_accuracy)
             for method, snn in snns.items()}
-    print(accuracy_table(runs, checkpoints, ann_accuracy))
-
     results = {
         "model": config.model,
         "dataset": config.dataset,
@@ -488,6 +492,7 @@ def _run(config, command, start):
         "flags": dataclasses.asdict(config),
         "command": command,
     }
+    print("\n" + accuracy_table(results))
     curves = {method: {t: a for t, a in run.accuracy.items() if a is not None}
               for method, run in runs.items()}
     figure = plots.accuracy_figure(
@@ -639,17 +644,20 @@ def simulate_method(config, snn, ann, x_test, y_test, timesteps, checkpoints, an
                      converged_at(accuracy, ann_accuracy))
 
 
-def accuracy_table(runs, checkpoints, ann_accuracy):
-    """Accuracy per T (rows) and method (columns), then T* per method, as text."""
-    names = list(runs)
-    rows = [f"\nTop-1 accuracy (ANN {ann_accuracy:.2%})",
-            f"{'T':>8}" + "".join(f"{m:>10}" for m in names)]
-    for t in checkpoints:
-        rows.append(f"{t:>8}" + "".join(_percent(runs[m].accuracy[t]) for m in names))
-    rows.append(f"{'T*':>8}" + "".join(f"{str(runs[m].converged_at):>10}" for m in names))
-    rows.append(f"T*: the smallest T from which accuracy stays within {100 * TOLERANCE:g} "
-                "percentage points of the ANN's (None: never); -: before the first readout.")
-    statistics = {len(run.result.outputs) for run in runs.values()}
+def accuracy_table(results):
+    """Accuracy per T (rows) and method (columns), then T* per method, as text, from a
+    run's results.json (README's demo table is this, from benchmarks/results/demo.json)."""
+    methods = results["methods"]
+    rows = [f"Top-1 accuracy (ANN {results['ann_accuracy']:.2%})",
+            f"{'T':>8}" + "".join(f"{m:>10}" for m in methods)]
+    for i, t in enumerate(results["timesteps"]):
+        rows.append(f"{t:>8}" + "".join(_percent(run["accuracy"][i]) for run in methods.values()))
+    rows.append(f"{'T*':>8}" + "".join(f"{str(run['converged_at']):>10}"
+                                        for run in methods.values()))
+    rows.append(f"T*: the smallest T from which accuracy stays within "
+                f"{100 * results['tolerance']:g} percentage points of the ANN's (None: never); "
+                "-: before the first readout.")
+    statistics = {run["statistics"]["images"] for run in methods.values()}
     rows.append(f"Accuracy on every evaluated image (logits only); spike statistics on the "
                 f"first {', '.join(map(str, sorted(statistics)))} of them.")
     return "\n".join(rows)

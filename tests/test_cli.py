@@ -5,6 +5,8 @@ with train.py's in the pytest process. Importing TensorFlow takes most of a
 short run, so one subprocess runs several command lines (`run_convert`).
 """
 
+import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -25,6 +27,7 @@ from tensorboard.util import tensor_util
 
 import bsnn_tf
 from bsnn_tf import data, pipeline, rundir
+from bsnn_tf.conversion import ConversionConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO_LIMIT, DEMO_TIMESTEPS = 100, 16
@@ -672,3 +675,21 @@ def test_convert_py_fine_tunes_the_first_readout(tmp_path):
     assert record["epochs"] == 1 and record["labels"] is False
     assert record["training_images"] + record["held_out_images"] == 300
     assert "Fine-tuning the first readout" in outcome["stdout"]
+
+
+def test_every_run_setting_is_a_flag_with_the_settings_default():
+    """One record: each ConvertConfig field is a convert.py flag of the same name and
+    default, and the library's settings take the library's defaults."""
+    from absl import flags
+
+    import convert  # noqa: F401  (defines the flags)
+
+    for field in dataclasses.fields(pipeline.ConvertConfig):
+        if field.name == "methods":  # --methods defaults to --method's one
+            assert (flags.FLAGS["method"].default,) == field.default
+        else:
+            assert flags.FLAGS[field.name].default == field.default, field.name
+    for name in ("calibration", "percentile", "channelwise", "synchronous"):
+        assert pipeline.ConvertConfig.default(name) == ConversionConfig.default(name)
+        assert inspect.signature(bsnn_tf.convert).parameters[name].default == \
+            ConversionConfig.default(name)

@@ -39,11 +39,16 @@ from bsnn_tf.conversion.normalize import normalize
 from bsnn_tf.conversion.synchronize import spiking_depths, synchronize
 
 
+_DEFAULT = ConversionConfig.default  # each setting's default is defined there, once
+
+
 def convert(model, calibration_data, *, method="bsnn", phases=None,
-            calibration=DEFAULT_CALIBRATION, percentile=99.99, channelwise=False,
-            synchronous=True, input_encoding="real", initial_membrane=None, readout_delay=0,
-            timesteps=256, batch_size=None, dtype="float32", calibration_labels=None,
-            finetuning=None, verbose="auto"):
+            calibration=_DEFAULT("calibration"), percentile=_DEFAULT("percentile"),
+            channelwise=_DEFAULT("channelwise"), synchronous=_DEFAULT("synchronous"),
+            input_encoding=_DEFAULT("input_encoding"), initial_membrane=None,
+            readout_delay=_DEFAULT("readout_delay"), timesteps=_DEFAULT("timesteps"),
+            batch_size=_DEFAULT("batch_size"), dtype=_DEFAULT("dtype"),
+            calibration_labels=None, finetuning=None, verbose="auto"):
     """Converts a trained Keras ReLU classifier into a spiking network.
 
     Args:
@@ -110,7 +115,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
     graph.input_shape = tuple(data.shape[1:])  # sizes the model leaves open (None)
     input_scale = _input_scale(data, config.input_encoding)
     batch_size = config.batch_size or default_batch_size(graph)
-    lambdas = calibrate(graph, data, config.percentile, config.channelwise, batch_size,
+    lambdas = calibrate(graph, data, config.percentile, config.per_channel, batch_size,
                         verbose, mode=config.calibration, quantizer=quantizer)
     input_code = _input_code(config.input_encoding, input_scale, config.phases)
     record = None
@@ -118,7 +123,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
         graph, lambdas, record = finetune(
             graph, lambdas, data, calibration_labels, config.finetuning,
             dict(phases=config.phases, initial_membrane=config.initial_membrane,
-                 channelwise=config.channelwise,
+                 channelwise=config.per_channel,
                  input_code=input_code and (lambda x: input_code(x) * input_scale)),
             verbose)
     graph = normalize(graph, lambdas, input_scale)

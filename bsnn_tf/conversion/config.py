@@ -55,6 +55,12 @@ class ConversionConfig:
     finetuning: FineTuning = None
 
     @classmethod
+    def default(cls, name):
+        """The default of setting `name`, e.g. `ConversionConfig.default("percentile")`."""
+        (field,) = [f for f in dataclasses.fields(cls) if f.name == name]
+        return field.default
+
+    @classmethod
     def resolve(cls, method="bsnn", phases=None, initial_membrane=None, finetuning=None,
                 **settings):
         """The config of `convert(method=..., phases=..., ...)`: defaults filled in, each
@@ -120,6 +126,11 @@ class ConversionConfig:
                             "e.g. percentile=99.99.")
         if not 0 < self.percentile <= 100:
             raise ValueError(f"percentile={self.percentile} is out of range: use (0, 100].")
+
+    @property
+    def per_channel(self):
+        """Whether lambda is one per channel: asked for, or fine-tuned per channel."""
+        return self.channelwise or (self.calibration == "finetune" and self.finetuning.channelwise)
 
     @property
     def synchronize(self):

@@ -59,8 +59,8 @@ class FineTuning:
             labels are given).
         augment: random shifts of up to 1/8 of the image size, and horizontal
             flips for images with 3 channels.
-        channelwise: learn one lambda per channel (else per layer, or per channel
-            only where `convert(channelwise=True)` asked for it).
+        channelwise: start from per-channel statistics and learn one lambda per
+            channel (else per layer, unless `convert(channelwise=True)`).
         seed: for the held-out slice, the order and the augmentation.
     """
 
@@ -149,8 +149,6 @@ def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="a
             node.weights.setdefault("bias", np.zeros(node.spec.output_channels(node.weights),
                                                      "float32"))
     teacher = to_keras(graph)[0]
-    quantizer_settings = dict(quantizer_settings, channelwise=quantizer_settings["channelwise"]
-                              or settings.channelwise)
     student = _student(graph, lambdas, quantizer_settings)
     rng = np.random.default_rng(settings.seed)
     order = rng.permutation(len(x))
