@@ -62,7 +62,8 @@ def measure(args):
                                batch_size=args.batch, phases=args.phases, output_dir=os.devnull)
     keras.utils.set_random_seed(0)
     ann = pipeline.load_ann(config)
-    x_test, y_test, x_calibration, _ = pipeline.load_images(config)
+    images = pipeline.load_images(config)
+    x_test, y_test, x_calibration = images.x_test, images.y_test, images.x_calibration
     print(f"machine: {common.machine()}")
     print(f"ResNet-34 (random weights), {len(x_test)} test images, "
           f"{len(x_calibration)} calibration images, batch {args.batch}, K={args.phases}")
