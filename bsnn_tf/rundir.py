@@ -164,5 +164,9 @@ def _signals_held_back(signals=(signal.SIGINT, signal.SIGTERM)):
     finally:
         for number, handler in previous.items():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
-        if received:
-            signal.raise_signal(received[0])
+        if received:  # a Python handler runs here, synchronously (Ctrl-C raises now)
+            handler = signal.getsignal(received[0])
+            if callable(handler):
+                handler(received[0], None)
+            else:
+                signal.raise_signal(received[0])
