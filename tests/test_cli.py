@@ -643,13 +643,19 @@ def test_ctrl_c_between_the_renames_waits_for_the_swap(earlier_run, monkeypatch)
         rename(*args)
         signal.raise_signal(signal.SIGINT)
 
+    # Ctrl-C's handler as in an interactive session (a process started in the background
+    # of a shell inherits SIGINT ignored, and Python then leaves it so).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(os, "rename", rename_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        rundir.replace_directory(str(earlier_run), write_files(NEW_RUN), overwrite=True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rundir.replace_directory(str(earlier_run), write_files(NEW_RUN), overwrite=True)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     monkeypatch.undo()
     assert files_under(earlier_run) == {**NEW_RUN, **OTHER_FILES}
     assert [p.name for p in earlier_run.parent.iterdir()] == ["run"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.jax
