@@ -257,11 +257,11 @@ def update_json(path, key, entry):
 
 
 def write_atomically(path, text):
-    """Writes `text` to `path` through a file beside it, so readers never see half of it."""
-    path = pathlib.Path(path)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(text)
-    os.replace(staging, path)
+    """Writes `text` to `path` through a file beside it (`bsnn_tf.training.write_atomically`),
+    so readers never see half of it."""
+    from bsnn_tf.training import write_atomically as write_file_atomically
+
+    write_file_atomically(str(path), lambda temporary: pathlib.Path(temporary).write_text(text))
 
 
 def add_output_arguments(parser, output):
