@@ -1,0 +1,56 @@
+"""What `convert.py` does: ANN to SNN(s), accuracy against time steps, and a run directory.
+
+The pipeline loads the ANN (a .keras checkpoint, torchvision weights, the
+model's published weights, downloaded once into Keras's cache, or random
+weights), checks that it fits the dataset, measures its test accuracy, then
+per method calibrates and converts it, simulates the test set with
+checkpoints, and verifies it layer by layer on a few images. Everything that
+can fail on bad input (flags, weights, data) is checked or loaded before
+anything is written; the run directory is written at the end, in full in a
+staging directory beside it that then takes its place (`rundir.replace_directory`:
+an interruption leaves the earlier run or the new one, whole). It holds
+`results.json`, `accuracy_vs_timesteps.png`, `snn_<method>.keras` and
+TensorBoard logs under `tensorboard/<method>`. An earlier run's directory is
+replaced only with `overwrite` (its other files are kept), and a lock file
+beside the directory keeps a second run out.
+
+One concern per module: `config` (ConvertConfig and its checks), `checkpoints`
+(which ANN), `images` (which images), `timesteps` (which T, and T*), `stages`
+(the run, stage by stage) and `results` (results.json and the run directory).
+
+Example:
+    >>> from bsnn_tf import pipeline
+    >>> config = pipeline.ConvertConfig(methods=("bsnn",), phases=4, timesteps=32,
+    ...                            limit=100, output_dir="runs/demo")
+    >>> results = pipeline.run(config)
+    ANN accuracy 99.00%
+    ...
+    >>> results["timesteps"], sorted(results["methods"])   # from the first readout, (2 + 1) 4
+    ([12, 16, 20, 24, 28, 32], ['bsnn'])
+"""
+
+from bsnn_tf.pipeline.checkpoints import (BUNDLED_CHECKPOINTS, DEMO_CHECKPOINT, KERAS_SUFFIX,
+                                          PRETRAINED_DIR, TORCHVISION_SUFFIXES,
+                                          check_convertible, check_fits,
+                                          download_published_weights, load_ann)
+from bsnn_tf.pipeline.config import (ANN_BATCH, CALIBRATION_IMAGES, FINETUNE_IMAGES,
+                                     STATISTICS_IMAGES, ConvertConfig, validate)
+from bsnn_tf.pipeline.images import CALIBRATION_SEED, CALIBRATION_SPLITS, Images, load_images
+from bsnn_tf.pipeline.results import (VERIFY_IMAGES, MethodRun, accuracy_table, method_results,
+                                      write_run)
+from bsnn_tf.pipeline.stages import convert_method, predict, run, simulate_method
+from bsnn_tf.pipeline.timesteps import (BASELINE_TIMESTEPS, EVERY_PERIOD_FOR, EXTRA_PERIODS,
+                                        TOLERANCE, converged_at, default_checkpoints,
+                                        default_timesteps, measured_timesteps)
+from bsnn_tf.run_checks import ConfigError
+
+__all__ = [
+    "ANN_BATCH", "BASELINE_TIMESTEPS", "BUNDLED_CHECKPOINTS", "CALIBRATION_IMAGES",
+    "CALIBRATION_SEED", "CALIBRATION_SPLITS", "DEMO_CHECKPOINT", "EVERY_PERIOD_FOR",
+    "EXTRA_PERIODS", "FINETUNE_IMAGES", "KERAS_SUFFIX", "PRETRAINED_DIR", "STATISTICS_IMAGES",
+    "TOLERANCE", "TORCHVISION_SUFFIXES", "VERIFY_IMAGES", "ConfigError", "ConvertConfig",
+    "Images", "MethodRun", "accuracy_table", "check_convertible", "check_fits",
+    "converged_at", "convert_method", "default_checkpoints", "default_timesteps",
+    "download_published_weights", "load_ann", "load_images", "measured_timesteps",
+    "method_results", "predict", "run", "simulate_method", "validate", "write_run",
+]

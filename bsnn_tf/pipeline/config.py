@@ -1,0 +1,199 @@
+"""convert.py's record: `ConvertConfig`, everything a run depends on, and `validate`,
+its checks before anything is read or written.
+
+Example:
+    >>> from bsnn_tf import pipeline
+    >>> config = pipeline.ConvertConfig(model="resnet20", dataset="cifar10", phases=3)
+    >>> config.output_dir, config.period_steps
+    ('outputs/cifar10_resnet20', 3)
+    >>> pipeline.validate(pipeline.ConvertConfig(phases=0))
+    Traceback (most recent call last):
+    ...
+    bsnn_tf.run_checks.ConfigError: phases must be in 1..24, got 0.
+"""
+
+import dataclasses
+import math
+import os
+
+from bsnn_tf import coding, rundir
+from bsnn_tf.conversion import ConversionConfig
+from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
+from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES
+from bsnn_tf.methods import METHODS
+from bsnn_tf.pipeline.checkpoints import BUNDLED_CHECKPOINTS, check_weights
+from bsnn_tf.pipeline.images import CALIBRATION_SPLITS
+from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
+from bsnn_tf.validation import check_timesteps, check_whole_periods
+
+# Accuracy comes from a logits-only simulation of every evaluated image; the spike
+# statistics (firing rates, SIN, synaptic operations, TensorBoard) from a second pass
+# that counts every spike, over the first STATISTICS_IMAGES of them by default.
+STATISTICS_IMAGES = 256
+# The ANN's own batch when --batch_size is not given (the simulation and the calibration
+# choose theirs to fit their memory budgets).
+ANN_BATCH = 128
+# Calibration images by default: for the scales; for fine-tuning, which trains on them.
+CALIBRATION_IMAGES = 500
+FINETUNE_IMAGES = 10_000
+
+
+@dataclasses.dataclass
+class ConvertConfig:
+    """Everything a conversion run depends on (stored in results.json).
+
+    Attributes:
+        weights: a .keras checkpoint, or .pth/.pt/.safetensors torchvision
+            weights for the zoo model; `None` takes the committed checkpoint
+            (`BUNDLED_CHECKPOINTS`: the demo CNN on mnist, ResNet-20 trained here
+            on cifar10), else the published weights where the model has
+            them for the dataset (`models.published.WEIGHTS`: torchvision's
+            ResNet-18/34 on ImageNet), downloaded by `load_ann`.
+        random_weights: convert the zoo model with random weights (smoke tests).
+        methods: conversion methods, simulated on the same test images.
+        timesteps: the largest T; `None` takes `default_timesteps` (for BSNN the
+            first readout plus `EXTRA_PERIODS` periods).
+        checkpoints: the T at which accuracy is measured; `None` takes
+            `default_checkpoints`. `timesteps` is always one.
+        statistics_images: spike statistics come from the first this many evaluated
+            images (0: all of them); accuracy comes from all of them.
+        calibration_size: images for the calibration; `None`: `CALIBRATION_IMAGES`, or
+            `FINETUNE_IMAGES` for calibration "finetune" (`calibration_images`).
+        finetune_epochs: epochs of calibration "finetune" (`None`: its image budget).
+        finetune_labels: "finetune" also learns from the calibration images' labels
+            (default: from the ANN alone).
+        calibration_split: where they come from: "train"; "test", a random
+            slice of the test images held out of the evaluation (see
+            `load_images`); "auto", train when the dataset has it, else test.
+        limit: simulate the first `limit` evaluated test images only (those
+            left after any held-out calibration slice).
+        batch_size: images per batch in the ANN, calibration and simulation; `None`:
+            `ANN_BATCH` for the ANN, and for the calibration and the simulation as
+            many as fit their memory budgets (`bsnn_tf.simulation.default_batch_size`),
+            so that memory is bounded by the model, not by the data or T.
+        output_dir: `None` takes `outputs/<dataset>_<model>`.
+        distribute: split the batches of the ANN's evaluation and of the
+            simulation over all local devices (data parallel; the accuracies
+            are those of one device). Calibration and verification use one.
+        overwrite: replace the outputs of an earlier run in `output_dir`.
+    """
+
+    model: str = "mnist_cnn"
+    dataset: str = "mnist"
+    weights: str | None = None
+    random_weights: bool = False
+    methods: tuple = ("bsnn",)
+    phases: int | None = None
+    timesteps: int | None = None
+    checkpoints: tuple | None = None
+    # The library's settings, with the library's defaults (ConversionConfig defines them).
+    calibration: str = ConversionConfig.default("calibration")
+    percentile: float = ConversionConfig.default("percentile")
+    channelwise: bool = ConversionConfig.default("channelwise")
+    synchronous: bool = ConversionConfig.default("synchronous")
+    calibration_size: int | None = None
+    calibration_split: str = "auto"
+    limit: int | None = None
+    statistics_images: int = STATISTICS_IMAGES
+    batch_size: int | None = None
+    output_dir: str | None = None
+    data_dir: str | None = None
+    distribute: bool = False
+    overwrite: bool = False
+    finetune_epochs: int | None = None
+    finetune_labels: bool = False
+
+    def __post_init__(self):
+        self.methods = tuple(dict.fromkeys(self.methods))
+        if self.output_dir is None:
+            self.output_dir = os.path.join("outputs", f"{self.dataset}_{self.model}")
+        if self.weights is None and not self.random_weights:
+            self.weights = BUNDLED_CHECKPOINTS.get((self.model, self.dataset))
+
+    @classmethod
+    def default(cls, name):
+        """The default of field `name` (convert.py's flags take theirs from here)."""
+        (field,) = [f for f in dataclasses.fields(cls) if f.name == name]
+        return field.default
+
+    @property
+    def calibration_images(self):
+        """How many calibration images the run draws."""
+        if self.calibration_size is not None:
+            return self.calibration_size
+        return FINETUNE_IMAGES if self.calibration == "finetune" else CALIBRATION_IMAGES
+
+    @property
+    def period_steps(self):
+        """Steps every T must be a multiple of: one period of each method run in period mode."""
+        return math.lcm(*(self.phases_of(m) for m in self.methods if METHODS[m].period_mode))
+
+    def phases_of(self, method):
+        """K for `method`: --phases, or the library's default for the method."""
+        return METHODS[method].default_phases if self.phases is None else self.phases
+
+
+def validate(config):
+    """Raises `ConfigError` for a configuration that cannot run; reads no data."""
+    check_shared(config, sizes=("calibration_size", "batch_size"))
+    if not config.methods:
+        raise ConfigError(f"No method given. Known methods: {', '.join(METHODS)}.")
+    for method in config.methods:
+        if method not in METHODS:
+            raise ConfigError(f"Unknown method {method!r}. Known methods: {', '.join(METHODS)}.")
+    if config.phases is not None and not 1 <= config.phases <= coding.MAX_PHASES:
+        raise ConfigError(f"phases must be in 1..{coding.MAX_PHASES}, got {config.phases}.")
+    _check_timesteps(config)
+    if config.statistics_images < 0:
+        raise ConfigError(f"--statistics_images must be 0 (all images) or positive, got "
+                          f"{config.statistics_images}.")
+    if config.calibration_split not in CALIBRATION_SPLITS:
+        raise ConfigError(f"--calibration_split must be one of {', '.join(CALIBRATION_SPLITS)}; "
+                          f"got {config.calibration_split!r}.")
+    if config.calibration not in CALIBRATION_MODES:
+        raise ConfigError(f"--calibration must be one of {', '.join(CALIBRATION_MODES)}; "
+                          f"got {config.calibration!r}.")
+    if config.calibration == "finetune":
+        _check_finetune(config)
+    if not 0 < config.percentile <= 100:
+        raise ConfigError(f"percentile must be in (0, 100], got {config.percentile}.")
+    check_weights(config)
+    check_writable(config.output_dir)
+    check_writable(os.path.dirname(os.path.abspath(config.output_dir)))  # lock and staging
+    earlier = rundir.run_outputs(config.output_dir)
+    if earlier and not config.overwrite:
+        raise ConfigError(
+            f"Output directory {config.output_dir!r} holds an earlier run "
+            f"({', '.join(os.path.basename(p) for p in earlier)}); pass --overwrite to replace "
+            "it, or choose another --output_dir."
+        )
+
+
+def _check_finetune(config):
+    others = [m for m in config.methods if not METHODS[m].readout_waits_for_output]
+    if others:
+        raise ConfigError(f"--calibration=finetune trains a BSNN's first readout, which "
+                          f"{', '.join(others)} does not have; run it with --methods=bsnn.")
+    if config.calibration_images < FINETUNE_MIN_IMAGES:
+        raise ConfigError(f"--calibration=finetune trains on the calibration images: it needs "
+                          f"--calibration_size of at least {FINETUNE_MIN_IMAGES} (thousands "
+                          f"are better), got {config.calibration_images}.")
+    if config.finetune_epochs is not None and config.finetune_epochs < 1:
+        raise ConfigError(f"--finetune_epochs must be positive, got {config.finetune_epochs}.")
+
+
+def _check_timesteps(config):
+    if config.timesteps is None:
+        if config.checkpoints:
+            raise ConfigError("--checkpoints needs --timesteps (the default T is known only "
+                              "after conversion); give both, or neither.")
+        return
+    try:
+        check_timesteps(config.timesteps)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--{error}") from error
+    for t in (config.checkpoints or ()):
+        if not 1 <= t <= config.timesteps:
+            raise ConfigError(f"Checkpoint {t} is outside 1..timesteps={config.timesteps}.")
+    check_whole_periods((config.timesteps, *(config.checkpoints or ())), config.period_steps,
+                        ConfigError, advice="Use multiples of --phases.")
