@@ -12,6 +12,8 @@ Conventions (all from DESIGN.md):
   t = 0..T-1, period p = t // K, phase k = t % K, S(t) = 2**-(1 + k),
   Q(v) = clip(floor(v * 2**K) / 2**K, 0, 1 - 2**-K).
 """
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -182,6 +184,26 @@ def max_gate_select(cum, cur, pool_size, strides, padding):
 # The simulator
 # --------------------------------------------------------------------------
 
+class Step(NamedTuple):
+    """Where step t falls: period p, phase k, spike weight s = S(t); and the run's setting."""
+
+    t: int
+    p: int
+    k: int
+    s: float
+    method: str
+    K: int
+    T: int
+
+    @property
+    def last_phase(self):
+        return self.k == self.K - 1
+
+    @property
+    def readout_phases(self):
+        return 1 if self.method == "rate" else self.K      # rate coding has no phases
+
+
 def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
     """Simulate `net` on the batch `x` for `timesteps` steps.
 
@@ -203,7 +225,6 @@ def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
     if method not in ("bsnn", "phase", "rate"):
         raise ValueError(f"unknown method {method!r}")
     K = int(net["phases"])                      # phases of the spike code / of BSNN and phase IF
-    K_readout = 1 if method == "rate" else K    # rate coding has no phases
     encoding = net["input_encoding"]
     if encoding not in ("real", "spike"):
         raise ValueError(f"unknown input encoding {encoding!r}")
@@ -213,158 +234,164 @@ def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
     N, T = x.shape[0], int(timesteps)
 
     state = {n["name"]: {} for n in nodes}      # per-node persistent state
-    outputs, gates = {}, {}
-    logits = None
-
+    recorded = {"neuron": {}, "maxpool": {}, "readout": {}}   # per-step records per node
     for t in range(T):
         p, k = divmod(t, K)
-        s = phase_weight(t, K)
-        last_phase = k == K - 1
+        step = Step(t, p, k, phase_weight(t, K), method, K, T)
         value = {}                              # what every node emits at this step
-
         for node in nodes:
             name, op = node["name"], node["op"]
             ins = [value[i] for i in node["inputs"]]
-            st = state[name]
-
             if op == "input":
-                if encoding == "spike":
-                    out = s * spike_code_bit(x, K, k)
-                elif method == "bsnn":
-                    out = x * (1.0 if k == 0 else 0.0)
-                elif method == "phase":
-                    out = x * s
-                else:  # rate
-                    out = x.copy()
-
-            elif op == "conv2d":
-                out = conv2d(ins[0], np.asarray(node["kernel"], np.float64),
-                             tuple(node["strides"]), node["padding"])
-            elif op == "depthwise":
-                out = depthwise_conv2d(ins[0], np.asarray(node["kernel"], np.float64),
-                                       tuple(node["strides"]), node["padding"])
-            elif op == "dense":
-                out = dense(ins[0], np.asarray(node["kernel"], np.float64))
-            elif op == "avgpool":
-                out = avgpool(ins[0], tuple(node["pool_size"]), tuple(node["strides"]),
-                              node["padding"])
-            elif op == "gap":
-                out = global_avgpool(ins[0], node.get("keepdims", False))
-            elif op == "flatten":
-                out = flatten(ins[0])
-            elif op == "zeropad":
-                out = zeropad(ins[0], node["padding"])
-            elif op == "crop":
-                out = crop(ins[0], node["cropping"])
-            elif op == "upsample":
-                out = upsample(ins[0], node["size"])
-            elif op == "reshape":
-                out = ins[0].reshape((ins[0].shape[0],) + tuple(node["target_shape"]))
-            elif op == "add":
-                assert len(ins) >= 2
-                out = ins[0].copy()
-                for v in ins[1:]:
-                    out = out + v
-            elif op == "concat":
-                assert len(ins) >= 2
-                out = np.concatenate(ins, axis=-1)
-            elif op == "scale":
-                out = ins[0] * np.asarray(node["scale"], np.float64)
-
-            elif op == "maxpool":
-                v = ins[0]
-                pool, strides, padding = (tuple(node["pool_size"]), tuple(node["strides"]),
-                                          node["padding"])
-                if not st:
-                    st["cum"] = np.zeros_like(v)
-                    st["buffer"] = np.zeros_like(v)
-                if method == "bsnn":
-                    # hold the window's input for the whole period; at the last
-                    # phase pass on the winner's period total
-                    st["buffer"] += v
-                    if last_phase:
-                        st["cum"] += st["buffer"]
-                        out = max_gate_select(st["cum"], st["buffer"], pool, strides, padding)
-                        st["buffer"][...] = 0.0
-                    else:
-                        oh, ow, _ = _geometry(v.shape, pool, strides, padding)
-                        out = np.zeros((N, oh, ow, v.shape[3]))
-                else:
-                    st["cum"] += v
-                    out = max_gate_select(st["cum"], v, pool, strides, padding)
-                if name not in gates:
-                    gates[name] = np.zeros((N, T) + out.shape[1:])
-                gates[name][:, t] = out
-
-            elif op == "neuron":
-                assert len(ins) == 1, "a neuron node has exactly one input"
-                syn = ins[0]
-                bias = np.asarray(node.get("bias", 0.0), np.float64)
-                start = int(node.get("start", 0))
-                if method == "bsnn":
-                    drive = 1.0 if (k == 0 and p >= start) else 0.0
-                elif method == "phase":
-                    drive = s
-                else:
-                    drive = 1.0
-                current = syn + bias * drive
-                rest = float(node.get("initial", 0.0))     # membrane at rest
-                if method == "bsnn":
-                    if not st:
-                        st["A"] = np.full_like(current, rest)
-                        st["B"] = np.full_like(current, rest)
-                    # A spikes in even periods, B in odd ones (both start at V = 0,
-                    # so the parity is not observable in the unit's output)
-                    spiking, integrating = ("A", "B") if p % 2 == 0 else ("B", "A")
-                    # spike-stage neuron: phase-IF rule, no input
-                    fire = st[spiking] >= s
-                    st[spiking] = st[spiking] - fire * s
-                    out = fire * s
-                    # non-spike-stage neuron: integrates the current
-                    st[integrating] = st[integrating] + current
-                elif method == "phase":
-                    if not st:
-                        st["V"] = np.full_like(current, rest)
-                    st["V"] = st["V"] + current
-                    fire = st["V"] >= s
-                    st["V"] = st["V"] - fire * s
-                    out = fire * s
-                else:  # rate: IF with soft reset, threshold 1
-                    if not st:
-                        st["V"] = np.full_like(current, rest)
-                    st["V"] = st["V"] + current
-                    fire = st["V"] >= 1.0
-                    st["V"] = st["V"] - fire * 1.0
-                    out = fire * 1.0
-                if name not in outputs:
-                    outputs[name] = np.zeros((N, T) + out.shape[1:])
-                outputs[name][:, t] = out
-
-            elif op == "readout":
-                assert len(ins) == 1, "the readout has exactly one input"
-                v = ins[0]
-                assert v.ndim == 2, "the readout's input must be a vector of logits"
-                bias = np.asarray(node.get("bias", 0.0), np.float64)
-                start_steps = int(node.get("start", 0)) * K_readout
-                if not st:
-                    st["acc"] = np.zeros_like(v)
-                    logits = np.zeros((N, T, v.shape[1]))
-                if t >= start_steps:
-                    st["acc"] = st["acc"] + v
-                eff = (t + 1 - start_steps) / K_readout      # logits(T = t + 1)
-                if eff <= 0:
-                    logits[:, t] = bias
-                else:
-                    logits[:, t] = st["acc"] / eff + bias
-                out = v
-
+                out = _input(x, encoding, step)
+            elif op in STATELESS:
+                out = STATELESS[op](node, ins)
+            elif op in STATEFUL:
+                out, record = STATEFUL[op](node, ins, state[name], step)
+                if name not in recorded[op]:
+                    recorded[op][name] = np.zeros((N, T) + record.shape[1:])
+                recorded[op][name][:, t] = record
             else:
                 raise ValueError(f"unknown op {op!r} (node {name!r})")
-
             value[name] = out
 
+    outputs = recorded["neuron"]
+    (logits,) = recorded["readout"].values()
     spikes = {name: (o != 0).reshape(N, -1).sum(axis=1) for name, o in outputs.items()}
-    return {"logits": logits, "outputs": outputs, "spikes": spikes, "gates": gates}
+    return {"logits": logits, "outputs": outputs, "spikes": spikes, "gates": recorded["maxpool"]}
+
+
+def _input(x, encoding, step):
+    """What the input layer emits at `step`."""
+    if encoding == "spike":
+        return step.s * spike_code_bit(x, step.K, step.k)
+    if step.method == "bsnn":
+        return x * (1.0 if step.k == 0 else 0.0)
+    if step.method == "phase":
+        return x * step.s
+    return x.copy()  # rate
+
+
+def _f64(array):
+    return np.asarray(array, np.float64)
+
+
+def _add(ins):
+    assert len(ins) >= 2
+    out = ins[0].copy()
+    for v in ins[1:]:
+        out = out + v
+    return out
+
+
+def _concat(ins):
+    assert len(ins) >= 2
+    return np.concatenate(ins, axis=-1)
+
+
+# Ops without state: (node, inputs) -> output.
+STATELESS = {
+    "conv2d": lambda node, ins: conv2d(ins[0], _f64(node["kernel"]), tuple(node["strides"]),
+                                       node["padding"]),
+    "depthwise": lambda node, ins: depthwise_conv2d(ins[0], _f64(node["kernel"]),
+                                                    tuple(node["strides"]), node["padding"]),
+    "dense": lambda node, ins: dense(ins[0], _f64(node["kernel"])),
+    "avgpool": lambda node, ins: avgpool(ins[0], tuple(node["pool_size"]),
+                                         tuple(node["strides"]), node["padding"]),
+    "gap": lambda node, ins: global_avgpool(ins[0], node.get("keepdims", False)),
+    "flatten": lambda node, ins: flatten(ins[0]),
+    "zeropad": lambda node, ins: zeropad(ins[0], node["padding"]),
+    "crop": lambda node, ins: crop(ins[0], node["cropping"]),
+    "upsample": lambda node, ins: upsample(ins[0], node["size"]),
+    "reshape": lambda node, ins: ins[0].reshape((ins[0].shape[0],) + tuple(node["target_shape"])),
+    "add": lambda node, ins: _add(ins),
+    "concat": lambda node, ins: _concat(ins),
+    "scale": lambda node, ins: ins[0] * _f64(node["scale"]),
+}
+
+
+def _maxpool(node, ins, st, step):
+    """The max gate: (output, output recorded as the gate's)."""
+    v = ins[0]
+    pool, strides, padding = tuple(node["pool_size"]), tuple(node["strides"]), node["padding"]
+    if not st:
+        st["cum"] = np.zeros_like(v)
+        st["buffer"] = np.zeros_like(v)
+    if step.method != "bsnn":
+        st["cum"] += v
+        out = max_gate_select(st["cum"], v, pool, strides, padding)
+        return out, out
+    # hold the window's input for the whole period; at the last phase pass on the
+    # winner's period total
+    st["buffer"] += v
+    if step.last_phase:
+        st["cum"] += st["buffer"]
+        out = max_gate_select(st["cum"], st["buffer"], pool, strides, padding)
+        st["buffer"][...] = 0.0
+    else:
+        oh, ow, _ = _geometry(v.shape, pool, strides, padding)
+        out = np.zeros((v.shape[0], oh, ow, v.shape[3]))
+    return out, out
+
+
+def _neuron(node, ins, st, step):
+    """One step of a neuron: (output, output recorded as the neuron's)."""
+    assert len(ins) == 1, "a neuron node has exactly one input"
+    bias = _f64(node.get("bias", 0.0))
+    start = int(node.get("start", 0))
+    if step.method == "bsnn":
+        drive = 1.0 if (step.k == 0 and step.p >= start) else 0.0
+    elif step.method == "phase":
+        drive = step.s
+    else:
+        drive = 1.0
+    current = ins[0] + bias * drive
+    rest = float(node.get("initial", 0.0))     # membrane at rest
+    if step.method == "bsnn":
+        out = _bistable(st, current, rest, step)
+    else:  # phase: IF with threshold S(t); rate: IF with threshold 1; both soft reset
+        threshold = step.s if step.method == "phase" else 1.0
+        if not st:
+            st["V"] = np.full_like(current, rest)
+        st["V"] = st["V"] + current
+        fire = st["V"] >= threshold
+        st["V"] = st["V"] - fire * threshold
+        out = fire * threshold
+    return out, out
+
+
+def _bistable(st, current, rest, step):
+    """The BIF unit's pair: one spikes (phase-IF rule, no input), the other integrates."""
+    if not st:
+        st["A"] = np.full_like(current, rest)
+        st["B"] = np.full_like(current, rest)
+    # A spikes in even periods, B in odd ones (both start at V = 0,
+    # so the parity is not observable in the unit's output)
+    spiking, integrating = ("A", "B") if step.p % 2 == 0 else ("B", "A")
+    fire = st[spiking] >= step.s
+    st[spiking] = st[spiking] - fire * step.s
+    st[integrating] = st[integrating] + current
+    return fire * step.s
+
+
+def _readout(node, ins, st, step):
+    """The readout: (its input, passed on; the logits of T = t + 1)."""
+    assert len(ins) == 1, "the readout has exactly one input"
+    v = ins[0]
+    assert v.ndim == 2, "the readout's input must be a vector of logits"
+    bias = _f64(node.get("bias", 0.0))
+    start_steps = int(node.get("start", 0)) * step.readout_phases
+    if not st:
+        st["acc"] = np.zeros_like(v)
+    if step.t >= start_steps:
+        st["acc"] = st["acc"] + v
+    eff = (step.t + 1 - start_steps) / step.readout_phases      # logits(T = t + 1)
+    logits = np.broadcast_to(bias, v.shape) if eff <= 0 else st["acc"] / eff + bias
+    return v, logits
+
+
+# Ops with state: (node, inputs, its state, step) -> (output, what is recorded per step).
+STATEFUL = {"maxpool": _maxpool, "neuron": _neuron, "readout": _readout}
 
 
 # --------------------------------------------------------------------------
