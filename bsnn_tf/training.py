@@ -143,53 +143,66 @@ def train(config, command=None):
     """
     validate(config)
     keras.utils.set_random_seed(config.seed)
-    spec = data.DATASETS[config.dataset]
-    train_batches = data.train_dataset(
-        config.dataset, config.batch_size, config.data_dir, limit=config.limit,
-        augment=config.augment, seed=config.seed, rand_augment=config.rand_augment,
-        cutout=config.cutout,
-    )
-    test_batches = data.dataset(config.dataset, "test", config.batch_size, config.data_dir)
+    train_batches, test_batches = _batches(config)
     if config.distribute and keras.backend.backend() == "jax":
         _check_even_batches(config)
     with backend.distribution_scope(config.distribute):
         model = compiled_model(config, steps_per_epoch=len(train_batches))
         os.makedirs(config.output_dir, exist_ok=True)
-        start = time.time()
+        clock, start = EpochClock(), time.time()
         # The batches are shuffled by bsnn_tf.data already.
-        clock = EpochClock()
         history = model.fit(train_batches, epochs=config.epochs, validation_data=test_batches,
                             shuffle=False, callbacks=[clock, *_callbacks(config.output_dir)])
-        losses = history.history["loss"]
-        if not all(math.isfinite(loss) for loss in losses):
-            raise DivergedError(
-                f"Training diverged: loss {losses[-1]} after {len(losses)} epoch(s); nothing "
-                f"was saved. Lower --lr (now {config.lr}).")
+        _check_finite(history.history["loss"], config)
         if config.precision != "float32":
-            trained, model = model, _build(config, spec, "float32")
+            trained, model = model, _build(config, data.DATASETS[config.dataset], "float32")
             model.set_weights(trained.get_weights())
         write_atomically(os.path.join(config.output_dir, "model.keras"), model.save)
-    results = {
+    results = _results(config, history.history, clock, time.time() - start, command)
+    write_atomically(os.path.join(config.output_dir, "results.json"),
+                     lambda path: _write_json(path, results))
+    return results
+
+
+def _batches(config):
+    """(the shuffled, augmented training batches, the test batches) of `config`."""
+    train_batches = data.train_dataset(
+        config.dataset, config.batch_size, config.data_dir, limit=config.limit,
+        augment=config.augment, seed=config.seed, rand_augment=config.rand_augment,
+        cutout=config.cutout,
+    )
+    return train_batches, data.dataset(config.dataset, "test", config.batch_size,
+                                       config.data_dir)
+
+
+def _check_finite(losses, config):
+    if not all(math.isfinite(loss) for loss in losses):
+        raise DivergedError(
+            f"Training diverged: loss {losses[-1]} after {len(losses)} epoch(s); nothing "
+            f"was saved. Lower --lr (now {config.lr}).")
+
+
+def _results(config, history, clock, seconds, command):
+    """results.json of a run: the final test accuracy and loss, and the curve per epoch."""
+    return {
         # The last epoch's validation pass is the final test evaluation.
-        "test_accuracy": float(history.history["val_accuracy"][-1]),
-        "test_loss": float(history.history["val_loss"][-1]),
+        "test_accuracy": float(history["val_accuracy"][-1]),
+        "test_loss": float(history["val_loss"][-1]),
         "epochs": config.epochs,
-        "train_seconds": round(time.time() - start, 1),
+        "train_seconds": round(seconds, 1),
         # Test accuracy against training time, one entry per epoch.
         "curve": [{"epoch": epoch + 1, "seconds": round(seconds, 1), "test_accuracy": float(a)}
                   for epoch, (seconds, a) in enumerate(zip(clock.seconds,
-                                                           history.history["val_accuracy"]))],
+                                                           history["val_accuracy"]))],
         "backend": keras.backend.backend(),
         "flags": dataclasses.asdict(config),
         "command": command,
     }
 
-    def write_json(path):
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
 
-    write_atomically(os.path.join(config.output_dir, "results.json"), write_json)
-    return results
+def _write_json(path, results):
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
 
 
 class EpochClock(keras.callbacks.Callback):
