@@ -5,9 +5,11 @@ import dataclasses
 import json
 import os
 
+import keras
+
 import bsnn_tf
-from bsnn_tf import metrics, rundir
-from bsnn_tf.pipeline.timesteps import has_first_readout
+from bsnn_tf import metrics, plots, rundir
+from bsnn_tf.pipeline.timesteps import TOLERANCE, has_first_readout
 
 VERIFY_IMAGES = 32
 
@@ -21,6 +23,33 @@ class MethodRun:
     verification: bsnn_tf.Verification
     accuracy: dict  # {T: accuracy on every evaluated image}
     converged_at: int
+
+
+def run_results(config, images, ann_accuracy, checkpoints, runs, command, seconds):
+    """results.json of a run: what was run on which images, and each method's results."""
+    return {
+        "model": config.model,
+        "dataset": config.dataset,
+        "test_images": len(images.x_test),
+        "calibration_images": len(images.x_calibration),
+        "calibration": images.calibration,
+        "ann_accuracy": ann_accuracy,
+        "timesteps": checkpoints,
+        "tolerance": TOLERANCE,
+        "methods": {method: method_results(r) for method, r in runs.items()},
+        "backend": keras.backend.backend(),
+        "seconds": round(seconds, 1),
+        "flags": dataclasses.asdict(config),
+        "command": command,
+    }
+
+
+def accuracy_figure(config, runs, ann_accuracy, images):
+    """Accuracy against T, per method, with the ANN's as a line."""
+    curves = {method: {t: a for t, a in run.accuracy.items() if a is not None}
+              for method, run in runs.items()}
+    return plots.accuracy_figure(
+        curves, ann_accuracy, f"{config.model} on {images} {config.dataset} test images")
 
 
 def accuracy_table(results):

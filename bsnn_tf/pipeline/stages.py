@@ -1,7 +1,6 @@
 """The stages of a run, in order: load and check the ANN, load the images, evaluate the
 ANN, convert with each method, simulate and verify each SNN, write the run directory."""
 
-import dataclasses
 import functools
 import time
 
@@ -9,14 +8,14 @@ import keras
 import numpy as np
 
 import bsnn_tf
-from bsnn_tf import backend, console, metrics, plots, rundir
+from bsnn_tf import backend, console, metrics, rundir
 from bsnn_tf.conversion import FineTuning
 from bsnn_tf.pipeline.checkpoints import check_convertible, check_fits, load_ann
 from bsnn_tf.pipeline.config import ANN_BATCH, validate
 from bsnn_tf.pipeline.images import load_images
-from bsnn_tf.pipeline.results import (VERIFY_IMAGES, MethodRun, accuracy_table, method_results,
-                                      write_run)
-from bsnn_tf.pipeline.timesteps import (BASELINE_TIMESTEPS, TOLERANCE, converged_at,
+from bsnn_tf.pipeline.results import (VERIFY_IMAGES, MethodRun, accuracy_figure,
+                                      accuracy_table, run_results, write_run)
+from bsnn_tf.pipeline.timesteps import (BASELINE_TIMESTEPS, converged_at,
                                         default_timesteps, first_measured, has_first_readout,
                                         measured_timesteps)
 
@@ -43,45 +42,41 @@ def run(config, command=None):
 
 
 def _run(config, command, start):
-    ann = load_ann(config)
-    check_fits(ann, config.dataset)
-    check_convertible(ann)
-    x_test, y_test, x_calibration, y_calibration, calibration = load_images(config)
-
-    ann_logits = predict(ann, x_test, config.batch_size or ANN_BATCH, config.distribute,
-                         stage=f"ANN {ann.name} on {len(x_test)} {config.dataset} test images")
-    ann_accuracy = float(np.mean(np.argmax(ann_logits, -1) == y_test))
-    print(f"ANN accuracy {ann_accuracy:.2%}")
-    snns = {method: convert_method(config, method, ann, x_calibration, y_calibration)
+    ann = _checked_ann(config)
+    images = load_images(config)
+    ann_accuracy = evaluate_ann(config, ann, images.x_test, images.y_test)
+    snns = {method: convert_method(config, method, ann, images.x_calibration,
+                                   images.y_calibration)
             for method in config.methods}
     timesteps = config.timesteps or default_timesteps(snns.values(), config.dataset)
     checkpoints = measured_timesteps(config, snns.values(), timesteps)
-    runs = {method: simulate_method(config, snn, ann, x_test, y_test, timesteps, checkpoints,
-                                    ann_accuracy)
+    runs = {method: simulate_method(config, snn, ann, images.x_test, images.y_test, timesteps,
+                                    checkpoints, ann_accuracy)
             for method, snn in snns.items()}
-    results = {
-        "model": config.model,
-        "dataset": config.dataset,
-        "test_images": len(x_test),
-        "calibration_images": len(x_calibration),
-        "calibration": calibration,
-        "ann_accuracy": ann_accuracy,
-        "timesteps": checkpoints,
-        "tolerance": TOLERANCE,
-        "methods": {method: method_results(r) for method, r in runs.items()},
-        "backend": keras.backend.backend(),
-        "seconds": round(time.time() - start, 1),
-        "flags": dataclasses.asdict(config),
-        "command": command,
-    }
+    results = run_results(config, images, ann_accuracy, checkpoints, runs, command,
+                          seconds=time.time() - start)
     print("\n" + accuracy_table(results))
-    curves = {method: {t: a for t, a in run.accuracy.items() if a is not None}
-              for method, run in runs.items()}
-    figure = plots.accuracy_figure(
-        curves, ann_accuracy, f"{config.model} on {len(x_test)} {config.dataset} test images")
+    figure = accuracy_figure(config, runs, ann_accuracy, len(images.x_test))
     write_run(config.output_dir, results, runs, figure, overwrite=config.overwrite)
     print(f"Wrote {config.output_dir}")
     return results
+
+
+def _checked_ann(config):
+    """The ANN, checked to fit the dataset and to convert, before any image is read."""
+    ann = load_ann(config)
+    check_fits(ann, config.dataset)
+    check_convertible(ann)
+    return ann
+
+
+def evaluate_ann(config, ann, x_test, y_test):
+    """The ANN's top-1 accuracy on the evaluated images."""
+    logits = predict(ann, x_test, config.batch_size or ANN_BATCH, config.distribute,
+                     stage=f"ANN {ann.name} on {len(x_test)} {config.dataset} test images")
+    accuracy = float(np.mean(np.argmax(logits, -1) == y_test))
+    print(f"ANN accuracy {accuracy:.2%}")
+    return accuracy
 
 
 def predict(model, x, batch_size, distribute=False, stage=None):
