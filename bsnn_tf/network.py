@@ -331,9 +331,6 @@ class SpikingNetwork(keras.Model):
             if name in self._static:
                 continue
             role, (begin, until) = self._roles[name], windows[name]
-            if role == Role.READOUT:
-                totals = self._run_readout(values, state, new, inputs[0], clock, begin)
-                continue
             values[name] = (begin, None)
             if begin < until:
                 arriving = ([Constant(x)] if role == Role.INPUT else
@@ -343,7 +340,7 @@ class SpikingNetwork(keras.Model):
                                                      clock.window(begin, until), watching))
             if chunk.trace and role in (Role.NEURON, Role.GATE):
                 traced[name] = self._aligned(values, name, 0, chunk.length, batch)
-        return ChunkResult(new, totals, traced)
+        return ChunkResult(new, self._readout_totals(values, state, new, chunk.length), traced)
 
     def _advance(self, name, arriving, state, new, clock, watching):
         """Runs layer `name` over `clock`; returns its time-major output."""
@@ -390,18 +387,19 @@ class SpikingNetwork(keras.Model):
             parts.append(zeros(until - max(own_until, begin)))
         return parts[0] if len(parts) == 1 else ops.concatenate(parts)
 
-    def _run_readout(self, values, state, new, source, clock, offset):
-        """Readout totals over the chunk: the carried total while at rest, then counted."""
+    def _readout_totals(self, values, state, new, length):
+        """The readout's running totals over the chunk's `length` units. Where it did not
+        run (before the light cone reaches it, after a stop) its total holds, where the
+        other layers' outputs are 0 (`_aligned`)."""
         name = self.readout.name
-        (accumulated,) = state["layers"][name]
-        before = ops.repeat(accumulated[None], offset, axis=0)
-        if offset == len(clock):
-            return before
-        batch = ops.shape(accumulated)[0]
-        current = self._aligned(values, source, offset, len(clock), batch)
-        totals, new["layers"][name] = self.readout.run([current], state["layers"][name],
-                                                       clock.window(offset))
-        return ops.concatenate([before, totals]) if offset else totals
+        begin, totals = values[name]
+        ran = 0 if totals is None else int(totals.shape[0])
+        (before,), (after,) = state["layers"][name], new["layers"][name]
+        parts = [ops.repeat(before[None], begin, axis=0)] if begin else []
+        parts += [] if totals is None else [totals]
+        if length > begin + ran:
+            parts.append(ops.repeat(after[None], length - begin - ran, axis=0))
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts)
 
     def time_units(self, timesteps, period_mode):
         """Chunk-loop length: `timesteps` in periods (period mode) or steps."""
