@@ -26,8 +26,6 @@ import itertools
 import json
 import time
 
-import numpy as np
-
 import common
 
 import bsnn_tf
@@ -187,12 +185,8 @@ def main():
                         help="periods read after the first readout (the grid's end)")
     parser.add_argument("--rate", action="store_true",
                         help="the rate baseline at T = 32, 64, 128, 256 instead of BSNN")
-    parser.add_argument("--output", type=common.pathlib.Path, default=OUTPUT)
-    parser.add_argument("--report", action="store_true", help="only print tables and plot")
-    args = parser.parse_args()
-    if not args.report:
-        run(args)
-    report(args.output)
+    common.add_output_arguments(parser, OUTPUT)  # --report also draws the plots
+    common.run_or_report(parser.parse_args(), run, report)
 
 
 if __name__ == "__main__":

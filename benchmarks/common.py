@@ -272,6 +272,13 @@ def add_output_arguments(parser, output):
                         help="only print the table(s) of what --output holds")
 
 
+def run_or_report(args, run, report):
+    """`run(args)` unless --report, then `report(args.output)`: every study's main."""
+    if not args.report:
+        run(args)
+    report(args.output)
+
+
 def markdown_table(headers, rows):
     """A GitHub markdown table."""
     lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]

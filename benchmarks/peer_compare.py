@@ -358,10 +358,7 @@ def main():
     parser.add_argument("--initial_membrane", type=float, help="bsnn: membrane at rest")
     parser.add_argument("--readout_delay", type=int, help="bsnn: extra readout periods")
     common.add_output_arguments(parser, OUTPUT)  # plots are named after --output
-    args = parser.parse_args()
-    if not args.report:
-        run(args)
-    report(args.output)
+    common.run_or_report(parser.parse_args(), run, report)
 
 
 if __name__ == "__main__":

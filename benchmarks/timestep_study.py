@@ -28,7 +28,6 @@ Usage (from the repository root):
 import argparse
 import itertools
 import json
-import pathlib
 import time
 
 import numpy as np
@@ -206,13 +205,8 @@ def main():
                         help="grid end (default: 256 for resnet20, 128 for lenet5)")
     parser.add_argument("--xla", action="store_true",
                         help="XLA-compile the simulation (faster for these small nets on a CPU)")
-    parser.add_argument("--output", type=pathlib.Path, default=OUTPUT,
-                        help="JSON file the results are merged into; plots are named after it")
-    parser.add_argument("--report", action="store_true", help="only print tables and plot")
-    args = parser.parse_args()
-    if not args.report:
-        run(args)
-    report(args.output)
+    common.add_output_arguments(parser, OUTPUT)  # plots are named after --output
+    common.run_or_report(parser.parse_args(), run, report)
 
 
 def _boolean(text):
