@@ -47,8 +47,8 @@ class FineTuning:
     Attributes:
         epochs: passes over the training images; None: as many as make about
             `image_budget` training images in all (at least 2, at most 30).
-        image_budget: images seen when `epochs` is None: about ten minutes for a
-            CIFAR-10 ResNet-20 on a 2-core CPU (docs/RESULTS.md).
+        image_budget: images seen when `epochs` is None: about a quarter of an
+            hour for a CIFAR-10 ResNet-20 on a 2-core CPU (docs/RESULTS.md).
         batch_size: images per training step.
         learning_rate: Adam's peak step size (after a warm-up of `warmup` of the
             steps, then cosine decay to 0).
@@ -65,9 +65,9 @@ class FineTuning:
     """
 
     epochs: int | None = None
-    image_budget: int = 60_000
+    image_budget: int = 150_000
     batch_size: int = 64
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-4
     warmup: float = 0.05
     held_out: float = 0.1
     temperature: float = 1.0

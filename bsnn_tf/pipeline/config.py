@@ -35,7 +35,7 @@ STATISTICS_IMAGES = 256
 ANN_BATCH = 128
 # Calibration images by default: for the scales; for fine-tuning, which trains on them.
 CALIBRATION_IMAGES = 500
-FINETUNE_IMAGES = 10_000
+FINETUNE_IMAGES = 20_000
 
 
 @dataclasses.dataclass
