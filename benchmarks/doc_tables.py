@@ -30,6 +30,9 @@ import tempfile
 import calibration_study
 import common
 import finetune_study
+import memory
+import peer_compare
+import sim_speed
 
 from bsnn_tf import pipeline
 
@@ -61,6 +64,11 @@ TABLES = {
                          lambda record: calibration_study.bsnn_table(record["results"])),
     "calibrated rate": Table(RESULTS_MD, "calibration_study.json",
                              lambda record: calibration_study.rate_table(record["results"])),
+    "memory": Table(RESULTS_MD, "memory.json", lambda record: memory.table(record["results"])),
+    "peer compare": Table(RESULTS_MD, "peer_compare.json",
+                          lambda record: peer_compare.table(record["results"])),
+    "sim speed": Table(RESULTS_MD, "sim_speed.json",
+                       lambda record: sim_speed.table(record["results"])),
 }
 
 
