@@ -185,15 +185,23 @@ def max_gate_select(cum, cur, pool_size, strides, padding):
 # --------------------------------------------------------------------------
 
 class Step(NamedTuple):
-    """Where step t falls: period p, phase k, spike weight s = S(t); and the run's setting."""
+    """Step t of a run of `method` with K phases: its period p, phase k and spike weight s."""
 
     t: int
-    p: int
-    k: int
-    s: float
     method: str
     K: int
-    T: int
+
+    @property
+    def p(self):
+        return self.t // self.K
+
+    @property
+    def k(self):
+        return self.t % self.K
+
+    @property
+    def s(self):
+        return phase_weight(self.t, self.K)
 
     @property
     def last_phase(self):
@@ -236,8 +244,7 @@ def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
     state = {n["name"]: {} for n in nodes}      # per-node persistent state
     recorded = {"neuron": {}, "maxpool": {}, "readout": {}}   # per-step records per node
     for t in range(T):
-        p, k = divmod(t, K)
-        step = Step(t, p, k, phase_weight(t, K), method, K, T)
+        step = Step(t, method, K)
         value = {}                              # what every node emits at this step
         for node in nodes:
             name, op = node["name"], node["op"]
