@@ -182,14 +182,14 @@ def _check_finite(losses, config):
             f"was saved. Lower --lr (now {config.lr}).")
 
 
-def _results(config, history, clock, seconds, command):
+def _results(config, history, clock, train_seconds, command):
     """results.json of a run: the final test accuracy and loss, and the curve per epoch."""
     return {
         # The last epoch's validation pass is the final test evaluation.
         "test_accuracy": float(history["val_accuracy"][-1]),
         "test_loss": float(history["val_loss"][-1]),
         "epochs": config.epochs,
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(train_seconds, 1),
         # Test accuracy against training time, one entry per epoch.
         "curve": [{"epoch": epoch + 1, "seconds": round(seconds, 1), "test_accuracy": float(a)}
                   for epoch, (seconds, a) in enumerate(zip(clock.seconds,
