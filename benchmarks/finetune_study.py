@@ -83,6 +83,7 @@ def study(name, phases, args):
         kwargs = {}
         if mode == "finetune":
             settings = FineTuning(epochs=args.epochs, learning_rate=args.learning_rate,
+                                  threshold_rate=args.threshold_rate,
                                   label_weight=args.label_weight,
                                   temperature=args.temperature, image_budget=args.image_budget)
             entry["finetuning"] = {**dataclasses.asdict(settings), "labels": args.labels}
@@ -145,6 +146,7 @@ def main():
                         help="of them, for the percentile calibration")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--learning_rate", type=float, default=FineTuning().learning_rate)
+    parser.add_argument("--threshold_rate", type=float, default=FineTuning().threshold_rate)
     parser.add_argument("--labels", action="store_true",
                         help="fine-tune on the training labels as well as the ANN's logits")
     parser.add_argument("--label_weight", type=float, default=FineTuning().label_weight)

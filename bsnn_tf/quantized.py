@@ -13,7 +13,10 @@ so its BSNN's first readout is exactly the trained network (BN folded).
 The rounding has a straight-through gradient (that of clip(z / lambda, 0,
 top)); lambda gets the LSQ gradient, the rounding error inside the range and
 the top level above it. lambda is learned in log space, so its Adam steps are
-relative to its size, whatever the layer's range.
+relative to its size, whatever the layer's range, and `threshold_rate` times
+the weights' steps: at the small learning rates that fine-tuning needs, lambda
+would otherwise stay within a few percent of its start (Adam's steps are about
+the learning rate each, whatever the gradient's size).
 
 Example:
     >>> layer = QuantizedReLU(phases=2, threshold=1.0)
@@ -41,10 +44,12 @@ class QuantizedReLU(keras.layers.Layer):
         channelwise: one lambda per channel (last axis) instead of one per layer.
         max_value: a ReLU6-like clip: lambda stays at most max_value / top, so the
             top level is at most the clip.
+        threshold_rate: lambda's optimiser steps (in log lambda) relative to the
+            weights'. The variable holds log(lambda) / threshold_rate.
     """
 
     def __init__(self, phases=4, initial_membrane=0.5, threshold=1.0, channelwise=False,
-                 max_value=None, **kwargs):
+                 max_value=None, threshold_rate=1.0, **kwargs):
         super().__init__(**kwargs)
         self.phases = coding.check_phases(phases)
         self.initial_membrane = float(initial_membrane)
@@ -53,6 +58,9 @@ class QuantizedReLU(keras.layers.Layer):
             raise ValueError(f"threshold must be positive and finite, got {threshold!r}.")
         self.channelwise = bool(channelwise)
         self.max_value = None if max_value is None else float(max_value)
+        self.threshold_rate = float(threshold_rate)
+        if not self.threshold_rate > 0:
+            raise ValueError(f"threshold_rate must be positive, got {threshold_rate!r}.")
 
     @property
     def top(self):
@@ -61,14 +69,18 @@ class QuantizedReLU(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = (input_shape[-1],) if self.channelwise else ()
-        initial = np.broadcast_to(np.log(self.initial_threshold), shape).astype("float32")
-        self.log_threshold = self.add_weight(
-            shape=shape, initializer=keras.initializers.Constant(initial), name="log_threshold")
+        self.scaled_log_threshold = self.add_weight(
+            shape=shape, initializer=keras.initializers.Constant(
+                self.scaled_log(self.initial_threshold, shape)), name="scaled_log_threshold")
+
+    def scaled_log(self, threshold, shape):
+        """The variable's value for lambda = `threshold`."""
+        return np.broadcast_to(np.log(threshold) / self.threshold_rate, shape).astype("float32")
 
     @property
     def threshold(self):
         """lambda, as used (clipped to max_value / top where there is a clip)."""
-        value = ops.exp(self.log_threshold)
+        value = ops.exp(self.scaled_log_threshold * self.threshold_rate)
         if self.max_value is not None:
             value = ops.minimum(value, self.max_value / self.top)
         return value
@@ -87,7 +99,7 @@ class QuantizedReLU(keras.layers.Layer):
         config = super().get_config()
         config.update(phases=self.phases, initial_membrane=self.initial_membrane,
                       threshold=self.initial_threshold.tolist(), channelwise=self.channelwise,
-                      max_value=self.max_value)
+                      max_value=self.max_value, threshold_rate=self.threshold_rate)
         return config
 
 
@@ -147,7 +159,8 @@ def set_thresholds(model, x, percentile=99.99, batch_size=64):
         value = (np.percentile(a, percentile, axis=0) if layer.channelwise
                  else np.percentile(a, percentile))
         value = np.where(value > 0, value, 1.0).astype("float32")
-        layer.log_threshold.assign(np.broadcast_to(np.log(value), layer.log_threshold.shape))
+        variable = layer.scaled_log_threshold
+        variable.assign(layer.scaled_log(value, variable.shape))
 
 
 def layers_of(model):

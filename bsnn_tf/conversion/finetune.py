@@ -52,6 +52,9 @@ class FineTuning:
         batch_size: images per training step.
         learning_rate: Adam's peak step size (after a warm-up of `warmup` of the
             steps, then cosine decay to 0).
+        threshold_rate: lambda's steps, in log lambda, relative to the weights'
+            (`QuantizedReLU`): at rate 1 and a learning rate of 1e-4, lambda
+            moves by a few percent at most in a fine-tune.
         held_out: the fraction of the images held out to pick the best epoch
             (at least one batch of them).
         temperature: of the softened softmax in the distillation loss.
@@ -68,6 +71,7 @@ class FineTuning:
     image_budget: int = 150_000
     batch_size: int = 64
     learning_rate: float = 1e-4
+    threshold_rate: float = 1.0
     warmup: float = 0.05
     held_out: float = 0.1
     temperature: float = 1.0
@@ -86,6 +90,7 @@ class FineTuning:
             ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1,
              "a positive int"),
             ("learning_rate", _positive(self.learning_rate), "a positive number"),
+            ("threshold_rate", _positive(self.threshold_rate), "a positive number"),
             ("warmup", _fraction(self.warmup, closed=True), "in [0, 1)"),
             ("held_out", _fraction(self.held_out), "in (0, 1)"),
             ("temperature", _positive(self.temperature), "a positive number"),
@@ -149,7 +154,8 @@ def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="a
             node.weights.setdefault("bias", np.zeros(node.spec.output_channels(node.weights),
                                                      "float32"))
     teacher = to_keras(graph)[0]
-    student = _student(graph, lambdas, quantizer_settings)
+    student = _student(graph, lambdas, {**quantizer_settings,
+                                        "threshold_rate": settings.threshold_rate})
     rng = np.random.default_rng(settings.seed)
     order = rng.permutation(len(x))
     held = max(settings.batch_size, int(round(settings.held_out * len(x))))
@@ -181,10 +187,12 @@ def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="a
             f"Lower finetuning.learning_rate (it is {settings.learning_rate:g}), or check "
             "the calibration images for extreme values.")
     best.restore()
+    trained = _thresholds(graph, student)
     record = {"epochs": epochs, "best_epoch": best.epoch, "held_out_images": len(validation),
               "training_images": len(train), "held_out_loss": best.losses,
-              "labels": labels is not None}
-    return _read_back(graph, student), _thresholds(graph, student), record
+              "labels": labels is not None,
+              "threshold_change": _threshold_change(lambdas, trained)}
+    return _read_back(graph, student), trained, record
 
 
 def _student(graph, lambdas, settings):
@@ -192,7 +200,8 @@ def _student(graph, lambdas, settings):
     def quantizer(node):
         return QuantizedReLU(settings["phases"], settings["initial_membrane"],
                              threshold=lambdas[node.name], channelwise=settings["channelwise"],
-                             max_value=node.config.get("max_value"), name=node.name)
+                             max_value=node.config.get("max_value"),
+                             threshold_rate=settings["threshold_rate"], name=node.name)
 
     input_code = settings.get("input_code")
     input_layer = (lambda: keras.layers.Lambda(input_code, name="input_code")) if input_code \
@@ -352,6 +361,14 @@ def _read_back(graph, student):
         names = [n for n in node.spec.weight_names if n in node.weights]
         node.weights.update({n: np.asarray(v, "float32") for n, v in zip(names, values)})
     return graph
+
+
+def _threshold_change(before, after):
+    """The median and largest factor by which a lambda moved (per channel where it is)."""
+    factors = np.concatenate([
+        np.exp(np.abs(np.log(np.ravel(after[name]) / np.ravel(before[name])))).ravel()
+        for name in after])
+    return {"median": float(np.median(factors)), "max": float(np.max(factors))}
 
 
 def _thresholds(graph, student):
