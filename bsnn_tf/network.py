@@ -340,7 +340,8 @@ class SpikingNetwork(keras.Model):
                                                      clock.window(begin, until), watching))
             if chunk.trace and role in (Role.NEURON, Role.GATE):
                 traced[name] = self._aligned(values, name, 0, chunk.length, batch)
-        return ChunkResult(new, self._readout_totals(values, state, new, chunk.length), traced)
+        return ChunkResult(new, self._readout_totals(values, state, new, chunk.length, batch),
+                           traced)
 
     def _advance(self, name, arriving, state, new, clock, watching):
         """Runs layer `name` over `clock`; returns its time-major output."""
@@ -371,35 +372,31 @@ class SpikingNetwork(keras.Model):
             return Constant(state["static"][name])
         return self._aligned(values, name, begin, until, batch)
 
-    def _aligned(self, values, name, begin, until, batch):
-        """`name`'s values over the chunk's units `begin` to `until`, zeros where it did not run."""
+    def _aligned(self, values, name, begin, until, batch, held=None):
+        """`name`'s values over the chunk's units `begin` to `until`. Where it did not run
+        (before the light cone reaches it, after a stop) they are zeros, or with
+        `held=(before, after)` the values it held before it ran and after."""
         own_begin, output = values[name]
         own_until = own_begin if output is None else own_begin + int(output.shape[0])
         zeros = lambda units: ops.zeros((units, batch) + self.unit_shapes[name],
                                         self.compute_dtype)
+        holding = lambda value: lambda units: ops.repeat(value[None], units, axis=0)
+        fill_before, fill_after = (zeros, zeros) if held is None else map(holding, held)
         parts = []
         if begin < own_begin:
-            parts.append(zeros(min(own_begin, until) - begin))
+            parts.append(fill_before(min(own_begin, until) - begin))
         if output is not None and max(begin, own_begin) < min(until, own_until):
             parts.append(output[max(begin, own_begin) - own_begin:
                                 min(until, own_until) - own_begin])
         if until > max(own_until, begin):
-            parts.append(zeros(until - max(own_until, begin)))
+            parts.append(fill_after(until - max(own_until, begin)))
         return parts[0] if len(parts) == 1 else ops.concatenate(parts)
 
-    def _readout_totals(self, values, state, new, length):
-        """The readout's running totals over the chunk's `length` units. Where it did not
-        run (before the light cone reaches it, after a stop) its total holds, where the
-        other layers' outputs are 0 (`_aligned`)."""
+    def _readout_totals(self, values, state, new, length, batch):
+        """The readout's running totals over the chunk: where it did not run, they hold."""
         name = self.readout.name
-        begin, totals = values[name]
-        ran = 0 if totals is None else int(totals.shape[0])
         (before,), (after,) = state["layers"][name], new["layers"][name]
-        parts = [ops.repeat(before[None], begin, axis=0)] if begin else []
-        parts += [] if totals is None else [totals]
-        if length > begin + ran:
-            parts.append(ops.repeat(after[None], length - begin - ran, axis=0))
-        return parts[0] if len(parts) == 1 else ops.concatenate(parts)
+        return self._aligned(values, name, 0, length, batch, held=(before, after))
 
     def time_units(self, timesteps, period_mode):
         """Chunk-loop length: `timesteps` in periods (period mode) or steps."""

@@ -156,3 +156,23 @@ def test_quantized_relu_rounds_to_k_bits_of_its_threshold_and_saves(tmp_path):
     model.save(tmp_path / "q.keras")
     loaded = keras.models.load_model(tmp_path / "q.keras")
     np.testing.assert_array_equal(loaded.predict(z, verbose=0), model.predict(z, verbose=0))
+
+
+@pytest.mark.parametrize("rate", [1.0, 10.0])
+def test_threshold_rate_scales_lambdas_steps_not_the_output(rate, tmp_path):
+    """Adam's first step moves each variable by its learning rate (whatever the
+    gradient's size), so log lambda moves by rate x learning rate."""
+    layer = quantized.QuantizedReLU(phases=2, threshold=2.0, threshold_rate=rate)
+    z = np.array([[0.3, 0.8, 1.2, 1.9, 5.0]], "float32")
+    plain = quantized.QuantizedReLU(phases=2, threshold=2.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(z)),
+                               keras.ops.convert_to_numpy(plain(z)))
+    model = keras.Sequential([keras.Input((5,)), layer])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.fit(z, np.full_like(z, 4.0), epochs=1, verbose=0)  # wants lambda larger
+    moved = np.log(keras.ops.convert_to_numpy(layer.threshold) / 2.0)
+    np.testing.assert_allclose(moved, rate * 1e-3, rtol=1e-3)
+    model.save(tmp_path / "q.keras")
+    loaded = keras.models.load_model(tmp_path / "q.keras")
+    assert loaded.layers[0].threshold_rate == rate
+    np.testing.assert_array_equal(loaded.predict(z, verbose=0), model.predict(z, verbose=0))
