@@ -53,8 +53,9 @@ class FineTuning:
         learning_rate: Adam's peak step size (after a warm-up of `warmup` of the
             steps, then cosine decay to 0).
         threshold_rate: lambda's steps, in log lambda, relative to the weights'
-            (`QuantizedReLU`): at rate 1 and a learning rate of 1e-4, lambda
-            moves by a few percent at most in a fine-tune.
+            (`QuantizedReLU`). At rate 1 and a learning rate of 1e-4, lambda
+            can move by a few percent at most in a fine-tune; at 30 it moves
+            as far as it needs (docs/RESULTS.md).
         held_out: the fraction of the images held out to pick the best epoch
             (at least one batch of them).
         temperature: of the softened softmax in the distillation loss.
@@ -71,7 +72,7 @@ class FineTuning:
     image_budget: int = 150_000
     batch_size: int = 64
     learning_rate: float = 1e-4
-    threshold_rate: float = 1.0
+    threshold_rate: float = 30.0
     warmup: float = 0.05
     held_out: float = 0.1
     temperature: float = 1.0
