@@ -155,8 +155,7 @@ def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="a
             node.weights.setdefault("bias", np.zeros(node.spec.output_channels(node.weights),
                                                      "float32"))
     teacher = to_keras(graph)[0]
-    student = _student(graph, lambdas, {**quantizer_settings,
-                                        "threshold_rate": settings.threshold_rate})
+    student = _student(graph, lambdas, quantizer_settings, settings.threshold_rate)
     rng = np.random.default_rng(settings.seed)
     order = rng.permutation(len(x))
     held = max(settings.batch_size, int(round(settings.held_out * len(x))))
@@ -196,13 +195,13 @@ def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="a
     return _read_back(graph, student), trained, record
 
 
-def _student(graph, lambdas, settings):
+def _student(graph, lambdas, settings, threshold_rate):
     """The quantised network: `graph` with every spiking node a QuantizedReLU at its lambda."""
     def quantizer(node):
         return QuantizedReLU(settings["phases"], settings["initial_membrane"],
                              threshold=lambdas[node.name], channelwise=settings["channelwise"],
                              max_value=node.config.get("max_value"),
-                             threshold_rate=settings["threshold_rate"], name=node.name)
+                             threshold_rate=threshold_rate, name=node.name)
 
     input_code = settings.get("input_code")
     input_layer = (lambda: keras.layers.Lambda(input_code, name="input_code")) if input_code \
@@ -367,7 +366,7 @@ def _read_back(graph, student):
 def _threshold_change(before, after):
     """The median and largest factor by which a lambda moved (per channel where it is)."""
     factors = np.concatenate([
-        np.exp(np.abs(np.log(np.ravel(after[name]) / np.ravel(before[name])))).ravel()
+        np.exp(np.abs(np.log(np.ravel(after[name]) / np.ravel(before[name]))))
         for name in after])
     return {"median": float(np.median(factors)), "max": float(np.max(factors))}
 
