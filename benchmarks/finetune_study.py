@@ -35,7 +35,7 @@ import numpy as np
 
 import bsnn_tf
 from bsnn_tf import data, metrics, models, pipeline
-from bsnn_tf.conversion import FineTuning
+from bsnn_tf.conversion import FineTuning, finetune
 from bsnn_tf.models import thirdparty
 
 OUTPUT = common.RESULTS_DIR / "finetune_study.json"
@@ -83,7 +83,7 @@ def study(name, phases, args):
         kwargs = {}
         if mode == "finetune":
             settings = FineTuning(epochs=args.epochs, learning_rate=args.learning_rate,
-                                  threshold_rate=args.threshold_rate,
+                                  threshold_rate=args.threshold_rate, start=args.start,
                                   label_weight=args.label_weight,
                                   temperature=args.temperature, image_budget=args.image_budget)
             entry["finetuning"] = {**dataclasses.asdict(settings), "labels": args.labels}
@@ -147,6 +147,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--learning_rate", type=float, default=FineTuning().learning_rate)
     parser.add_argument("--threshold_rate", type=float, default=FineTuning().threshold_rate)
+    parser.add_argument("--start", choices=finetune.STARTS, default=FineTuning().start,
+                        help="where the lambdas start (FineTuning.start)")
     parser.add_argument("--labels", action="store_true",
                         help="fine-tune on the training labels as well as the ANN's logits")
     parser.add_argument("--label_weight", type=float, default=FineTuning().label_weight)

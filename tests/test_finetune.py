@@ -87,6 +87,21 @@ def test_labels_are_used_when_given(mnist):
     assert with_labels.calibration_record["labels"] is True
 
 
+def test_start_mse_starts_from_the_scales_of_calibration_mse(mnist):
+    """A fine-tune that barely moves (a tiny learning rate) keeps its start: the first
+    readout of calibration="mse", not that of the percentile start."""
+    ann, x, _, x_test, _ = mnist
+    searched = first_readout(bsnn_tf.convert(ann, x, phases=2, calibration="mse",
+                                             channelwise=True, verbose=0), x_test)
+    readouts = {}
+    for start in ("mse", "percentile"):
+        settings = FineTuning(epochs=1, learning_rate=1e-12, start=start)
+        readouts[start] = first_readout(bsnn_tf.convert(
+            ann, x, phases=2, calibration="finetune", finetuning=settings, verbose=0), x_test)
+    np.testing.assert_allclose(readouts["mse"], searched, atol=1e-4)
+    assert np.abs(readouts["percentile"] - searched).max() > 0.1
+
+
 @pytest.mark.parametrize("case, message", [
     ("few", "at least 256 calibration images"),
     ("label_shape", "one integer class per calibration image"),
@@ -96,6 +111,7 @@ def test_labels_are_used_when_given(mnist):
     ("rate", "does not have"),
     ("labels_without_finetune", "calibration='finetune' only"),
     ("bad_setting", "finetuning.epochs must be"),
+    ("bad_start", "finetuning.start must be 'percentile' or 'mse'"),
 ])
 def test_bad_fine_tuning_input_stops_with_a_clear_error(mnist, case, message):
     ann, x, y, _, _ = mnist
@@ -117,6 +133,8 @@ def test_bad_fine_tuning_input_stops_with_a_clear_error(mnist, case, message):
         kwargs["calibration"], labels = "percentile", y
     elif case == "bad_setting":
         kwargs["finetuning"] = FineTuning(epochs=0)
+    elif case == "bad_start":
+        kwargs["finetuning"] = FineTuning(epochs=1, start="light")
     with pytest.raises(ValueError, match=message):
         bsnn_tf.convert(ann, images_, calibration_labels=labels, **kwargs)
 

@@ -116,7 +116,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
     input_scale = _input_scale(data, config.input_encoding)
     batch_size = config.batch_size or default_batch_size(graph)
     lambdas = calibrate(graph, data, config.percentile, config.per_channel, batch_size,
-                        verbose, mode=config.calibration, quantizer=quantizer)
+                        verbose, mode=config.scale_mode, quantizer=quantizer)
     input_code = _input_code(config.input_encoding, input_scale, config.phases)
     record = None
     if config.calibration == "finetune":

@@ -38,7 +38,7 @@ from bsnn_tf.validation import check_inputs
 
 MODES = ("percentile", "mse", "light", "advanced", "finetune")
 # The modes that search each layer's scale for the smallest quantisation error; the
-# others start from the percentile ("finetune" then trains it, `finetune.py`).
+# others keep the percentile ("finetune" trains the scales from `FineTuning.start`'s).
 SEARCHING_MODES = ("mse", "light", "advanced")
 # `convert`'s default, chosen by the calibration study in docs/RESULTS.md.
 DEFAULT_CALIBRATION = "percentile"

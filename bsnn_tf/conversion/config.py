@@ -133,6 +133,11 @@ class ConversionConfig:
         return self.channelwise or (self.calibration == "finetune" and self.finetuning.channelwise)
 
     @property
+    def scale_mode(self):
+        """The calibration mode that sets the scales: "finetune" starts from its `start`."""
+        return self.finetuning.start if self.calibration == "finetune" else self.calibration
+
+    @property
     def synchronize(self):
         """Whether synchronous layers go in: asked for, and part of the method."""
         return self.synchronous and self.method.synchronous

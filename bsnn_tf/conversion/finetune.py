@@ -38,6 +38,8 @@ from bsnn_tf.quantized import QuantizedReLU
 
 # Fewer images than this cannot both train and hold out a slice that picks the epoch.
 MIN_IMAGES = 256
+# The calibration modes whose scales fine-tuning can start from (`FineTuning.start`).
+STARTS = ("percentile", "mse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +68,9 @@ class FineTuning:
         channelwise: start from per-channel statistics and learn one lambda per
             channel (else per layer, unless `convert(channelwise=True)`).
         seed: for the held-out slice, the order and the augmentation.
+        start: where the lambdas start: "percentile" (the p-th percentile of each
+            layer's ANN activations) or "mse" (the K-bit scale with the smallest
+            quantisation error, as calibration="mse" searches it).
     """
 
     epochs: int | None = None
@@ -80,6 +85,7 @@ class FineTuning:
     augment: bool = True
     channelwise: bool = True
     seed: int = 0
+    start: str = "percentile"
 
     def check(self):
         """Raises a ValueError naming the first setting out of range."""
@@ -97,6 +103,7 @@ class FineTuning:
             ("temperature", _positive(self.temperature), "a positive number"),
             ("label_weight", _fraction(self.label_weight, closed=True) or self.label_weight == 1,
              "in [0, 1]"),
+            ("start", self.start in STARTS, " or ".join(map(repr, STARTS))),
         ]
         for name, valid, what in checks:
             if not valid:
