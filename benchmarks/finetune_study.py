@@ -84,6 +84,7 @@ def study(name, phases, args):
         if mode == "finetune":
             settings = FineTuning(epochs=args.epochs, learning_rate=args.learning_rate,
                                   threshold_rate=args.threshold_rate, start=args.start,
+                                  seed=args.seed,
                                   label_weight=args.label_weight,
                                   temperature=args.temperature, image_budget=args.image_budget)
             entry["finetuning"] = {**dataclasses.asdict(settings), "labels": args.labels}
@@ -149,6 +150,9 @@ def main():
     parser.add_argument("--threshold_rate", type=float, default=FineTuning().threshold_rate)
     parser.add_argument("--start", choices=finetune.STARTS, default=FineTuning().start,
                         help="where the lambdas start (FineTuning.start)")
+    parser.add_argument("--seed", type=int, default=FineTuning().seed,
+                        help="FineTuning.seed: the held-out slice, the order and the augmentation "
+                             "(the images drawn stay those of seed 0)")
     parser.add_argument("--labels", action="store_true",
                         help="fine-tune on the training labels as well as the ANN's logits")
     parser.add_argument("--label_weight", type=float, default=FineTuning().label_weight)
