@@ -35,7 +35,8 @@ import numpy as np
 
 import bsnn_tf
 from bsnn_tf import data, metrics, models, pipeline
-from bsnn_tf.conversion import FineTuning, finetune
+from bsnn_tf.conversion import FineTuning
+from bsnn_tf.conversion.finetune import STARTS
 from bsnn_tf.models import thirdparty
 
 OUTPUT = common.RESULTS_DIR / "finetune_study.json"
@@ -148,7 +149,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--learning_rate", type=float, default=FineTuning().learning_rate)
     parser.add_argument("--threshold_rate", type=float, default=FineTuning().threshold_rate)
-    parser.add_argument("--start", choices=finetune.STARTS, default=FineTuning().start,
+    parser.add_argument("--start", choices=STARTS, default=FineTuning().start,
                         help="where the lambdas start (FineTuning.start)")
     parser.add_argument("--seed", type=int, default=FineTuning().seed,
                         help="FineTuning.seed: the held-out slice, the order and the augmentation "
