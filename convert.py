@@ -21,6 +21,7 @@ from absl import app, flags
 from bsnn_tf import coding, data, models, pipeline
 from bsnn_tf.conversion import DEFAULT_PHASES, FineTuning
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
+from bsnn_tf.conversion.finetune import STARTS as FINETUNE_STARTS
 from bsnn_tf.methods import METHODS
 
 DEFAULT = pipeline.ConvertConfig.default  # the run's settings and defaults are defined there
@@ -75,6 +76,10 @@ flags.DEFINE_boolean("finetune_labels", DEFAULT("finetune_labels"),
                      "--calibration=finetune also learns from the calibration images' labels "
                      "(by default it learns from the ANN alone, which matched the ANN better "
                      "in docs/RESULTS.md).")
+flags.DEFINE_enum("finetune_start", DEFAULT("finetune_start"), list(FINETUNE_STARTS),
+                  "Where --calibration=finetune's lambdas start: percentile, or mse (the "
+                  "K-bit scale search of --calibration=mse; better at K = 3 in "
+                  "docs/RESULTS.md, and slower).")
 flags.DEFINE_enum("calibration_split", DEFAULT("calibration_split"), list(pipeline.CALIBRATION_SPLITS),
                   "Where the calibration images come from: train; test, held out of the "
                   "evaluation (it needs more than --calibration_size test images); auto, train "

@@ -197,7 +197,7 @@ def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="a
     trained = _thresholds(graph, student)
     record = {"epochs": epochs, "best_epoch": best.epoch, "held_out_images": len(validation),
               "training_images": len(train), "held_out_loss": best.losses,
-              "labels": labels is not None,
+              "labels": labels is not None, "start": settings.start,
               "threshold_change": _threshold_change(lambdas, trained)}
     return _read_back(graph, student), trained, record
 

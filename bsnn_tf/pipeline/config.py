@@ -20,6 +20,8 @@ from bsnn_tf import coding, rundir
 from bsnn_tf.conversion import ConversionConfig
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES
+from bsnn_tf.conversion.finetune import STARTS as FINETUNE_STARTS
+from bsnn_tf.conversion.finetune import FineTuning
 from bsnn_tf.methods import METHODS
 from bsnn_tf.pipeline.checkpoints import BUNDLED_CHECKPOINTS, check_weights
 from bsnn_tf.pipeline.images import CALIBRATION_SPLITS
@@ -62,6 +64,7 @@ class ConvertConfig:
         finetune_epochs: epochs of calibration "finetune" (`None`: its image budget).
         finetune_labels: "finetune" also learns from the calibration images' labels
             (default: from the ANN alone).
+        finetune_start: where "finetune"'s lambdas start (`FineTuning.start`).
         calibration_split: where they come from: "train"; "test", a random
             slice of the test images held out of the evaluation (see
             `load_images`); "auto", train when the dataset has it, else test.
@@ -102,6 +105,7 @@ class ConvertConfig:
     overwrite: bool = False
     finetune_epochs: int | None = None
     finetune_labels: bool = False
+    finetune_start: str = FineTuning.start
 
     def __post_init__(self):
         self.methods = tuple(dict.fromkeys(self.methods))
@@ -180,6 +184,9 @@ def _check_finetune(config):
                           f"are better), got {config.calibration_images}.")
     if config.finetune_epochs is not None and config.finetune_epochs < 1:
         raise ConfigError(f"--finetune_epochs must be positive, got {config.finetune_epochs}.")
+    if config.finetune_start not in FINETUNE_STARTS:
+        raise ConfigError(f"--finetune_start must be one of {', '.join(FINETUNE_STARTS)}, got "
+                          f"{config.finetune_start!r}.")
 
 
 def _check_timesteps(config):

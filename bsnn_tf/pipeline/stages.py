@@ -123,7 +123,8 @@ def convert_method(config, method, ann, x_calibration, y_calibration=None):
         timesteps=config.timesteps or BASELINE_TIMESTEPS.get(config.dataset, 256),
         batch_size=config.batch_size,
         calibration_labels=y_calibration if finetuning and config.finetune_labels else None,
-        finetuning=FineTuning(epochs=config.finetune_epochs) if finetuning else None,
+        finetuning=(FineTuning(epochs=config.finetune_epochs, start=config.finetune_start)
+                    if finetuning else None),
     )
     print(f"{snn.name}: spiking depth D = {snn.depth}, first readout at T = "
           f"{snn.first_readout}" if has_first_readout(snn) else f"{snn.name} converted")
