@@ -87,8 +87,9 @@ class FineTuning:
     seed: int = 0
     start: str = "percentile"
 
-    def check(self):
-        """Raises a ValueError naming the first setting out of range."""
+    def check(self, prefix="finetuning."):
+        """Raises a ValueError naming the first setting out of range (as `prefix` + its name:
+        convert.py's flags are "--finetune_" + the name)."""
         checks = [
             ("epochs", self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 1),
              "a positive int or None"),
@@ -107,7 +108,7 @@ class FineTuning:
         ]
         for name, valid, what in checks:
             if not valid:
-                raise ValueError(f"finetuning.{name} must be {what}, got "
+                raise ValueError(f"{prefix}{name} must be {what}, got "
                                  f"{getattr(self, name)!r}.")
         return self
 

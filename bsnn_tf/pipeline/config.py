@@ -19,9 +19,7 @@ import os
 from bsnn_tf import coding, rundir
 from bsnn_tf.conversion import ConversionConfig
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
-from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES
-from bsnn_tf.conversion.finetune import STARTS as FINETUNE_STARTS
-from bsnn_tf.conversion.finetune import FineTuning
+from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES, FineTuning
 from bsnn_tf.methods import METHODS
 from bsnn_tf.pipeline.checkpoints import BUNDLED_CHECKPOINTS, check_weights
 from bsnn_tf.pipeline.images import CALIBRATION_SPLITS
@@ -132,6 +130,11 @@ class ConvertConfig:
         """Steps every T must be a multiple of: one period of each method run in period mode."""
         return math.lcm(*(self.phases_of(m) for m in self.methods if METHODS[m].period_mode))
 
+    @property
+    def finetuning(self):
+        """The `FineTuning` of calibration "finetune" that the flags ask for."""
+        return FineTuning(epochs=self.finetune_epochs, start=self.finetune_start)
+
     def phases_of(self, method):
         """K for `method`: --phases, or the library's default for the method."""
         return METHODS[method].default_phases if self.phases is None else self.phases
@@ -182,11 +185,10 @@ def _check_finetune(config):
         raise ConfigError(f"--calibration=finetune trains on the calibration images: it needs "
                           f"--calibration_size of at least {FINETUNE_MIN_IMAGES} (thousands "
                           f"are better), got {config.calibration_images}.")
-    if config.finetune_epochs is not None and config.finetune_epochs < 1:
-        raise ConfigError(f"--finetune_epochs must be positive, got {config.finetune_epochs}.")
-    if config.finetune_start not in FINETUNE_STARTS:
-        raise ConfigError(f"--finetune_start must be one of {', '.join(FINETUNE_STARTS)}, got "
-                          f"{config.finetune_start!r}.")
+    try:
+        config.finetuning.check(prefix="--finetune_")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _check_timesteps(config):

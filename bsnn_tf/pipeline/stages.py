@@ -9,7 +9,6 @@ import numpy as np
 
 import bsnn_tf
 from bsnn_tf import backend, console, metrics, rundir
-from bsnn_tf.conversion import FineTuning
 from bsnn_tf.pipeline.checkpoints import check_convertible, check_fits, load_ann
 from bsnn_tf.pipeline.config import ANN_BATCH, validate
 from bsnn_tf.pipeline.images import load_images
@@ -123,8 +122,7 @@ def convert_method(config, method, ann, x_calibration, y_calibration=None):
         timesteps=config.timesteps or BASELINE_TIMESTEPS.get(config.dataset, 256),
         batch_size=config.batch_size,
         calibration_labels=y_calibration if finetuning and config.finetune_labels else None,
-        finetuning=(FineTuning(epochs=config.finetune_epochs, start=config.finetune_start)
-                    if finetuning else None),
+        finetuning=config.finetuning if finetuning else None,
     )
     print(f"{snn.name}: spiking depth D = {snn.depth}, first readout at T = "
           f"{snn.first_readout}" if has_first_readout(snn) else f"{snn.name} converted")
