@@ -73,7 +73,9 @@ class ActivationStatistics(keras.callbacks.Callback):
 
     np.percentile of N values interpolates between the sorted values at
     positions floor(q) and floor(q) + 1, q = p / 100 * (N - 1); both lie in
-    the top N - floor(q) values, so only that many are kept.
+    the top N - floor(q) values, so only that many are kept, and once they
+    are, a batch's values at or below the smallest kept one are passed over
+    without sorting (after a few batches, nearly all of them).
 
     Args:
         names: one name per model output.
@@ -101,9 +103,12 @@ class ActivationStatistics(keras.callbacks.Callback):
     def on_predict_batch_end(self, batch, logs=None):
         for index, values in enumerate(_as_list(logs["outputs"])):
             values = _columns(values, self.channelwise)
-            if self.top[index] is not None:
-                values = np.concatenate([self.top[index], values])
-            keep = min(self.keep[index], len(values))
+            top, keep = self.top[index], self.keep[index]
+            if top is not None:
+                if len(top) == keep:  # top[0] is the smallest kept value of each column
+                    values = _above(values, top[0])
+                values = np.concatenate([top, values])
+            keep = min(keep, len(values))
             self.top[index] = np.partition(values, len(values) - keep, axis=0)[-keep:]
 
     def result(self):
@@ -497,6 +502,18 @@ class MeanOutput(keras.layers.Layer):
 
 def _as_list(values):
     return list(values) if isinstance(values, (list, tuple)) else [values]
+
+
+def _above(values, floor):
+    """The values of each column (last axis) above its `floor`, as columns of equal length
+    padded with -inf."""
+    mask = values > floor
+    counts = mask.sum(axis=0)
+    columns, rows = np.nonzero(mask.T)  # column by column, so each column's values are a run
+    starts = np.cumsum(counts) - counts
+    above = np.full((int(counts.max(initial=0)), values.shape[1]), -np.inf, values.dtype)
+    above[np.arange(len(rows)) - starts[columns], columns] = values[rows, columns]
+    return above
 
 
 def _columns(values, channelwise):
