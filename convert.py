@@ -77,9 +77,9 @@ flags.DEFINE_boolean("finetune_labels", DEFAULT("finetune_labels"),
                      "(by default it learns from the ANN alone, which matched the ANN better "
                      "in docs/RESULTS.md).")
 flags.DEFINE_enum("finetune_start", DEFAULT("finetune_start"), list(FINETUNE_STARTS),
-                  "Where --calibration=finetune's lambdas start: percentile, or mse (the "
-                  "K-bit scale search of --calibration=mse; better at K = 3 in "
-                  "docs/RESULTS.md, and slower).")
+                  "Where --calibration=finetune's lambdas start: mse (the K-bit scale "
+                  "search of --calibration=mse; the better start in docs/RESULTS.md) or "
+                  "percentile.")
 flags.DEFINE_enum("calibration_split", DEFAULT("calibration_split"), list(pipeline.CALIBRATION_SPLITS),
                   "Where the calibration images come from: train; test, held out of the "
                   "evaluation (it needs more than --calibration_size test images); auto, train "

@@ -676,13 +676,13 @@ def test_convert_py_fine_tunes_the_first_readout(tmp_path):
     """--calibration=finetune end to end: the record of what fine-tuning did is in
     results.json, and the saved SNN is the fine-tuned one."""
     outcome = run_convert([["--calibration=finetune", "--calibration_size=300",
-                            "--finetune_epochs=1", "--finetune_start=mse", "--limit=40",
+                            "--finetune_epochs=1", "--finetune_start=percentile", "--limit=40",
                             "--statistics_images=8",
                             f"--output_dir={tmp_path / 'run'}"]], cwd=tmp_path)[0]
     assert outcome["code"] == 0, outcome["stderr"][-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     record = results["methods"]["bsnn"]["finetuning"]
-    assert record["epochs"] == 1 and record["labels"] is False and record["start"] == "mse"
+    assert record["epochs"] == 1 and record["labels"] is False and record["start"] == "percentile"
     assert record["training_images"] + record["held_out_images"] == 300
     assert "Fine-tuning the first readout" in outcome["stdout"]
 
