@@ -505,9 +505,9 @@ def _as_list(values):
 
 
 def _above(values, floor):
-    """The values of each column (last axis) above its `floor`, as columns of equal length
-    padded with -inf."""
-    mask = values > floor
+    """The values of each column (last axis) above its `floor`, and any NaN (so that the
+    statistics still show it), as columns of equal length padded with -inf."""
+    mask = ~(values <= floor)
     counts = mask.sum(axis=0)
     columns, rows = np.nonzero(mask.T)  # column by column, so each column's values are a run
     starts = np.cumsum(counts) - counts
