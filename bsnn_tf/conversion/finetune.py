@@ -70,7 +70,7 @@ class FineTuning:
         seed: for the held-out slice, the order and the augmentation.
         start: where the lambdas start: "mse" (the K-bit scale with the smallest
             quantisation error, as calibration="mse" searches it: the better
-            start on 3 of the 4 nets and K compared in docs/RESULTS.md, for
+            start on 4 of the 5 nets and K compared in docs/RESULTS.md, for
             about half a minute on a ResNet-20) or "percentile" (the p-th
             percentile of each layer's ANN activations).
     """
