@@ -222,3 +222,15 @@ def test_a_dtype_too_short_for_k_bits_is_refused(dtype, phases):
     ann, x = dense_net(seed=2), images(64, (6,), seed=2)
     with pytest.raises(ValueError, match=f"dtype='{dtype}' keeps .* too few for phases={phases}"):
         bsnn_tf.convert(ann, x, phases=phases, dtype=dtype, verbose=0)
+
+
+def test_an_activation_that_overflows_in_a_late_batch_stops_percentile_calibration():
+    """The median scale stays finite, but the maximum, which the same pass keeps, is not."""
+    ann, x = dense_net(seed=2), images(256, (6,), seed=2)
+    first = ann.layers[0]
+    kernel = first.kernel.numpy()
+    kernel[0] = 10.0
+    first.kernel.assign(kernel)
+    x[-1, 0] = 3e38  # times 10 overflows float32
+    with pytest.raises(ValueError, match=f"Layer '{first.name}' has NaN or infinite activations"):
+        bsnn_tf.convert(ann, x, percentile=50, batch_size=32, verbose=0)

@@ -132,14 +132,18 @@ def test_calibration_statistics_keep_only_the_top_values(percentile, channelwise
     expected = np.percentile(values, percentile, axis=0) if channelwise else np.percentile(
         values, percentile)
     np.testing.assert_allclose(stats.result()["relu"], expected, rtol=1e-6)
+    largest = values.max(axis=0) if channelwise else values.max()
+    np.testing.assert_array_equal(stats.maxima()["relu"], largest)
 
 
-def test_calibration_statistics_show_a_nan_of_a_late_batch():
-    """Values at or below the kept one are passed over, but a NaN is not: the maximum
+@pytest.mark.parametrize("percentile", [100.0, 90.0])
+def test_calibration_statistics_show_a_nan_of_a_late_batch(percentile):
+    """Values at or below the kept ones are passed over, but a NaN is not: the maximum
     still shows it, so calibration stops with its NaN error."""
-    stats = ActivationStatistics(["relu"], totals=[2000], percentile=100.0)
+    stats = ActivationStatistics(["relu"], totals=[2000], percentile=percentile)
     stats.on_predict_batch_end(0, {"outputs": [np.arange(1000, dtype="float32")]})
     late = np.zeros(1000, "float32")
     late[5] = np.nan
     stats.on_predict_batch_end(1, {"outputs": [late]})
-    assert np.isnan(stats.result()["relu"])
+    assert np.isnan(stats.maxima()["relu"])
+    assert np.isnan(stats.result()["relu"]) == (percentile == 100.0)

@@ -75,7 +75,8 @@ class ActivationStatistics(keras.callbacks.Callback):
     positions floor(q) and floor(q) + 1, q = p / 100 * (N - 1); both lie in
     the top N - floor(q) values, so only that many are kept, and once they
     are, a batch's values at or below the smallest kept one are passed over
-    without sorting (after a few batches, nearly all of them).
+    without sorting (after a few batches, nearly all of them). The largest
+    kept value is the maximum (`maxima`), so one pass gives both.
 
     Args:
         names: one name per model output.
@@ -118,9 +119,16 @@ class ActivationStatistics(keras.callbacks.Callback):
             ordered = np.sort(top, axis=0)
             fraction = position - np.floor(position)
             upper = ordered[1] if len(ordered) > 1 else ordered[0]
-            value = ordered[0] + fraction * (upper - ordered[0])
-            results[name] = value if self.channelwise else float(value[0])
+            results[name] = self._per_output(ordered[0] + fraction * (upper - ordered[0]))
         return results
+
+    def maxima(self):
+        """{name: the largest value} (NaN if any value was NaN), shaped as `result`."""
+        return {name: self._per_output(np.max(top, axis=0))
+                for name, top in zip(self.names, self.top)}
+
+    def _per_output(self, column_values):
+        return column_values if self.channelwise else float(column_values[0])
 
 
 class QuantizationError(keras.layers.Layer):
@@ -184,15 +192,14 @@ def calibrate(graph, data, percentile=99.99, channelwise=False, batch_size=64, v
     probe, tensors = to_keras(graph, outputs=names)
     totals = [len(data) * int(np.prod(tensors[n].shape[1:-1] if channelwise
                                       else tensors[n].shape[1:])) for n in names]
-    stats = [ActivationStatistics(names, totals, percentile, channelwise)]
-    if mode in SEARCHING_MODES:
-        stats.append(ActivationStatistics(names, totals, 100.0, channelwise))
-    predict_with_callbacks(probe, data, batch_size, stats, verbose)
-    lambdas = stats[0].result()
-    _check_statistics(graph, lambdas, stats[-1].result())
-    if mode in SEARCHING_MODES:
-        lambdas = _search(probe, names, data, lambdas, stats[1].result(), quantizer,
-                          channelwise, batch_size, verbose)
+    stats = ActivationStatistics(names, totals, percentile, channelwise)
+    predict_with_callbacks(probe, data, batch_size, [stats], verbose)
+    lambdas, maxima = stats.result(), stats.maxima()
+    searching = mode in SEARCHING_MODES
+    _check_statistics(graph, maxima, maxima if searching else lambdas)
+    if searching:
+        lambdas = _search(probe, names, data, lambdas, maxima, quantizer, channelwise,
+                          batch_size, verbose)
     lambdas = _fit_clips(graph, lambdas, quantizer)
     lambdas.update(trained_thresholds(graph))
     return {name: _positive(value) for name, value in lambdas.items()}
@@ -277,10 +284,12 @@ def _best_candidates(probe, names, data, percentiles, maxima, quantizer, channel
     return found
 
 
-def _check_statistics(graph, lambdas, maxima):
-    for name, value in maxima.items():
+def _check_statistics(graph, maxima, scales):
+    """A ValueError naming a layer with a NaN or infinite activation; a warning naming one
+    whose scale statistic is 0 (its neurons would stay silent)."""
+    for name, value in scales.items():
         origin = graph[name].origin or name
-        if not np.all(np.isfinite(value)):
+        if not np.all(np.isfinite(maxima[name])):
             raise ValueError(
                 f"Layer '{origin}' has NaN or infinite activations on the calibration data; "
                 "check the model's weights (np.isfinite) and the data.")
