@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from absl import app, flags
 
-from bsnn_tf import data, models, training
+import bsnn_tf
+from bsnn_tf import data, models, pipeline, quantized, training
+from conftest import reference_net
+from reference import simulate_reference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -78,6 +81,30 @@ def test_jax_backend_without_tensorflow(tmp_path, small_mnist):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((output_dir / "results.json").read_text())
     assert results["backend"] == "jax" and (output_dir / "model.keras").is_file()
+
+
+def test_snn_phases_fine_tunes_a_checkpoint_into_its_bsnn_at_the_first_readout(tmp_path,
+                                                                                small_mnist):
+    """--snn_phases from a checkpoint: the saved model is its BSNN at the first readout,
+    image for image (the numpy reference simulator), so its reported test accuracy is
+    the BSNN's there."""
+    output_dir = tmp_path / "snn_run"
+    code = run_train(*SHORT_RUN, "--snn_phases=2", "--lr=0.01",
+                     f"--weights={pipeline.DEMO_CHECKPOINT}", f"--data_dir={small_mnist}",
+                     f"--output_dir={output_dir}")
+    assert code in (0, None)
+    saved = keras.models.load_model(output_dir / "model.keras", compile=False)
+    assert {layer.phases for layer in quantized.layers_of(saved)
+            if isinstance(layer, quantized.QuantizedReLU)} == {2}
+    x_test, y_test = data.load("mnist", "test", small_mnist)
+    snn = bsnn_tf.convert(saved, x_test[:64], dtype="float64", verbose=0)
+    assert snn.phases == 2  # the phases it was trained for
+    x = x_test[:16].astype("float64")
+    simulated = simulate_reference(reference_net(snn), x, snn.first_readout)["logits"][:, -1]
+    np.testing.assert_allclose(simulated, saved.predict(x, verbose=0), atol=1e-4)
+    results = json.loads((output_dir / "results.json").read_text())
+    accuracy = np.mean(np.argmax(saved.predict(x_test, verbose=0), -1) == y_test)
+    assert results["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
 @pytest.mark.parametrize("argv, message", [
