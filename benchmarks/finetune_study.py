@@ -73,6 +73,7 @@ def _rows(population, count):
 
 def study(name, phases, args):
     ann, x_test, y_test, x_train, y_train = load(name, args.images, args.data_dir)
+    x_test, y_test = x_test[:args.limit], y_test[:args.limit]
     ann_logits = ann.predict(x_test, batch_size=256, verbose=0)
     ann_accuracy = float(np.mean(np.argmax(ann_logits, -1) == y_test))
     entry = {"model": name, "phases": phases, "ann_accuracy": ann_accuracy,
@@ -164,6 +165,8 @@ def main():
     parser.add_argument("--periods", type=int, default=24,
                         help="periods after the first readout at which accuracy is measured")
     parser.add_argument("--statistics_images", type=int, default=256)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="the first N test images only (smoke runs)")
     parser.add_argument("--data_dir", default=common.DATA_DIR)
     parser.add_argument("--tag", default="", help="appended to the result keys")
     common.add_output_arguments(parser, OUTPUT)
