@@ -110,7 +110,7 @@ else
     peer_args=()
     tta_args=()
     imagenet_args=(--images 64 --calibration_size 32 --batch 32 --multiples 1 2)
-    finetune_args=(--tag " lr1e-4 150k 20k rate30 mse2048-start gpu")
+    finetune_args=(--phases 4 3 --tag " lr1e-4 150k 20k rate30 mse2048-start gpu")
     # seconds per step, cut to what is left before the deadline; the first H200 run
     # (2026-11-30) took 60, 220 (SpikingJelly's two modes 165 of it), 75, 96 and 37 s
     # (ImageNet at T = (D + 1) K alone)
@@ -167,7 +167,7 @@ step time_to_accuracy "${limits[3]}" "${exact[@]}" benchmarks/time_to_accuracy.p
     --methods "${methods[@]:0:4}" "${tta_args[@]}"
 step imagenet_timing "${limits[4]}" "$python" benchmarks/imagenet_timing.py "${imagenet_args[@]}"
 step finetune_resnet20 "${limits[5]}" "$python" benchmarks/finetune_study.py \
-    --models akamaster20 --phases 4 3 "${finetune_args[@]}"
+    --models akamaster20 "${finetune_args[@]}"
 
 rm -f "$out"/*.lock "$out"/*.json.tmp
 echo "results in $out: $(ls "$out" | tr '\n' ' ')"
