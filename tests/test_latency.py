@@ -146,7 +146,7 @@ def test_finetuning_only_where_it_can_pay():
     below the best T; the choice is the smallest T over every curve."""
     ann = dense_net(seed=3)
     x = images(420, (6,), seed=3)
-    settings = LatencySearch(phases=(2, 3, 4), periods=2, tolerance=1.0, held_out=0.3)
+    settings = LatencySearch(phases=(2, 3, 4, 5), periods=3, tolerance=3.0, held_out=0.3)
     snn = bsnn_tf.convert(ann, x, phases="auto", calibration="finetune", latency=settings,
                           finetuning=FineTuning(epochs=1, start="percentile"), verbose=0)
     record = snn.latency_search
@@ -161,6 +161,20 @@ def test_finetuning_only_where_it_can_pay():
     everything = [e for e in record["searched"] if e["t_star"] is not None]
     chosen = min(everything, key=lambda e: (e["t_star"], e["phases"]))
     assert (snn.phases, snn.timesteps) == (chosen["phases"], chosen["t_star"])
+    assert record["chosen"]["calibration"] == chosen["calibration"]
+
+
+def test_without_a_lossless_k_the_best_at_the_end_is_chosen_with_a_warning():
+    ann = dense_net(seed=3)
+    x = images(300, (6,), seed=3)
+    settings = LatencySearch(phases=(1, 2), periods=1, tolerance=0.1)
+    with pytest.warns(UserWarning, match=r"no K in \[1, 2\] kept the held-out accuracy"):
+        snn = bsnn_tf.convert(ann, x, phases="auto", latency=settings, verbose=0)
+    record = snn.latency_search
+    assert all(entry["t_star"] is None for entry in record["searched"])
+    last = max(record["searched"], key=lambda e: (e["curve"][-1][1], -e["curve"][-1][0]))
+    assert record["chosen"]["converged"] is False
+    assert (snn.phases, snn.timesteps) == (last["phases"], last["curve"][-1][0])
 
 
 @pytest.mark.parametrize("arguments, error, message", [
