@@ -181,8 +181,9 @@ def validate(config):
         _check_auto_phases(config)
     elif config.phases is not None and (not isinstance(config.phases, int)
                                         or not 1 <= config.phases <= coding.MAX_PHASES):
-        raise ConfigError(f"phases must be in 1..{coding.MAX_PHASES} or 'auto', got "
-                          f"{config.phases!r}.")
+        raise ConfigError(f"phases must be in 1..{coding.MAX_PHASES}, got {config.phases!r}"
+                          + ("" if isinstance(config.phases, int) else " (or give 'auto')")
+                          + ".")
     _check_timesteps(config)
     if config.statistics_images < 0:
         raise ConfigError(f"--statistics_images must be 0 (all images) or positive, got "
