@@ -192,11 +192,14 @@ def test_without_a_lossless_k_the_best_at_the_end_is_chosen_with_a_warning():
      r"at least 100 held out .* and 256 left to calibrate on \(calibration='finetune'\)"),
     (dict(labels=np.zeros((300, 4))), ValueError, r"labels have shape \(300, 4\)"),
     (dict(phases=4, tolerance=0.5), ValueError, r"settings of phases='auto'"),
+    (dict(count=(300, 5)), ValueError, r"calibration data has shape \(300, 5\), but the "
+                                       r"model expects \(N, 6\)"),
 ])
 def test_bad_arguments_fail_before_any_work(arguments, error, message):
     ann = dense_net(seed=0)
     arguments = {"phases": "auto", "count": 300, **arguments}
-    x = images(arguments.pop("count"), (6,))
+    count = arguments.pop("count")
+    x = images(count, (6,)) if isinstance(count, int) else images(count[0], count[1:])
     labels = arguments.pop("labels", None)
     with pytest.raises(error, match=message):
         bsnn_tf.convert(ann, x, calibration_labels=labels, verbose=0, **arguments)

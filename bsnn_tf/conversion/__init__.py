@@ -129,8 +129,9 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
                              "phases='auto', or leave them out.")
         return _convert(model, calibration_data, config, calibration_labels, verbose)
     settings = config.latency_search(latency, tolerance)
-    return search_latency(model, calibration_data, calibration_labels, config, _convert,
-                          settings, verbose)
+    # The model and the images are checked before the search's first conversion.
+    data = check_calibration_data(calibration_data, trace(model).input_shape)
+    return search_latency(model, data, calibration_labels, config, _convert, settings, verbose)
 
 
 def _convert(model, calibration_data, config, calibration_labels, verbose):

@@ -41,6 +41,11 @@ the tolerance is applied in images, as max(tolerance * n / 100, 1) images
 one image, and a T* is only as sure as that; `tolerance` may be widened, and
 the search refuses fewer than `MIN_HELD_OUT` held-out images, on which a
 single image is more than 1 pp. The record states the tolerance in images.
+Past the first readout a curve on a few hundred images moves by a few images
+from period to period, so a T* must hold against that noise at every later
+period of the grid: a tolerance of one image favours larger K (a smaller
+share of its periods dip) and a later T; on 500 held-out images a tolerance
+of 0.5-1 pp, or more held-out images, tells the K apart better.
 
 The search's record (`SpikingNetwork.latency_search`, kept by a .keras save)
 holds each K's curve, T* and seconds, what was chosen and why the search
