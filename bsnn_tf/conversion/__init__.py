@@ -121,8 +121,9 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
         readout_delay=readout_delay, timesteps=timesteps, batch_size=batch_size, dtype=dtype,
         finetuning=finetuning)
     if calibration_labels is not None and config.calibration != "finetune" and not auto:
-        raise ValueError("calibration_labels are used by calibration='finetune' and "
-                         "phases='auto' only; pass one of those, or leave the labels out.")
+        raise ValueError("calibration_labels are used by phases='auto' and "
+                         "calibration='finetune' only; pass one of those, or leave the labels "
+                         "out.")
     if not auto:
         if tolerance is not None or latency is not None:
             raise ValueError("tolerance and latency are settings of phases='auto'; pass "
