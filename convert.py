@@ -50,6 +50,11 @@ flags.DEFINE_string("phases", None, f"K, phases per period (1..{coding.MAX_PHASE
 flags.register_validator("phases", lambda value: value is None or value == "auto"
                          or value.lstrip("-").isdigit(),
                          message="--phases takes an integer K (1..24) or auto.")
+flags.DEFINE_float("auto_tolerance", DEFAULT("auto_tolerance"),
+                   "--phases auto: percentage points of held-out accuracy the BSNN may lose "
+                   "against the ANN, at least one image; one image of 500 is 0.2 pp, and "
+                   "0.5-1 pp tells the K apart better on that many (bsnn_tf/conversion/"
+                   "latency.py).")
 flags.DEFINE_integer("timesteps", None,
                      "The largest T simulated. Default: for BSNN the first readout (D + 1) K "
                      f"plus {pipeline.EXTRA_PERIODS} periods; for the rate and phase baselines "

@@ -212,6 +212,7 @@ REFUSED = [
     (["--phases=auto", "--calibration=finetune", "--calibration_size=500"],
      "it needs at least 256"),
     (["--phases=four"], "--phases takes an integer K (1..24) or auto"),
+    (["--phases=auto", "--auto_tolerance=0"], "--auto_tolerance=0.0 is out of range"),
 ]
 
 
@@ -224,13 +225,15 @@ def test_convert_py_refuses_what_auto_cannot_do(tmp_path):
 
 
 def test_convert_py_phases_auto_records_the_search(tmp_path):
-    outcome = run_convert([["--phases=auto", "--calibration_size=240", "--limit=40",
+    outcome = run_convert([["--phases=auto", "--auto_tolerance=1", "--calibration_size=240",
+                            "--limit=40",
                             "--statistics_images=8", f"--output_dir={tmp_path / 'run'}"]],
                           cwd=tmp_path)[0]
     assert outcome["code"] == 0, outcome["stderr"][-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     record = results["methods"]["bsnn"]["latency_search"]
     assert record["criterion"] == "accuracy"  # the CLI has the labels
+    assert record["tolerance"] == 1.0 and record["tolerance_images"] == 1.2
     assert record["held_out_images"] == 120 and record["calibration_images"] == 120
     chosen = record["chosen"]
     assert results["flags"]["phases"] == "auto"

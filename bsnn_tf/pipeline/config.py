@@ -59,6 +59,8 @@ class ConvertConfig:
             the lowest lossless latency on `AUTO_HELD_OUT` held-out calibration
             images (`bsnn_tf.conversion.latency`), which the conversion records
             and `phases_of` then returns.
+        auto_tolerance: the percentage points of held-out accuracy that --phases
+            auto lets the BSNN lose against the ANN (`LatencySearch.tolerance`).
         timesteps: the largest T; `None` takes `default_timesteps` (for BSNN the
             first readout plus `EXTRA_PERIODS` periods).
         checkpoints: the T at which accuracy is measured; `None` takes
@@ -93,6 +95,7 @@ class ConvertConfig:
     random_weights: bool = False
     methods: tuple = ("bsnn",)
     phases: int | str | None = None
+    auto_tolerance: float = LatencySearch.tolerance
     timesteps: int | None = None
     checkpoints: tuple | None = None
     # The library's settings, with the library's defaults (ConversionConfig defines them).
@@ -145,7 +148,8 @@ class ConvertConfig:
     def latency(self):
         """The `LatencySearch` of --phases auto: `AUTO_HELD_OUT` images held out, at
         most half."""
-        return LatencySearch(held_out=min(0.5, AUTO_HELD_OUT / self.calibration_images))
+        return LatencySearch(held_out=min(0.5, AUTO_HELD_OUT / self.calibration_images),
+                             tolerance=self.auto_tolerance)
 
     @property
     def period_steps(self):
@@ -239,6 +243,10 @@ def _check_auto_phases(config):
                           f"{AUTO_HELD_OUT}) and needs at least {MIN_HELD_OUT} held out: give "
                           f"--calibration_size of at least {2 * MIN_HELD_OUT}, got "
                           f"{config.calibration_images}.")
+    try:
+        config.latency.check()
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--auto_{error}") from None
     calibrating = round(config.calibration_images * (1 - config.latency.held_out))
     if config.calibration == "finetune" and calibrating < FINETUNE_MIN_IMAGES:
         raise ConfigError(f"--phases auto with --calibration=finetune trains on the calibration "
