@@ -89,6 +89,8 @@ class SpikingNetwork(keras.Model):
             setting it takes effect at the next `predict` or call too.
         ann_layers: {neuron layer: name of the ANN layer whose activation it codes}.
         scales: {neuron layer: lambda}, to read outputs in ANN units.
+        latency_search: the record of `convert(phases="auto")`'s search (None
+            otherwise), kept by a save.
 
     Example:
         >>> snn = bsnn_tf.convert(ann, x_calibration)
@@ -99,7 +101,7 @@ class SpikingNetwork(keras.Model):
     """
 
     def __init__(self, graph_layers, topology, method="bsnn", timesteps=256, mode=None,
-                 ann_layers=None, scales=None, **kwargs):
+                 ann_layers=None, scales=None, latency_search=None, **kwargs):
         super().__init__(**kwargs)
         default_mode = methods.get(method).default_mode  # (raises for an unknown method)
         self.graph_layers = list(graph_layers)
@@ -109,6 +111,7 @@ class SpikingNetwork(keras.Model):
         self.mode = mode or default_mode
         self.ann_layers = dict(ann_layers or {})
         self.scales = {k: np.asarray(v, "float32") for k, v in (scales or {}).items()}
+        self.latency_search = latency_search
         self._by_name = {layer.name: layer for layer in self.graph_layers}
         self._roles = {layer.name: roles.of(layer) for layer in self.graph_layers}
         self._runners = {layer.name: layer if self._roles[layer.name] != Role.SYNAPSE
@@ -538,6 +541,8 @@ class SpikingNetwork(keras.Model):
             "ann_layers": self.ann_layers,
             "scales": {k: v.tolist() for k, v in self.scales.items()},
         }
+        if self.latency_search is not None:
+            config["latency_search"] = self.latency_search
         return config
 
     @classmethod

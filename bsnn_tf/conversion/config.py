@@ -22,6 +22,7 @@ import keras
 from bsnn_tf import coding, methods
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.finetune import FineTuning
+from bsnn_tf.conversion.latency import LatencySearch
 from bsnn_tf.conversion.calibration import check_mode as check_calibration_mode
 from bsnn_tf.validation import check_timesteps
 
@@ -148,6 +149,31 @@ class ConversionConfig:
         warnings.warn("ConversionConfig.synchronise is deprecated; use .synchronize.",
                       DeprecationWarning, stacklevel=2)
         return self.synchronize
+
+    def with_phases(self, phases, **changes):
+        """This config at K = `phases` (and any other `changes`), checked."""
+        config = dataclasses.replace(self, phases=coding.check_phases(phases), **changes)
+        config.check()
+        return config
+
+    def latency_search(self, latency=None, tolerance=None):
+        """The checked `LatencySearch` of `convert(phases="auto", tolerance=..., latency=...)`;
+        a ValueError where this conversion has no first readout to search from."""
+        if not self.method.readout_waits_for_output:
+            raise ValueError(
+                f"phases='auto' searches K and the readout T of a BSNN from its first "
+                f"readout; method={self.method.name!r} has none. Use method='bsnn', or give "
+                f"phases (default {self.method.default_phases}).")
+        if latency is not None and not isinstance(latency, LatencySearch):
+            raise TypeError(f"latency must be a bsnn_tf.conversion.LatencySearch, got "
+                            f"{type(latency).__name__}.")
+        latency = latency or LatencySearch()
+        if tolerance is not None:
+            latency = dataclasses.replace(latency, tolerance=tolerance)
+        latency.check()
+        for phases in latency.phases:
+            self.with_phases(phases)  # each K must suit the other settings (dtype, ...)
+        return latency
 
     def quantizer(self):
         """f(current): what a neuron of this method emits on average (calibration's target)."""

@@ -86,6 +86,7 @@ def method_results(method_run):
         "depth": snn.depth,
         "first_readout": snn.first_readout if has_first_readout(snn) else None,
         "finetuning": getattr(snn, "calibration_record", None),
+        "latency_search": snn.latency_search,  # convert(phases="auto")'s, else None
         "mode": snn.mode,
         "statistics": {"images": len(result.outputs), "timesteps": result.timesteps,
                        "note": "firing rates, SIN and synaptic operations are from these "
