@@ -11,10 +11,10 @@ residual nets need more bits than shallow ones). The search measures it:
 2. For each K in `LatencySearch.phases`, ascending: convert, then measure
    the held-out accuracy on the period grid from the first readout to
    `periods` periods beyond it (the first readout from the first-readout
-   twin, one ANN pass; the rest from one logits-only `evaluate`). K's T* is
-   the smallest grid T from which the accuracy stays within the tolerance of
-   the ANN's on the same images up to the end of the grid
-   (`pipeline.converged_at`).
+   twin, one ANN pass; the rest from one logits-only simulation). K's T* is
+   the smallest grid T from which the held-out accuracy stays within the
+   tolerance of the ANN's on the same images, up to its sampling noise
+   (below), to the end of the grid.
 3. Choose the (K, T*) with the smallest T*, ties to the smaller K. A K's T*
    is at least its first readout (D + 1) K, which grows with K, so the search
    stops at the first K whose first readout is not below the best T* found.
@@ -36,16 +36,19 @@ against the SNN).
 
 Sampling noise. On n held-out images one image is 100 / n percentage points;
 the tolerance is applied in images, as max(tolerance * n / 100, 1) images
-(0.1 pp of 1,000 images is one image; of 500 images it is still one image,
-0.2 pp). Below 100 / tolerance held-out images the tolerance is therefore
-one image, and a T* is only as sure as that; `tolerance` may be widened, and
-the search refuses fewer than `MIN_HELD_OUT` held-out images, on which a
-single image is more than 1 pp. The record states the tolerance in images.
-Past the first readout a curve on a few hundred images moves by a few images
-from period to period, so a T* must hold against that noise at every later
-period of the grid: a tolerance of one image favours larger K (a smaller
-share of its periods dip) and a later T; on 500 held-out images a tolerance
-of 0.5-1 pp, or more held-out images, tells the K apart better.
+(0.1 pp of 1,000 images is one image; of 500 images it is still one image).
+The SNN and the ANN are scored on the same images, so what is noisy is their
+paired difference: at each T, of the images exactly one of them gets right,
+the SNN loses b (the ANN right, the SNN wrong) and gains c (the reverse). A T
+counts as lossless when b - c <= the tolerance in images + sqrt(b + c): the
+loss may exceed the tolerance by one standard error of the paired difference
+(McNemar's), the size of the dips that sampling alone makes from period to
+period. So a K is not rejected for noise, while a loss of more than the
+tolerance plus its noise is. T* is the first grid T from which every later
+grid T is lossless. Without labels (agreement) c is 0 and b counts the
+images whose top-1 class differs from the ANN's. The search refuses fewer
+than `MIN_HELD_OUT` held-out images, on which a single image is over 1 pp;
+more held-out images make the noise, and so the margin, smaller.
 
 The search's record (`SpikingNetwork.latency_search`, kept by a .keras save)
 holds each K's curve, T* and seconds, what was chosen and why the search
@@ -88,7 +91,8 @@ class LatencySearch:
         phases: the K searched, ascending.
         tolerance: percentage points of held-out accuracy (or agreement with the
             ANN) that the SNN may lose; applied as max(tolerance * n / 100, 1)
-            of the n held-out images.
+            of the n held-out images, plus one standard error of the paired
+            difference (module docstring).
         held_out: the fraction of the calibration images held out to measure
             accuracy (the rest calibrate).
         periods: periods beyond each K's first readout that are measured; T* must
@@ -143,6 +147,7 @@ def search(model, data, labels, config, convert, settings, verbose="auto"):
     allowed = max(settings.tolerance * len(split.x_held) / 100, 1)
     record = {"criterion": "accuracy" if labels is not None else "agreement with the ANN",
               "tolerance": settings.tolerance, "tolerance_images": allowed,
+              "lossless_if": "losses - gains <= tolerance_images + sqrt(losses + gains)",
               "held_out_images": len(split.x_held), "calibration_images": len(split.x_fit),
               "reference_accuracy": reference.accuracy, "phases": list(settings.phases),
               "periods": settings.periods, "searched": []}
@@ -201,15 +206,27 @@ def _needed(fraction, fit_minimum):
 @dataclasses.dataclass
 class _Reference:
     targets: np.ndarray  # the classes the SNN is scored against: labels, or the ANN's top-1
+    ann_right: np.ndarray  # per held-out image, whether the ANN gets its target
     accuracy: float  # the ANN's score on them
 
 
 def _reference(model, split, batch_size):
     ann_classes = np.argmax(model.predict(split.x_held, batch_size=batch_size or 128,
                                           verbose=0), -1)
-    if split.y_held is None:
-        return _Reference(ann_classes, 1.0)
-    return _Reference(split.y_held, float(np.mean(ann_classes == split.y_held)))
+    targets = ann_classes if split.y_held is None else split.y_held
+    ann_right = ann_classes == targets
+    return _Reference(targets, ann_right, float(np.mean(ann_right)))
+
+
+def lossless(losses, gains, allowed):
+    """Whether losing `losses` and gaining `gains` images against the ANN is within
+    `allowed` images, up to one standard error of the paired difference.
+
+    Example:
+        >>> lossless(losses=4, gains=1, allowed=1), lossless(losses=4, gains=0, allowed=1)
+        (True, False)
+    """
+    return losses - gains <= allowed + math.sqrt(losses + gains)
 
 
 @dataclasses.dataclass
@@ -226,7 +243,7 @@ class _Measure:
     def __init__(self, model, split, reference, config, convert, settings, allowed, verbose):
         self.model, self.split, self.reference = model, split, reference
         self.config, self.convert, self.settings = config, convert, settings
-        self.tolerance = allowed / len(split.x_held)  # as a fraction, for converged_at
+        self.allowed = allowed
         self.verbose = verbose
         self.first_period = None  # D + 1 + readout delay: first readout / K
         self.last = {}  # K -> (its SNN, the T at the end of its grid, accuracy there)
@@ -263,35 +280,54 @@ class _Measure:
                            self.split.y_fit, 0)
         self.first_period = snn.first_readout // phases_k
         grid = [snn.first_readout + p * phases_k for p in range(self.settings.periods + 1)]
-        curve = self._curve(snn, grid)
-        from bsnn_tf.pipeline.timesteps import converged_at  # imported here: no import cycle
-
-        converged = converged_at(curve, self.reference.accuracy, self.tolerance)
+        right = self._right(snn, grid)
+        counts = {t: _losses_and_gains(right[t], self.reference.ann_right) for t in grid}
+        converged = _first_lossless(grid, counts, self.allowed)
+        curve = {t: float(np.mean(right[t])) for t in grid}
         entry = {"phases": phases_k, "calibration": config.calibration,
                  "first_readout": snn.first_readout,
-                 "curve": [[t, curve[t]] for t in grid], "t_star": converged,
+                 "curve": [[t, curve[t]] for t in grid],
+                 "losses_gains": [[t, *counts[t]] for t in grid], "t_star": converged,
                  "seconds": round(time.time() - start, 1)}
         self.last[(phases_k, config.calibration)] = (snn, grid[-1], curve[grid[-1]])
         if converged is None:
             return entry, None
         return entry, _Candidate(phases_k, converged, config.calibration, snn)
 
-    def _curve(self, snn, grid):
-        """{T: held-out score} on `grid`: the first readout from the twin where it is
-        exact, every other T from one logits-only simulation."""
-        from bsnn_tf.simulation import evaluate  # imported here: no import cycle
+    def _right(self, snn, grid):
+        """{T: per held-out image, whether the SNN gets its target} on `grid`: the first
+        readout from the twin where it is exact, every other T from one logits-only
+        simulation."""
+        from bsnn_tf.simulation import Simulator  # imported here: no import cycle
 
         x, targets = self.split.x_held, self.reference.targets
-        curve = {}
-        simulated = grid
+        right, simulated = {}, grid
         if snn.readout_start == snn.depth:  # no readout delay: the twin is exact there
-            twin = snn.first_readout_model()
-            logits = twin.predict(x, batch_size=self.config.batch_size or 128, verbose=0)
-            curve[grid[0]] = float(np.mean(np.argmax(logits, -1) == targets))
+            logits = snn.first_readout_model().predict(
+                x, batch_size=self.config.batch_size or 128, verbose=0)
+            right[grid[0]] = np.argmax(logits, -1) == targets
             simulated = grid[1:]
         if simulated:
-            curve.update(evaluate(snn, x, targets, simulated, verbose=0))
-        return {t: float(curve[t]) for t in grid}
+            simulator = Simulator(snn, timesteps=simulated[-1], checkpoints=simulated,
+                                  count_spikes=False, keep_outputs=False, images=len(x))
+            logits = simulator.update(x)
+            right.update({t: np.argmax(logits[t], -1) == targets for t in simulated})
+        return right
+
+
+def _losses_and_gains(snn_right, ann_right):
+    """(images the ANN gets right and the SNN not, images the SNN gets right and the ANN not)."""
+    return int(np.sum(ann_right & ~snn_right)), int(np.sum(snn_right & ~ann_right))
+
+
+def _first_lossless(grid, counts, allowed):
+    """The first T of `grid` from which every later T is `lossless`, or None."""
+    first = None
+    for t in reversed(grid):
+        if not lossless(*counts[t], allowed):
+            break
+        first = t
+    return first
 
 
 def _finetune_candidates(best, entries, phases):
