@@ -42,6 +42,12 @@ class SimulationResult:
         spike_counts: {layer: (N,)} spikes per sample; None with `count_spikes=False`.
         unit_spike_counts: {layer: (*units)} spikes per unit, summed over samples
             (None with `count_spikes=False`).
+        count_window: the time steps the spike counts (and SIN) cover:
+            "schedule", each layer's periods in the logits-only run's schedule
+            (from its `active_from` to its `needed_until` T); "whole", all T;
+            None with `count_spikes=False`.
+        counted_steps: {layer: steps its spikes were counted in}
+            (`SpikingNetwork.count_steps`); the firing rates divide by these.
         neurons: {layer: neurons per sample} (a BIF unit has two).
         values: {layer: (N, *units)} each unit's output per period in ANN
             units (emitted value / periods * lambda); only with `record_values`.
@@ -60,6 +66,8 @@ class SimulationResult:
     values: dict | None = None
     sin: dict | None = None
     trace: dict | None = None
+    count_window: str | None = None
+    counted_steps: dict | None = None
 
     def accuracy(self, labels, timesteps=None):
         """Top-1 accuracy of the logits after `timesteps` (default T).
@@ -72,11 +80,17 @@ class SimulationResult:
         return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
     def firing_rates(self):
-        """{layer: spikes per neuron per step}, averaged over samples."""
+        """{layer: spikes per neuron per step}, averaged over samples.
+
+        A layer's spikes are divided by the steps they were counted in
+        (`counted_steps`): with `count_window="schedule"` the steps of the
+        periods the layer runs in, not T; 0 for a layer that never runs.
+        """
         if self.spike_counts is None:
             raise ValueError("This simulation did not count spikes; run bsnn_tf.simulate "
                              "with count_spikes=True.")
-        return {name: float(np.mean(counts) / (self.neurons[name] * self.timesteps))
+        steps = self.counted_steps or dict.fromkeys(self.spike_counts, self.timesteps)
+        return {name: float(np.mean(counts) / max(self.neurons[name] * steps[name], 1))
                 for name, counts in self.spike_counts.items()}
 
     def sin_rates(self):
@@ -86,7 +100,7 @@ class SimulationResult:
 
 def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None, ann=None,
              count_spikes=True, record_values=False, trace=False, chunk=None, jit_compile="auto",
-             verbose="auto", distribute=False):
+             verbose="auto", distribute=False, count_window="schedule"):
     """Simulates `snn` on images `x` for `timesteps` steps.
 
     Memory is bounded by the network and the batch: spike counts and SIN are
@@ -113,6 +127,12 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
         distribute: split every batch over all local devices (data parallel;
             `bsnn_tf.backend.devices`), the batch size rounded up to a multiple
             of the device count. The results equal a one-device run.
+        count_window: which steps the spike counts, SIN and firing rates cover.
+            "schedule" (default): each layer only in the periods the logits-only
+            run simulates it, from its `active_from` to its `needed_until` T
+            (the light cone of the readout at T); the run simulates that
+            schedule too, so counting costs little more than the logits.
+            "whole": every layer over all T steps (every layer simulated to T).
 
     Returns:
         A SimulationResult.
@@ -131,15 +151,18 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
     if ann is not None and not count_spikes:
         raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
                          "count_spikes=True.")
+    observers.check_count_window(count_window)
+    light_cone = _light_cone(count_spikes, record_values, trace, count_window)
     devices = backend.devices(distribute)
     batch_size = _batch_size(len(x), batch_size, devices.count,
                              lambda: default_batch_size(snn, count_spikes, record_values,
-                                                        timesteps, mode))
+                                                        timesteps, mode, count_window=count_window))
     chunk_length = _chunk_length(snn, batch_size // devices.count, span, chunk, period_mode,
-                                 logits_only=not (count_spikes or record_values or trace))
+                                 logits_only=light_cone)
     run_chunk, start_state = _compiled(snn, chunk_length, period_mode, trace, count_spikes,
-                                       record_values, jit_compile, devices)
-    totals = _Totals(snn, _activation_probe(snn, ann), timesteps, checkpoints)
+                                       record_values, jit_compile, devices, count_window)
+    totals = _Totals(snn, _activation_probe(snn, ann), timesteps, checkpoints,
+                     count_window if count_spikes else None)
     progress = console.Progress(len(x), f"Simulating {snn.name}", verbose=verbose)
     for begin in range(0, len(x), batch_size):
         images = x[begin:begin + batch_size]
@@ -147,14 +170,14 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
         placed = devices.put(batch)
         outputs_at, state, traced = _simulate_batch(
             snn, placed, run_chunk, start_state(placed), span, chunk_length, period_mode,
-            checkpoints, trace, devices)
+            checkpoints, trace, devices, light_cone)
         totals.add(batch, len(images), outputs_at, state, traced)
         progress.update(begin + len(images))
     return totals.result()
 
 
 def default_batch_size(snn, count_spikes=True, record_values=False, timesteps=None,
-                       mode=None, budget=STATE_BYTES):
+                       mode=None, budget=STATE_BYTES, count_window="schedule"):
     """Images per batch: at most MAX_BATCH, as many as keep the simulation state
     (`snn.state_bytes`) within `budget` bytes, and, given `timesteps`, as many as let one
     chunk span the periods each layer runs (`SpikingNetwork.batch_for_chunks`), so that
@@ -162,9 +185,9 @@ def default_batch_size(snn, count_spikes=True, record_values=False, timesteps=No
     batch = budget // max(snn.state_bytes(count_spikes, record_values), 1)
     if timesteps is not None:
         period_mode = check_mode(snn, mode or snn.mode)
-        logits_only = not (count_spikes or record_values)
+        light_cone = _light_cone(count_spikes, record_values, False, count_window)
         batch = min(batch, snn.batch_for_chunks(snn.time_units(timesteps, period_mode),
-                                                period_mode, logits_only))
+                                                period_mode, light_cone))
     return int(np.clip(batch, 1, MAX_BATCH))
 
 
@@ -210,6 +233,13 @@ def _batch_size(count, batch_size, devices, default):
     return -(-min(int(batch_size), count) // devices) * devices
 
 
+def _light_cone(count_spikes, record_values, trace, count_window):
+    """Whether a run may stop each layer at the light cone's trailing edge
+    (`SpikingNetwork.chunk_starts(logits_only=True)`): it keeps nothing but the
+    logits and the spike counts on the schedule."""
+    return not (record_values or trace) and (not count_spikes or count_window == "schedule")
+
+
 def _chunk_length(snn, batch_size, span, chunk, period_mode, logits_only):
     """Time units per compiled chunk: `chunk` periods, or `snn.chunk_length`."""
     if chunk is None:
@@ -220,7 +250,8 @@ def _chunk_length(snn, batch_size, span, chunk, period_mode, logits_only):
     return min(int(chunk) * per_unit, -(-span // per_unit) * per_unit)
 
 
-def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_compile, devices):
+def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_compile, devices,
+              count_window="whole"):
     """Compiled ({(skew, stop): run_chunk}, start_state) for this chunk shape and devices,
     cached per SNN.
 
@@ -229,7 +260,8 @@ def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_
     trace too), so that `devices` can split and gather it along axis 0.
     """
     cache = _COMPILED.setdefault(snn, {})
-    key = (length, period_mode, trace, count_spikes, record_values, jit_compile, type(devices))
+    key = (length, period_mode, trace, count_spikes, record_values, jit_compile, type(devices),
+           count_window)
     if key not in cache:
         variables = snn.variables
 
@@ -238,7 +270,7 @@ def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_
 
             def run_chunk(x, state, start, end):
                 result = snn.run_chunk(x, state, Chunk(start, length, period_mode, end, skew,
-                                                       stop, trace))
+                                                       stop, trace, count_window))
                 batch_major = lambda t: keras.ops.moveaxis(t, 0, 1)
                 return (result.state, batch_major(result.totals),
                         {k: batch_major(v) for k, v in result.trace.items()})
@@ -271,13 +303,13 @@ def _pad(batch, size):
 
 
 def _simulate_batch(snn, batch, run_chunk, state, span, chunk_length, period_mode,
-                    checkpoints, trace, devices):
-    """One batch: ({T: logits}, the observers' totals as numpy, the trace or None)."""
+                    checkpoints, trace, devices, light_cone=False):
+    """One batch: ({T: logits}, the observers' totals as numpy, the trace or None).
+    `light_cone`: stop each layer where it can no longer reach the readout (`_light_cone`)."""
     per_unit = snn.phases if period_mode else 1
     wanted = {t // per_unit - 1: t for t in checkpoints}
     totals_at, traces = {}, []
-    logits_only = not (trace or any(o.key in state for o in observers.OBSERVERS))
-    for start, skew, stop in snn.chunk_starts(span, chunk_length, period_mode, logits_only):
+    for start, skew, stop in snn.chunk_starts(span, chunk_length, period_mode, light_cone):
         state, totals, traced = run_chunk[skew, stop](batch, state, np.int32(start),
                                                       np.int32(span))
         in_chunk = {t: position - start for position, t in wanted.items()
@@ -306,9 +338,10 @@ class _Totals:
     asked for by name (`record_values`, `trace`).
     """
 
-    def __init__(self, snn, probe, timesteps, checkpoints):
+    def __init__(self, snn, probe, timesteps, checkpoints, count_window=None):
         self.snn, self.probe = snn, probe
         self.timesteps, self.checkpoints = timesteps, checkpoints
+        self.count_window = count_window  # None: no spikes counted
         self.outputs_at = {t: [] for t in checkpoints}
         self.spikes, self.unit_spikes, self.sin = {}, {}, {}
         self.values, self.traces = {}, {}
@@ -359,6 +392,9 @@ class _Totals:
             values={n: np.concatenate(p) for n, p in self.values.items()} or None,
             sin=self.sin if self.probe is not None else None,
             trace={n: np.concatenate(p) for n, p in self.traces.items()} or None,
+            count_window=self.count_window,
+            counted_steps=(None if self.count_window is None
+                           else snn.count_steps(self.timesteps, self.count_window)),
         )
 
 
