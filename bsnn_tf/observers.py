@@ -30,7 +30,7 @@ class SpikeCounter:
     def observe(self, layer, emitted, total, clock):
         counted = clock.counted(emitted.dtype)
         spikes = layer.spike_count(emitted, clock.period_mode)
-        return total + ops.sum(spikes * _per_unit(counted, emitted), axis=0)
+        return total + ops.tensordot(counted, spikes, axes=1)  # one pass: weighted sum over time
 
 
 class EmittedValues:
