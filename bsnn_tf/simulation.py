@@ -131,7 +131,7 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
             "schedule" (default): each layer only in the periods the logits-only
             run simulates it, from its `active_from` to its `needed_until` T
             (the light cone of the readout at T); the run simulates that
-            schedule too, so counting costs little more than the logits.
+            schedule too: it costs the logits-only run plus the count itself.
             "whole": every layer over all T steps (every layer simulated to T).
 
     Returns:
