@@ -113,12 +113,14 @@ def make_held_out_mnist(folder, count=HELD_OUT_IMAGES, calibration_size=HELD_OUT
 
 
 def read_tensorboard(logdir):
-    """{tag: {step: value}} of the scalars tf.summary wrote to `logdir`."""
+    """{tag: {step: value}} of the scalars tf.summary wrote to `logdir` (the text
+    "count_window" as a str)."""
     events = event_accumulator.EventAccumulator(
         str(logdir), size_guidance={event_accumulator.TENSORS: 0})
     events.Reload()
-    return {tag: {e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in
-                  events.Tensors(tag)}
+    value = lambda e: (e.tensor_proto.string_val[0].decode() if e.tensor_proto.string_val
+                       else float(tensor_util.make_ndarray(e.tensor_proto)))
+    return {tag: {e.step: value(e) for e in events.Tensors(tag)}
             for tag in events.Tags()["tensors"]
             if not tag.startswith("firing_rate_per_unit/")}
 
@@ -180,6 +182,9 @@ def test_demo_run_writes_every_output(end_to_end):
             "conv1_relu", "conv2_relu"}
         assert entry["ann_macs"] == 24 * 24 * 12 * 25 + 8 * 8 * 64 * 25 * 12 + 1024 * 10
         assert entry["synaptic_operations"] > 0
+        assert entry["statistics"]["count_window"] == "schedule"
+        assert entry["energy"]["pj_per_ac"] == 0.9 and entry["energy"]["pj_per_mac"] == 4.6
+        assert entry["energy"]["ann_pj"] == pytest.approx(entry["ann_macs"] * 4.6)
         assert entry["verification"]["timesteps"] == DEMO_TIMESTEPS
     # Before its first readout, T = (depth + 1) x phases = 12, the BSNN is not measured.
     assert results["methods"]["bsnn"]["accuracy"][:2] == [None, None]
@@ -199,9 +204,17 @@ def test_logged_firing_rates_match_an_independent_simulation(end_to_end, method)
     for layer in snn.spiking_layers():
         neurons = layer.neurons_per_unit * int(np.prod(snn.unit_shapes[layer.name]))
         spikes = result.spike_counts[layer.name].sum()
-        expected = spikes / (len(x) * neurons * DEMO_TIMESTEPS)
+        # counted on the schedule: from the layer's start period to the last one that
+        # still reaches the readout at T (the baselines: all T)
+        steps = (DEMO_TIMESTEPS if method == "rate" else
+                 4 * (DEMO_TIMESTEPS // 4 - (snn.depth - 1 - layer.start_period)
+                      - layer.start_period))
+        expected = spikes / (len(x) * neurons * steps)
         assert logged[f"firing_rate/{layer.name}"] == {DEMO_TIMESTEPS: pytest.approx(expected)}
     assert logged["accuracy"][DEMO_TIMESTEPS] == pytest.approx(result.accuracy(y))
+    assert logged["count_window"][DEMO_TIMESTEPS].startswith("schedule: ")
+    assert logged["energy_pj/ann_total"][DEMO_TIMESTEPS] == pytest.approx(
+        4.6 * (24 * 24 * 12 * 25 + 8 * 8 * 64 * 25 * 12 + 1024 * 10), rel=1e-6)
     measured = {"bsnn": {12, 16}, "rate": {4, 8, 12, 16}}[method]
     assert set(logged["accuracy"]) == measured
 
