@@ -163,6 +163,18 @@ def set_thresholds(model, x, percentile=99.99, batch_size=64):
         variable.assign(layer.scaled_log(value, variable.shape))
 
 
+def trained_settings(model):
+    """{(phases, initial_membrane): the name of one layer trained for them}, over every
+    QuantizedReLU of `model` (empty for a model trained without them).
+
+    Example:
+        >>> list(trained_settings(quantize_relus(ann, phases=3)))
+        [(3, 0.5)]
+    """
+    return {(layer.phases, layer.initial_membrane): layer.name
+            for layer in layers_of(model) if isinstance(layer, QuantizedReLU)}
+
+
 def layers_of(model):
     """Every layer of `model`, nested models' included (not the models themselves)."""
     for layer in model.layers:

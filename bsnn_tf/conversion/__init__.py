@@ -140,9 +140,7 @@ def _trained_settings(model, method, phases, initial_membrane):
     trained for, unless given; a ValueError naming the layer where a BSNN would differ."""
     if not isinstance(model, keras.Model):
         return phases, initial_membrane  # `trace` says what is wrong with it
-    trained = {(layer.phases, layer.initial_membrane): layer.name
-               for layer in quantized.layers_of(model)
-               if isinstance(layer, quantized.QuantizedReLU)}
+    trained = quantized.trained_settings(model)
     if not trained or method != "bsnn":
         return phases, initial_membrane
     if len(trained) > 1:

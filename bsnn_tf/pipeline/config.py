@@ -77,6 +77,9 @@ class ConvertConfig:
             simulation over all local devices (data parallel; the accuracies
             are those of one device). Calibration and verification use one.
         overwrite: replace the outputs of an earlier run in `output_dir`.
+        trained_phases: the K that the checkpoint's QuantizedReLU layers were trained
+            for (train.py --snn_phases), set when it is loaded: the BSNN's K unless
+            `phases` is given (`phases_of`).
     """
 
     model: str = "mnist_cnn"
@@ -104,6 +107,7 @@ class ConvertConfig:
     finetune_epochs: int | None = None
     finetune_labels: bool = False
     finetune_start: str = FineTuning.start
+    trained_phases: int | None = None
 
     def __post_init__(self):
         self.methods = tuple(dict.fromkeys(self.methods))
@@ -136,8 +140,13 @@ class ConvertConfig:
         return FineTuning(epochs=self.finetune_epochs, start=self.finetune_start)
 
     def phases_of(self, method):
-        """K for `method`: --phases, or the library's default for the method."""
-        return METHODS[method].default_phases if self.phases is None else self.phases
+        """K for `method`: --phases, else the checkpoint's trained K for BSNN, else the
+        library's default for the method."""
+        if self.phases is not None:
+            return self.phases
+        if method == "bsnn" and self.trained_phases is not None:
+            return self.trained_phases
+        return METHODS[method].default_phases
 
 
 def validate(config):
