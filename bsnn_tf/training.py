@@ -23,7 +23,8 @@ import time
 
 import keras
 
-from bsnn_tf import backend, coding, data, models, quantized
+from bsnn_tf import backend, coding, conversion, data, models, quantized
+from bsnn_tf.pipeline.checkpoints import check_fits
 from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
 
 # The paper's experiments; other zoo models may be trained on any dataset.
@@ -306,9 +307,14 @@ def _build(config, spec, precision):
     try:
         if config.weights:
             try:
-                return models.load_keras(config.weights)
+                model = models.load_keras(config.weights)
             except (OSError, ValueError) as error:
                 raise ConfigError(str(error)) from error
+            try:
+                check_fits(model, config.dataset)
+            except ConfigError as error:
+                raise ConfigError(f"--weights {config.weights}: {error}") from error
+            return model
         return models.get(config.model, num_classes=spec.num_classes,
                           input_shape=spec.input_shape)
     finally:
@@ -325,12 +331,33 @@ def _with_quantizers(model, config):
         raise ConfigError(f"--weights {config.weights} was trained with --snn_phases="
                           f"{sorted(trained)[0]}; continue with that, or start from a "
                           "checkpoint trained without it.")
+    _check_quantizable(model, config)
     quantized_model = quantized.quantize_relus(model, config.snn_phases)
+    if not quantized.trained_settings(quantized_model):
+        raise ConfigError(f"--snn_phases quantises the ReLUs of {_source(config)}, but it has "
+                          "none: the saved model would hold no quantiser. Use a ReLU network, "
+                          "or train without --snn_phases.")
     if not trained:
         images = data.calibration_batch(config.dataset, THRESHOLD_IMAGES, config.data_dir,
                                         seed=config.seed)
         quantized.set_thresholds(quantized_model, images)
     return quantized_model
+
+
+def _check_quantizable(model, config):
+    """Raises `ConfigError` unless `model` converts to a BSNN (ReLU activations only), the
+    model that --snn_phases trains for."""
+    try:
+        conversion.trace(model)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--snn_phases trains a model for conversion to a BSNN, but "
+                          f"{_source(config)} does not convert:\n{error}\nTrain it without "
+                          "--snn_phases, or start from a ReLU network.") from error
+
+
+def _source(config):
+    """The flag that gave the model: --weights FILE, or --model NAME."""
+    return f"--weights {config.weights}" if config.weights else f"--model {config.model}"
 
 
 # Registered: a model saved by `train` holds its loss, and `keras.models.load_model`

@@ -105,10 +105,8 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
         method=method, phases=phases, calibration=calibration, percentile=percentile,
         channelwise=channelwise, synchronous=synchronous, input_encoding=input_encoding,
         initial_membrane=initial_membrane, readout_delay=readout_delay, timesteps=timesteps,
-        batch_size=batch_size, dtype=dtype, finetuning=finetuning)
-    if calibration_labels is not None and config.calibration != "finetune":
-        raise ValueError("calibration_labels are used by calibration='finetune' only; pass "
-                         "calibration='finetune', or leave the labels out.")
+        batch_size=batch_size, dtype=dtype, finetuning=finetuning,
+        calibration_labels=calibration_labels)
     quantizer = config.quantizer()
     graph = fold(trace(model))
     data = check_calibration_data(calibration_data, graph.input_shape)

@@ -171,6 +171,8 @@ def validate(config):
                           f"got {config.calibration!r}.")
     if config.calibration == "finetune":
         _check_finetune(config)
+    else:
+        _check_no_finetune_flags(config)
     if not 0 < config.percentile <= 100:
         raise ConfigError(f"percentile must be in (0, 100], got {config.percentile}.")
     check_weights(config)
@@ -198,6 +200,18 @@ def _check_finetune(config):
         config.finetuning.check(prefix="--finetune_")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def _check_no_finetune_flags(config):
+    """Refuses --finetune_* flags that --calibration (not finetune) would leave unused."""
+    given = [f"--{name}" for name in ("finetune_epochs", "finetune_labels", "finetune_start")
+             if getattr(config, name) != ConvertConfig.default(name)]
+    if given:
+        names = " and ".join(given)
+        raise ConfigError(f"{names} {'is a setting' if len(given) == 1 else 'are settings'} "
+                          f"of --calibration=finetune, but --calibration={config.calibration}: "
+                          f"nothing would be fine-tuned. Pass --calibration=finetune, or leave "
+                          f"{names} out.")
 
 
 def _check_timesteps(config):
