@@ -23,7 +23,7 @@ import time
 
 import keras
 
-from bsnn_tf import backend, coding, conversion, data, models, quantized
+from bsnn_tf import backend, coding, conversion, data, models, quantized, rundir
 from bsnn_tf.pipeline.checkpoints import check_fits
 from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
 
@@ -68,6 +68,8 @@ class TrainConfig:
             `bsnn_tf.quantized.QuantizedReLU` of this many bits (its thresholds
             fitted to a batch of training images first), so the BSNN converted
             from the saved model with K = snn_phases is the model at its first readout.
+        overwrite: replace an earlier run in `output_dir` (its model.keras,
+            results.json and logs/; other files are kept); else it is refused.
     """
 
     model: str
@@ -90,6 +92,7 @@ class TrainConfig:
     precision: str = "float32"
     weights: str | None = None
     snn_phases: int | None = None
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.epochs is None and self.dataset in DEFAULT_EPOCHS:
@@ -129,6 +132,8 @@ def validate(config):
             raise ConfigError(
                 f"{field} must be a finite number >= 0, got {getattr(config, field)}.")
     check_writable(config.output_dir)
+    check_writable(os.path.dirname(os.path.abspath(config.output_dir)))  # lock and staging
+    rundir.check_no_earlier_run(config.output_dir, config.overwrite, rundir.TRAIN)
 
 
 def train(config, command=None):
@@ -137,31 +142,47 @@ def train(config, command=None):
     Returns what it writes to results.json, where `command` (the command
     line) is recorded too.
 
+    The run is written into a staging directory beside `config.output_dir`
+    that then takes its place whole (`rundir.replace_directory`), under
+    `rundir.run_lock`: an interruption leaves the earlier run or this one.
+
     Raises:
-        ConfigError, data.DatasetNotFoundError: before anything is written.
-        DivergedError: the loss became NaN or infinite; model.keras and
-            results.json are not written (an earlier run's are kept).
+        ConfigError, data.DatasetNotFoundError: before anything is written (an
+            earlier run in `output_dir` without `overwrite`, or another run
+            writing it, among them).
+        DivergedError: the loss became NaN or infinite; nothing is written
+            (an earlier run is kept).
     """
     validate(config)
-    keras.utils.set_random_seed(config.seed)
-    train_batches, test_batches = _batches(config)
-    if config.distribute and keras.backend.backend() == "jax":
-        _check_even_batches(config)
-    with backend.distribution_scope(config.distribute):
-        model = compiled_model(config, steps_per_epoch=len(train_batches))
-        os.makedirs(config.output_dir, exist_ok=True)
-        clock, start = EpochClock(), time.time()
-        # The batches are shuffled by bsnn_tf.data already.
-        history = model.fit(train_batches, epochs=config.epochs, validation_data=test_batches,
-                            shuffle=False, callbacks=[clock, *_callbacks(config.output_dir)])
-        _check_finite(history.history["loss"], config)
-        if config.precision != "float32":
-            trained, model = model, _build(config, data.DATASETS[config.dataset], "float32")
-            model.set_weights(trained.get_weights())
-        write_atomically(os.path.join(config.output_dir, "model.keras"), model.save)
+    with rundir.run_lock(config.output_dir, rundir.TRAIN):
+        keras.utils.set_random_seed(config.seed)
+        train_batches, test_batches = _batches(config)
+        if config.distribute and keras.backend.backend() == "jax":
+            _check_even_batches(config)
+        with backend.distribution_scope(config.distribute):
+            model = compiled_model(config, steps_per_epoch=len(train_batches))
+            written = {}
+            rundir.replace_directory(
+                config.output_dir, overwrite=config.overwrite, script=rundir.TRAIN,
+                write=lambda staging: written.update(results=_fit_and_save(
+                    config, model, train_batches, test_batches, staging, command)))
+    return written["results"]
+
+
+def _fit_and_save(config, model, train_batches, test_batches, directory, command):
+    """Trains `model`, then writes model.keras, results.json (returned) and logs/ into
+    `directory` (the run's staging directory)."""
+    clock, start = EpochClock(), time.time()
+    # The batches are shuffled by bsnn_tf.data already.
+    history = model.fit(train_batches, epochs=config.epochs, validation_data=test_batches,
+                        shuffle=False, callbacks=[clock, *_callbacks(directory)])
+    _check_finite(history.history["loss"], config)
+    if config.precision != "float32":
+        trained, model = model, _build(config, data.DATASETS[config.dataset], "float32")
+        model.set_weights(trained.get_weights())
+    model.save(os.path.join(directory, "model.keras"))
     results = _results(config, history.history, clock, time.time() - start, command)
-    write_atomically(os.path.join(config.output_dir, "results.json"),
-                     lambda path: _write_json(path, results))
+    _write_json(os.path.join(directory, "results.json"), results)
     return results
 
 

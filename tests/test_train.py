@@ -143,11 +143,12 @@ def test_diverged_training_writes_no_model_or_results(tmp_path, small_mnist):
     output_dir = tmp_path / "run"
     output_dir.mkdir()
     (output_dir / "model.keras").write_bytes(b"an earlier run")
-    code = run_train(*SHORT_RUN, "--lr=1e30", f"--data_dir={small_mnist}",
+    code = run_train(*SHORT_RUN, "--lr=1e30", "--overwrite", f"--data_dir={small_mnist}",
                      f"--output_dir={output_dir}")
     assert isinstance(code, str) and "Training diverged" in code and "Lower --lr" in code
     assert (output_dir / "model.keras").read_bytes() == b"an earlier run"
     assert not (output_dir / "results.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging, no lock
 
 
 def test_a_failed_save_keeps_the_previous_model(tmp_path, small_mnist, monkeypatch):
@@ -162,11 +163,13 @@ def test_a_failed_save_keeps_the_previous_model(tmp_path, small_mnist, monkeypat
 
     monkeypatch.setattr(keras.Model, "save", save_cut_short)
     config = training.TrainConfig("mnist_cnn", "mnist", str(output_dir), epochs=1,
-                                  batch_size=64, limit=128, data_dir=str(small_mnist))
+                                  batch_size=64, limit=128, data_dir=str(small_mnist),
+                                  overwrite=True)
     with pytest.raises(OSError, match="No space left"):
         training.train(config)
+    assert sorted(p.name for p in output_dir.iterdir()) == ["model.keras"]  # no logs either
     assert (output_dir / "model.keras").read_bytes() == b"an earlier run"
-    assert sorted(p.name for p in output_dir.iterdir() if p.name != "logs") == ["model.keras"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging, no lock
 
 
 def test_unwritable_output_dir(tmp_path):

@@ -178,13 +178,7 @@ def validate(config):
     check_weights(config)
     check_writable(config.output_dir)
     check_writable(os.path.dirname(os.path.abspath(config.output_dir)))  # lock and staging
-    earlier = rundir.run_outputs(config.output_dir)
-    if earlier and not config.overwrite:
-        raise ConfigError(
-            f"Output directory {config.output_dir!r} holds an earlier run "
-            f"({', '.join(os.path.basename(p) for p in earlier)}); pass --overwrite to replace "
-            "it, or choose another --output_dir."
-        )
+    rundir.check_no_earlier_run(config.output_dir, config.overwrite)
 
 
 def _check_finetune(config):
