@@ -490,6 +490,53 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
         pass
 
 
+# Stages a run into argv[1] and is killed (SIGKILL: nothing can clean up) while writing it.
+SIGKILL_DRIVER = """
+import os, signal, sys
+from bsnn_tf import rundir
+
+def killed_while_writing(directory):
+    with open(os.path.join(directory, "snn_bsnn.keras"), "wb") as f:
+        f.write(b"PK half an SNN")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+rundir.replace_directory(sys.argv[1], killed_while_writing)
+"""
+# Holds the lock of the staging directory argv[1], as a live run does, until killed.
+LIVE_RUN = """
+import fcntl, os, sys, time
+handle = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_run_removes_staging_of_dead_runs_and_keeps_that_of_live_ones(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    killed = subprocess.run([sys.executable, "-c", SIGKILL_DRIVER, str(tmp_path / "run")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (dead,) = [p.name for p in tmp_path.iterdir()]
+    assert dead.startswith(".convert-")  # what a SIGKILL leaves
+    (tmp_path / ".train-0123456789ab-old").mkdir()  # an earlier run's copy, swap over
+    live = tmp_path / ".train-live"
+    live.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", LIVE_RUN, str(live)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with rundir.run_lock(str(tmp_path / "run")):
+            pass
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".train-live"]
+    finally:
+        holder.kill()
+        holder.wait()
+    with rundir.run_lock(str(tmp_path / "other_run")):  # its run is over now
+        pass
+    assert not any(tmp_path.iterdir())
+
+
 SIGTERM_DRIVER = """
 import os, signal, sys
 from absl import app
