@@ -164,15 +164,18 @@ def set_thresholds(model, x, percentile=99.99, batch_size=64):
 
 
 def trained_settings(model):
-    """{(phases, initial_membrane): the name of one layer trained for them}, over every
-    QuantizedReLU of `model` (empty for a model trained without them).
+    """{(phases, initial_membrane): the name of the first layer trained for them}, over
+    every QuantizedReLU of `model` (empty for a model trained without them).
 
     Example:
         >>> list(trained_settings(quantize_relus(ann, phases=3)))
         [(3, 0.5)]
     """
-    return {(layer.phases, layer.initial_membrane): layer.name
-            for layer in layers_of(model) if isinstance(layer, QuantizedReLU)}
+    settings = {}
+    for layer in layers_of(model):
+        if isinstance(layer, QuantizedReLU):
+            settings.setdefault((layer.phases, layer.initial_membrane), layer.name)
+    return settings
 
 
 def layers_of(model):

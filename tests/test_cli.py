@@ -26,7 +26,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 import bsnn_tf
-from bsnn_tf import data, pipeline, rundir
+from bsnn_tf import data, pipeline, quantized, rundir
 from bsnn_tf.conversion import ConversionConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -350,6 +350,19 @@ BAD_INPUTS = [
     ("calibration_split_train_missing_hint",
      ["--calibration_split=train", "--data_dir={inputs}/ten_test_images"],
      "Or calibrate on held-out test images: --calibration_split=test."),
+    ("phases_not_the_trained_k", ["--weights={inputs}/quantized_k4.keras", "--phases=3"],
+     "--phases=3 does not fit --weights {inputs}/quantized_k4.keras: it was trained with "
+     "--snn_phases=4 (its QuantizedReLU layers, e.g. 'conv1_relu', have phases=4), and a BSNN "
+     "of another K is not the trained network at its first readout. Pass --phases=4, or "
+     "leave --phases out."),
+    ("timesteps_not_periods_of_the_trained_k",
+     ["--weights={inputs}/quantized_k3.keras", "--timesteps=64"],
+     "Time steps [64] are not multiples of phases=3: period mode simulates whole periods. "
+     "--weights {inputs}/quantized_k3.keras was trained with --snn_phases=3: use multiples of 3."),
+    ("finetune_flags_without_finetune", ["--finetune_epochs=2", "--finetune_start=percentile"],
+     "--finetune_epochs and --finetune_start are settings of --calibration=finetune, but "
+     "--calibration=percentile: nothing would be fine-tuned. Pass --calibration=finetune, or "
+     "leave --finetune_epochs and --finetune_start out."),
     ("earlier_run_without_overwrite", ["--output_dir={inputs}/earlier_run"],
      "Output directory '{inputs}/earlier_run' holds an earlier run (results.json, "
      "snn_bsnn.keras); pass --overwrite to replace it"),
@@ -394,6 +407,9 @@ def bad_input_outcomes(tmp_path_factory):
     five_classes = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                                      keras.layers.Dense(5)])
     five_classes.save(inputs / "five_classes.keras")
+    demo_ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
+    for phases in (3, 4):  # as train.py --snn_phases saves it
+        quantized.quantize_relus(demo_ann, phases).save(inputs / f"quantized_k{phases}.keras")
     (inputs / "unknown_flag.cfg").write_text(
         f"--model=mnist_cnn\n--epochs=3\n--output_dir={root / 'flagfile_with_unknown_flag'}/out\n")
     command_lines = []
@@ -581,6 +597,16 @@ def test_converged_at_is_the_first_t_from_which_accuracy_stays_close():
 
 
 @pytest.mark.jax
+def test_a_checkpoint_trained_with_snn_phases_converts_with_its_k(tmp_path):
+    path = tmp_path / "quantized_k3.keras"
+    demo_ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
+    quantized.quantize_relus(demo_ann, 3).save(path)
+    config = pipeline.ConvertConfig(weights=str(path), methods=("bsnn", "rate"))
+    pipeline.load_ann(config)
+    assert (config.phases_of("bsnn"), config.phases_of("rate")) == (3, 8)
+    assert config.period_steps == 3  # (rate is simulated step by step)
+
+
 def test_default_config_is_the_offline_demo():
     config = pipeline.ConvertConfig()
     assert config.weights == pipeline.DEMO_CHECKPOINT and os.path.isfile(config.weights)
