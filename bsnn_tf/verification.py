@@ -15,7 +15,9 @@ import dataclasses
 import keras
 import numpy as np
 
+from bsnn_tf.network import SpikingNetwork
 from bsnn_tf.simulation import default_batch_size, simulate
+from bsnn_tf.validation import check_spiking_network, shape_fits
 
 
 @dataclasses.dataclass
@@ -69,10 +71,12 @@ def verify(ann, snn, x, timesteps, *, mode=None, atol=None, batch_size=None):
     Returns:
         A Verification.
     """
-    if not isinstance(ann, keras.Model):
-        raise TypeError(f"ann must be the keras.Model that `snn` was converted from, got "
-                        f"{type(ann).__name__}.")
+    _check_pair(ann, snn)
     names = [n for n, a in snn.ann_layers.items() if _has_layer(ann, a)]
+    if snn.ann_layers and not names:
+        raise ValueError(f"ann '{ann.name}' has none of the layers that snn '{snn.name}' codes "
+                         f"({', '.join(sorted(set(snn.ann_layers.values())))}); pass the ANN "
+                         "it was converted from.")
     probe = keras.Model(ann.inputs, [ann.get_layer(snn.ann_layers[n]).output for n in names]
                         + [logits_tensor(ann)])
     x = np.asarray(x, "float32")
@@ -123,6 +127,25 @@ class _Errors:
             timesteps=timesteps, layers=layers, output_error=self.output_max,
             output_relative_error=self.output_max / max(self.logit_max, 1e-12),
             agreement=self.agreeing / max(self.images, 1))
+
+
+def _check_pair(ann, snn):
+    """A TypeError or ValueError unless `ann` is a Keras ANN and `snn` a SpikingNetwork
+    that take the same images and give the same number of classes."""
+    if isinstance(ann, SpikingNetwork):
+        raise TypeError("verify takes the ANN first, then its SNN: verify(ann, snn, x, "
+                        f"timesteps); got the SpikingNetwork '{ann.name}' as ann.")
+    if not isinstance(ann, keras.Model):
+        raise TypeError(f"ann must be the keras.Model that `snn` was converted from, got "
+                        f"{type(ann).__name__}.")
+    check_spiking_network(snn, "bsnn_tf.verify")
+    ann_io = (tuple(ann.inputs[0].shape[1:]), ann.outputs[0].shape[-1])
+    snn_io = (tuple(snn.unit_shapes[snn.encoder.name]), snn.unit_shapes[snn.readout.name][-1])
+    if not shape_fits(snn_io[0], ann_io[0]) or ann_io[1] != snn_io[1]:
+        raise ValueError(
+            f"ann '{ann.name}' does not fit snn '{snn.name}': the ANN takes images of shape "
+            f"{ann_io[0]} to {ann_io[1]} classes, the SNN {snn_io[0]} to {snn_io[1]}. Pass "
+            "the ANN that the SNN was converted from.")
 
 
 def _has_layer(model, name):

@@ -266,6 +266,28 @@ def test_verify_without_the_ann(snn):
         bsnn_tf.verify(None, snn, images(2, (8, 8, 2)), timesteps=8)
 
 
+def test_verify_with_another_ann_or_the_arguments_swapped(snn):
+    x = images(2, (8, 8, 2))
+    with pytest.raises(TypeError, match=r"verify takes the ANN first, then its SNN: "
+                                        r"verify\(ann, snn, x, timesteps\); got the "
+                                        r"SpikingNetwork '.*' as ann"):
+        bsnn_tf.verify(snn, conv_net(0), x, timesteps=8)
+    four_classes = keras.Sequential([keras.Input((8, 8, 2)), L.Flatten(), L.Dense(4)])
+    with pytest.raises(ValueError, match=r"does not fit snn '.*': the ANN takes images of shape "
+                                         r"\(8, 8, 2\) to 4 classes, the SNN \(8, 8, 2\) to "
+                                         r"3\. Pass the ANN that the SNN was converted from"):
+        bsnn_tf.verify(four_classes, snn, x, timesteps=8)
+    three_classes = keras.Sequential([keras.Input((8, 8, 2)), L.Flatten(), L.Dense(3)])
+    with pytest.raises(ValueError, match="has none of the layers that snn .* codes"):
+        bsnn_tf.verify(three_classes, snn, x, timesteps=8)
+
+
+def test_converting_an_snn_again_says_convert_its_ann(snn):
+    with pytest.raises(TypeError, match=r"is a SpikingNetwork, converted already "
+                                        r"\(method='bsnn'\); convert the ANN it came from"):
+        convert(snn, images(4, (8, 8, 2)))
+
+
 def test_calibration_data_of_any_real_dtype_is_accepted():
     model = dense_net(0)
     pixels = np.random.default_rng(0).integers(0, 256, (8, 6))
