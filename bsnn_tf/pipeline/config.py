@@ -107,7 +107,8 @@ class ConvertConfig:
     finetune_epochs: int | None = None
     finetune_labels: bool = False
     finetune_start: str = FineTuning.start
-    trained_phases: int | None = None
+    # Not a field (no flag sets it): the checkpoint's, set when it is loaded.
+    trained_phases = None
 
     def __post_init__(self):
         self.methods = tuple(dict.fromkeys(self.methods))
