@@ -359,6 +359,9 @@ BAD_INPUTS = [
      ["--weights={inputs}/quantized_k3.keras", "--timesteps=64"],
      "Time steps [64] are not multiples of phases=3: period mode simulates whole periods. "
      "--weights {inputs}/quantized_k3.keras was trained with --snn_phases=3: use multiples of 3."),
+    ("weights_an_snn", ["--weights={inputs}/snn_bsnn.keras"],
+     "Model 'mnist_cnn_bsnn' is a converted SpikingNetwork (method='bsnn'; convert.py saves "
+     "them as snn_<method>.keras), not an ANN; pass the ANN checkpoint it was converted from."),
     ("finetune_flags_without_finetune", ["--finetune_epochs=2", "--finetune_start=percentile"],
      "--finetune_epochs and --finetune_start are settings of --calibration=finetune, but "
      "--calibration=percentile: nothing would be fine-tuned. Pass --calibration=finetune, or "
@@ -410,6 +413,8 @@ def bad_input_outcomes(tmp_path_factory):
     demo_ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
     for phases in (3, 4):  # as train.py --snn_phases saves it
         quantized.quantize_relus(demo_ann, phases).save(inputs / f"quantized_k{phases}.keras")
+    x_calibration, _ = data.load("mnist", "train", data.DEMO_DIR, limit=32)
+    bsnn_tf.convert(demo_ann, x_calibration, verbose=0).save(inputs / "snn_bsnn.keras")
     (inputs / "unknown_flag.cfg").write_text(
         f"--model=mnist_cnn\n--epochs=3\n--output_dir={root / 'flagfile_with_unknown_flag'}/out\n")
     command_lines = []

@@ -304,6 +304,20 @@ def test_weights_that_do_not_fit_the_dataset_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_weights_of_a_converted_snn_are_refused(tmp_path):
+    ann = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
+                            keras.layers.Dense(3)])
+    snn = bsnn_tf.convert(ann, np.random.default_rng(0).uniform(size=(8, 6)), verbose=0)
+    snn.save(tmp_path / "snn_bsnn.keras")
+    code = run_train(*SHORT_RUN, f"--weights={tmp_path}/snn_bsnn.keras",
+                     f"--output_dir={tmp_path / 'run'}")
+    assert code == (f"train.py: error: --weights {tmp_path}/snn_bsnn.keras: Model '{snn.name}' "
+                    "is a converted SpikingNetwork (method='bsnn'; convert.py saves them as "
+                    "snn_<method>.keras), not an ANN; pass the ANN checkpoint it was converted "
+                    "from.")
+    assert not (tmp_path / "run").exists()
+
+
 def test_data_dir_without_the_files(tmp_path):
     empty, output_dir = tmp_path / "empty", tmp_path / "run"
     empty.mkdir()

@@ -140,6 +140,11 @@ def check_trained_phases(ann, config):
 
 def check_fits(ann, dataset):
     """Raises `ConfigError` unless `ann` takes the dataset's images and predicts its classes."""
+    if isinstance(ann, bsnn_tf.SpikingNetwork):
+        raise ConfigError(
+            f"Model {ann.name!r} is a converted SpikingNetwork (method={ann.method!r}; "
+            "convert.py saves them as snn_<method>.keras), not an ANN; pass the ANN checkpoint "
+            "it was converted from.")
     spec = data.DATASETS[dataset]
     input_shape, classes = tuple(ann.input_shape[1:]), ann.output_shape[-1]
     if not shape_fits(spec.input_shape, input_shape):
