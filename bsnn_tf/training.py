@@ -23,7 +23,7 @@ import time
 
 import keras
 
-from bsnn_tf import backend, coding, conversion, data, models, quantized, rundir
+from bsnn_tf import backend, coding, conversion, data, models, quantized, rundir, verification
 from bsnn_tf.pipeline.checkpoints import check_fits
 from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
 
@@ -335,6 +335,12 @@ def _build(config, spec, precision):
                 check_fits(model, config.dataset)
             except ConfigError as error:
                 raise ConfigError(f"--weights {config.weights}: {error}") from error
+            if verification.ends_in_softmax(model):
+                raise ConfigError(
+                    f"--weights {config.weights}: its output layer '{model.layers[-1].name}' "
+                    "is a softmax, but train.py's loss takes logits (it would train on "
+                    "probabilities). Save the model without its final softmax (convert.py "
+                    "takes either).")
             return model
         return models.get(config.model, num_classes=spec.num_classes,
                           input_shape=spec.input_shape)

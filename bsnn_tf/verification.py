@@ -152,18 +152,22 @@ def _has_layer(model, name):
     return any(layer.name == name for layer in model.layers)
 
 
+def ends_in_softmax(ann):
+    """Whether the output of `ann` is a softmax (a layer, or its last layer's activation)."""
+    last = ann.layers[-1]
+    return isinstance(last, keras.layers.Softmax) or (
+        getattr(getattr(last, "activation", None), "__name__", "") == "softmax")
+
+
 def logits_tensor(ann):
     """The ANN's output before a final softmax, as a symbolic tensor."""
+    if not ends_in_softmax(ann):
+        return ann.outputs[0]
     last = ann.layers[-1]
-    activation = getattr(last, "activation", None)
-    if isinstance(last, keras.layers.Softmax) or (
-            isinstance(last, keras.layers.Activation)
-            and getattr(activation, "__name__", "") == "softmax"):
+    if isinstance(last, (keras.layers.Softmax, keras.layers.Activation)):
         return last.input
-    if getattr(activation, "__name__", "") == "softmax":
-        config = dict(last.get_config(), activation="linear", name=f"{last.name}_logits")
-        linear = type(last).from_config(config)
-        logits = linear(last.input)
-        linear.set_weights(last.get_weights())
-        return logits
-    return ann.outputs[0]
+    config = dict(last.get_config(), activation="linear", name=f"{last.name}_logits")
+    linear = type(last).from_config(config)
+    logits = linear(last.input)
+    linear.set_weights(last.get_weights())
+    return logits

@@ -304,6 +304,20 @@ def test_weights_that_do_not_fit_the_dataset_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_weights_ending_in_a_softmax_are_refused(tmp_path):
+    # train.py's loss takes logits: on probabilities it would train, slowly and wrongly.
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax", name="probabilities")])
+    model.save(tmp_path / "softmax.keras")
+    code = run_train(*SHORT_RUN, f"--weights={tmp_path}/softmax.keras",
+                     f"--output_dir={tmp_path / 'run'}")
+    assert code == (f"train.py: error: --weights {tmp_path}/softmax.keras: its output layer "
+                    "'probabilities' is a softmax, but train.py's loss takes logits (it would "
+                    "train on probabilities). Save the model without its final softmax "
+                    "(convert.py takes either).")
+    assert not (tmp_path / "run").exists()
+
+
 def test_weights_of_a_converted_snn_are_refused(tmp_path):
     ann = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
                             keras.layers.Dense(3)])
