@@ -147,6 +147,8 @@ def replace_directory(output_dir, write, overwrite=False, script=CONVERT):
        are done; if the second fails, the first is undone.
     4. The old directory is removed.
 
+    Returns what `write` returns.
+
     An interruption or error before step 3 ends leaves `output_dir` as it
     was (the staging directory is removed); after it, the new run is whole
     in place.
@@ -156,16 +158,17 @@ def replace_directory(output_dir, write, overwrite=False, script=CONVERT):
     """
     target = os.path.realpath(output_dir)  # a symlinked output_dir: replace what it points to
     with _new_directory_beside(target, script.staging_prefix) as staging:
-        write(staging)
+        written = write(staging)
         if not os.path.isdir(target):
             os.rename(staging, target)
-            return
+            return written
         if not overwrite and run_outputs(target, script):
             raise ConfigError(f"Output directory {output_dir!r} got an earlier run's outputs "
                               "meanwhile; pass --overwrite to replace them.")
         _keep_other_files(target, staging, script)
         shutil.copymode(target, staging)
         _swap(staging, target)
+        return written
 
 
 @contextlib.contextmanager

@@ -161,12 +161,10 @@ def train(config, command=None):
             _check_even_batches(config)
         with backend.distribution_scope(config.distribute):
             model = compiled_model(config, steps_per_epoch=len(train_batches))
-            written = {}
-            rundir.replace_directory(
+            return rundir.replace_directory(
                 config.output_dir, overwrite=config.overwrite, script=rundir.TRAIN,
-                write=lambda staging: written.update(results=_fit_and_save(
-                    config, model, train_batches, test_batches, staging, command)))
-    return written["results"]
+                write=lambda staging: _fit_and_save(config, model, train_batches, test_batches,
+                                                    staging, command))
 
 
 def _fit_and_save(config, model, train_batches, test_batches, directory, command):
