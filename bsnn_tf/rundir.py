@@ -25,6 +25,7 @@ import dataclasses
 import fcntl
 import glob
 import os
+import re
 import shutil
 import signal
 import threading
@@ -52,6 +53,10 @@ class Script:
 CONVERT = Script("convert.py", RUN_OUTPUTS)
 TRAIN = Script("train.py", ("model.keras", "results.json", "logs"))
 SCRIPTS = (CONVERT, TRAIN)
+# A staging directory's name: its prefix and 12 hex digits (`_new_directory_beside`), and
+# "-old" for an earlier run's copy (`_swap`); nothing else beside a run is removed.
+_STAGING_NAME = re.compile("(" + "|".join(re.escape(s.staging_prefix) for s in SCRIPTS)
+                           + r")[0-9a-f]{12}(-old)?")
 
 
 def run_outputs(output_dir, script=CONVERT):
@@ -103,8 +108,7 @@ def remove_stale_staging(parent):
     """Removes the staging directories in `parent` that no live run holds: those a
     killed run (SIGKILL, power loss) left, and earlier runs' `-old` copies left by an
     interrupted removal. A live run holds a lock on its staging directory."""
-    names = [name for name in _listdir(parent)
-             if name.startswith(tuple(s.staging_prefix for s in SCRIPTS))]
+    names = [name for name in _listdir(parent) if _STAGING_NAME.fullmatch(name)]
     for name in sorted(names, key=lambda n: n.endswith("-old")):  # staging first
         path = os.path.join(parent, name)
         if name.endswith("-old"):

@@ -541,21 +541,23 @@ def test_a_run_removes_staging_of_dead_runs_and_keeps_that_of_live_ones(tmp_path
     (dead,) = [p.name for p in tmp_path.iterdir()]
     assert dead.startswith(".convert-")  # what a SIGKILL leaves
     (tmp_path / ".train-0123456789ab-old").mkdir()  # an earlier run's copy, swap over
-    live = tmp_path / ".train-live"
+    live = tmp_path / ".train-11112222aaaa"
     live.mkdir()
+    (tmp_path / ".train-data").mkdir()  # not a staging name: the user's
     holder = subprocess.Popen([sys.executable, "-c", LIVE_RUN, str(live)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
         with rundir.run_lock(str(tmp_path / "run")):
             pass
-        assert sorted(p.name for p in tmp_path.iterdir()) == [".train-live"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".train-11112222aaaa",
+                                                              ".train-data"]
     finally:
         holder.kill()
         holder.wait()
     with rundir.run_lock(str(tmp_path / "other_run")):  # its run is over now
         pass
-    assert not any(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == [".train-data"]
 
 
 SIGTERM_DRIVER = """
@@ -714,6 +716,9 @@ def test_an_interrupted_overwrite_leaves_one_whole_run(earlier_run, monkeypatch,
     assert files_under(earlier_run) == expected
     if step != "after the swap":  # (there the earlier run's copy may be left, hidden)
         assert [p.name for p in earlier_run.parent.iterdir()] == ["run"]
+    with rundir.run_lock(str(earlier_run)):  # the next run removes that copy
+        pass
+    assert [p.name for p in earlier_run.parent.iterdir()] == ["run"]
 
 
 @pytest.mark.jax
