@@ -279,7 +279,7 @@ def test_snn_phases_refuses_a_model_it_cannot_quantise(tmp_path):
     layers = keras.layers
     for name, activation, message in (
             ("sigmoid", [layers.Activation("sigmoid")], "activation 'sigmoid' is not ReLU"),
-            ("leaky", [layers.LeakyReLU(0.1)], "'leaky_re_lu' (LeakyReLU): no converter"),
+            ("leaky", [layers.LeakyReLU(0.1, name="leaky")], "'leaky' (LeakyReLU): no converter"),
             ("linear", [], "but it has none: the saved model would hold no quantiser")):
         model = keras.Sequential([keras.Input((28, 28, 1)), layers.Conv2D(4, 3), *activation,
                                   layers.Flatten(), layers.Dense(10)])
