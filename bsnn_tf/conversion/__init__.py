@@ -122,11 +122,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
         percentile=percentile, channelwise=channelwise, synchronous=synchronous,
         input_encoding=input_encoding, initial_membrane=initial_membrane,
         readout_delay=readout_delay, timesteps=timesteps, batch_size=batch_size, dtype=dtype,
-        finetuning=finetuning)
-    if calibration_labels is not None and config.calibration != "finetune" and not auto:
-        raise ValueError("calibration_labels are used by phases='auto' and "
-                         "calibration='finetune' only; pass one of those, or leave the labels "
-                         "out.")
+        finetuning=finetuning, calibration_labels=None if auto else calibration_labels)
     if not auto:
         if tolerance is not None or latency is not None:
             raise ValueError("tolerance and latency are settings of phases='auto'; pass "
@@ -174,9 +170,7 @@ def _trained_settings(model, method, phases, initial_membrane):
     trained for, unless given; a ValueError naming the layer where a BSNN would differ."""
     if not isinstance(model, keras.Model):
         return phases, initial_membrane  # `trace` says what is wrong with it
-    trained = {(layer.phases, layer.initial_membrane): layer.name
-               for layer in quantized.layers_of(model)
-               if isinstance(layer, quantized.QuantizedReLU)}
+    trained = quantized.trained_settings(model)
     if not trained or method != "bsnn":
         return phases, initial_membrane
     if len(trained) > 1:

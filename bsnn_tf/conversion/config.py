@@ -30,6 +30,19 @@ from bsnn_tf.validation import check_timesteps
 _HALF_PRECISION_BITS = {"float16": 10, "bfloat16": 7}
 
 
+def _check_used(calibration, **finetune_arguments):
+    """A ValueError naming each argument given (not None) that calibration `calibration`
+    does not use: those of calibration "finetune" (unused settings are an error)."""
+    given = [name for name, value in finetune_arguments.items() if value is not None]
+    if given and calibration != "finetune":
+        raise ValueError(
+            f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} used by "
+            f"calibration='finetune' only, but calibration={calibration!r}: nothing would be "
+            f"fine-tuned. Pass calibration='finetune', or leave {' and '.join(given)} out"
+            + (" (or pass phases='auto', which scores its search with calibration_labels)."
+               if given == ["calibration_labels"] else "."))
+
+
 @dataclasses.dataclass(frozen=True)
 class ConversionConfig:
     """The settings of one conversion (the arguments of `bsnn_tf.convert`, resolved).
@@ -63,10 +76,13 @@ class ConversionConfig:
 
     @classmethod
     def resolve(cls, method="bsnn", phases=None, initial_membrane=None, finetuning=None,
-                **settings):
+                calibration_labels=None, **settings):
         """The config of `convert(method=..., phases=..., ...)`: defaults filled in, each
-        argument checked; a ValueError or TypeError names the bad one and what to do."""
+        argument checked; a ValueError or TypeError names the bad one and what to do.
+        `calibration_labels` are only checked to be used (they are not part of it)."""
         method = methods.get(method)
+        _check_used(settings.get("calibration", DEFAULT_CALIBRATION),
+                    finetuning=finetuning, calibration_labels=calibration_labels)
         config = cls(
             method=method,
             phases=coding.check_phases(method.default_phases if phases is None else phases),

@@ -87,6 +87,9 @@ class ConvertConfig:
             simulation over all local devices (data parallel; the accuracies
             are those of one device). Calibration and verification use one.
         overwrite: replace the outputs of an earlier run in `output_dir`.
+        trained_phases: the K that the checkpoint's QuantizedReLU layers were trained
+            for (train.py --snn_phases), set when it is loaded: the BSNN's K unless
+            `phases` is given (`phases_of`).
     """
 
     model: str = "mnist_cnn"
@@ -115,6 +118,8 @@ class ConvertConfig:
     finetune_epochs: int | None = None
     finetune_labels: bool = False
     finetune_start: str = FineTuning.start
+    # Not a field (no flag sets it): the checkpoint's, set when it is loaded.
+    trained_phases = None
 
     def __post_init__(self):
         self.methods = tuple(dict.fromkeys(self.methods))
@@ -162,11 +167,16 @@ class ConvertConfig:
         return FineTuning(epochs=self.finetune_epochs, start=self.finetune_start)
 
     def phases_of(self, method):
-        """K for `method`: --phases, the library's default for the method, or with
-        --phases auto the K searched (once `searched` recorded it), else "auto"."""
+        """K for `method`: --phases; with --phases auto the K searched (once `searched`
+        recorded it), else "auto"; else the checkpoint's trained K for BSNN; else the
+        library's default for the method."""
         if self.auto_phases:
             return self._searched_phases.get(method, "auto")
-        return METHODS[method].default_phases if self.phases is None else self.phases
+        if self.phases is not None:
+            return self.phases
+        if method == "bsnn" and self.trained_phases is not None:
+            return self.trained_phases
+        return METHODS[method].default_phases
 
     def searched(self, method, phases):
         """Records the K that --phases auto chose for `method`."""
@@ -200,18 +210,14 @@ def validate(config):
                           f"got {config.calibration!r}.")
     if config.calibration == "finetune":
         _check_finetune(config)
+    else:
+        _check_no_finetune_flags(config)
     if not 0 < config.percentile <= 100:
         raise ConfigError(f"percentile must be in (0, 100], got {config.percentile}.")
     check_weights(config)
     check_writable(config.output_dir)
     check_writable(os.path.dirname(os.path.abspath(config.output_dir)))  # lock and staging
-    earlier = rundir.run_outputs(config.output_dir)
-    if earlier and not config.overwrite:
-        raise ConfigError(
-            f"Output directory {config.output_dir!r} holds an earlier run "
-            f"({', '.join(os.path.basename(p) for p in earlier)}); pass --overwrite to replace "
-            "it, or choose another --output_dir."
-        )
+    rundir.check_no_earlier_run(config.output_dir, config.overwrite)
 
 
 def _check_finetune(config):
@@ -253,6 +259,18 @@ def _check_auto_phases(config):
                           f"images it does not hold out, {calibrating} of "
                           f"--calibration_size={config.calibration_images}; it needs at "
                           f"least {FINETUNE_MIN_IMAGES} (thousands are better).")
+
+
+def _check_no_finetune_flags(config):
+    """Refuses --finetune_* flags that --calibration (not finetune) would leave unused."""
+    given = [f"--{name}" for name in ("finetune_epochs", "finetune_labels", "finetune_start")
+             if getattr(config, name) != ConvertConfig.default(name)]
+    if given:
+        names = " and ".join(given)
+        raise ConfigError(f"{names} {'is a setting' if len(given) == 1 else 'are settings'} "
+                          f"of --calibration=finetune, but --calibration={config.calibration}: "
+                          f"nothing would be fine-tuned. Pass --calibration=finetune, or leave "
+                          f"{names} out.")
 
 
 def _check_timesteps(config):
