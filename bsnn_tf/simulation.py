@@ -80,7 +80,7 @@ class SimulationResult:
             raise ValueError("This result kept no logits (Simulator(keep_outputs=False)); "
                              "count the correct ones from Simulator.update's return.")
         logits = self.outputs if timesteps is None else self.outputs_at[timesteps]
-        labels = check_labels(labels, len(logits))
+        labels = check_labels(labels, len(logits), logits.shape[-1])
         return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
     def firing_rates(self):
@@ -262,6 +262,10 @@ def _checked_images(snn, x):
     return check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
 
 
+def _classes(snn):
+    return snn.unit_shapes[snn.readout.name][-1]
+
+
 def _image_rank(snn):
     return len(snn.unit_shapes[snn.encoder.name])
 
@@ -305,7 +309,7 @@ def evaluate(snn, x, y=None, timesteps=None, *, mode=None, batch_size=None,
         if y is None:
             raise ValueError("evaluate needs the labels y of the images x (one integer "
                              "class per image), or a stream of (images, labels) batches.")
-        check_labels(y, len(x))
+        check_labels(y, len(x), _classes(snn))
         x = _checked_images(snn, x)
     simulator = Simulator(snn, timesteps=timesteps[-1], mode=mode, checkpoints=timesteps,
                           batch_size=batch_size, count_spikes=False, jit_compile=jit_compile,
@@ -317,7 +321,7 @@ def evaluate(snn, x, y=None, timesteps=None, *, mode=None, batch_size=None,
         if labels is None:
             raise ValueError("The stream's batches have no labels: evaluate needs "
                              "(images, labels) batches.")
-        labels = check_labels(labels, len(batch))
+        labels = check_labels(labels, len(batch), _classes(snn))
         logits = simulator.update(batch)
         for t in timesteps:
             correct[t] += int(np.sum(np.argmax(logits[t], axis=-1) == labels))

@@ -61,8 +61,9 @@ def check_timesteps(timesteps):
     return int(timesteps)
 
 
-def check_labels(labels, count):
-    """`labels` as an int array of shape (count,), or a ValueError saying the shapes."""
+def check_labels(labels, count, classes=None):
+    """`labels` as an int array of shape (count,), or a ValueError saying the shapes; given
+    the model's number of `classes`, also one naming labels outside 0..classes - 1."""
     labels = np.asarray(labels)
     if labels.shape != (count,):
         one_hot = (labels.ndim == 2 and len(labels) == count and labels.shape[1] > 1)
@@ -73,7 +74,14 @@ def check_labels(labels, count):
         np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0))
     if not integral:
         raise ValueError(f"labels must be integer classes, got dtype {labels.dtype}.")
-    return labels.astype("int64")
+    labels = labels.astype("int64")
+    if classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(
+            f"labels span {labels.min()}..{labels.max()}, but the model has {classes} classes "
+            f"(0..{classes - 1}): give 0-based class indices"
+            + (" (1-based labels: y - 1)." if labels.min() >= 1 and labels.max() == classes
+               else "."))
+    return labels
 
 
 def check_finite_weights(model):

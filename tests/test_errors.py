@@ -235,6 +235,8 @@ def test_predict_and_call_check_their_input(snn):
     (np.eye(3)[[0, 1]], r"shape \(2, 3\), .*\(one-hot labels: y.argmax\(axis=1\)\)"),
     (np.array([0.5, 1.0]), "labels must be integer classes"),
     (np.array(["a", "b"]), "labels must be integer classes"),
+    (np.array([0, 99]), r"labels span 0..99, but the model has \d+ classes"),
+    (np.array([-1, 0]), r"labels span -1..0, but the model has \d+ classes"),
 ])
 def test_bad_labels(snn, labels, match):
     x = images(2, (8, 8, 2))
