@@ -60,7 +60,9 @@ class Chunk:
             is no longer `needed_until` for the readout before `end`: the logits
             stay exact, but the layers' state and emissions do not, so only a
             logits-only run (no observers, no trace) that ends at `end` may use
-            it. None simulates every layer to the chunk's end.
+            it. `DYNAMIC` (with `skew` = `DYNAMIC`): the same judged from the
+            runtime `end`, over whole chunks. None simulates every layer to the
+            chunk's end.
         trace: also return what every neuron and gate emitted.
     """
 
@@ -379,14 +381,18 @@ class SpikingNetwork(keras.Model):
 
     def _dynamic_gates(self, chunk):
         """{synapse: boolean scalar} in a `DYNAMIC` chunk: whether it runs in it, i.e. is not
-        at rest throughout (before `active_from`) nor, with `stop`, past its `needed_until`
-        throughout. Only synapses with weights (the work) are gated: each gate costs the
+        at rest throughout (before `active_from`) nor, with `stop` = `DYNAMIC`, past its
+        `needed_until` the chunk's runtime `end` throughout. Only synapses with weights (the work) are gated: each gate costs the
         compiled program two functions, and the other layers stay exact on silent input."""
         if chunk.skew != DYNAMIC:
             return {}
         per_unit = 1 if chunk.period_mode else self.phases
         start = ops.cast(chunk.start, "int32")
-        until = {} if chunk.stop is None else self.needed_until(-(-chunk.stop // per_unit))
+        # needed_until(end) is end less a fixed number of periods per layer (one per BIF
+        # layer on the way to the readout): with stop=DYNAMIC, taken from the runtime end.
+        before_end = {} if chunk.stop is None else self.needed_until(0)
+        end_periods = None if chunk.stop is None else ops.floor_divide(
+            ops.cast(chunk.end, "int32") + per_unit - 1, per_unit)
         gates = {}
         for name, begin in self.active_from.items():
             if self._roles[name] != Role.SYNAPSE or not self._by_name[name].weights:
@@ -394,8 +400,8 @@ class SpikingNetwork(keras.Model):
             conditions = []
             if begin > 0:
                 conditions.append(start + chunk.length > begin * per_unit)
-            if name in until and until[name] * per_unit < chunk.stop:
-                conditions.append(start < until[name] * per_unit)
+            if before_end.get(name, 0) < 0:
+                conditions.append(start < (end_periods + before_end[name]) * per_unit)
             if conditions:
                 gates[name] = (conditions[0] if len(conditions) == 1
                                else ops.logical_and(*conditions))
@@ -499,9 +505,9 @@ class SpikingNetwork(keras.Model):
         a layer is no longer `needed_until` the end) skips it there. The first
         MAX_SKEWED_CHUNKS such chunks are each compiled with their own schedule:
         `skew` is the start itself and, where a layer stops in it, `stop` = `units`.
-        All later chunks then share one program, `skew` = `DYNAMIC` (with `stop` =
-        `units` in a `logits_only` run), which skips a layer over whole chunks only,
-        so that a run compiles as many programs for any T. Else both are None.
+        All later chunks then share one program, `skew` = `DYNAMIC` (and `stop` =
+        `DYNAMIC` in a `logits_only` run), which skips a layer over whole chunks only,
+        so that a run compiles the same programs for any T. Else both are None.
         """
         per_unit = 1 if period_mode else self.phases
         all_active = max(self.active_from.values()) * per_unit
@@ -515,7 +521,7 @@ class SpikingNetwork(keras.Model):
         head, rest = starts[:MAX_SKEWED_CHUNKS], starts[MAX_SKEWED_CHUNKS:]
         chunks = [(start, start, units if stopping(start) else None) if skipping(start)
                   else (start, None, None) for start in head]
-        shared = ((DYNAMIC, units if logits_only else None) if any(map(skipping, rest))
+        shared = ((DYNAMIC, DYNAMIC if logits_only else None) if any(map(skipping, rest))
                   else (None, None))
         return chunks + [(start,) + shared for start in rest]
 

@@ -193,7 +193,8 @@ def test_logits_only_runs_stop_each_layer_once_it_can_no_longer_reach_the_readou
         assert until[layer.name] == end - (snn.depth - 1 - layer.start_period), layer.name
     chunks = snn.chunk_starts(end, 1, period_mode=True, logits_only=True)
     assert chunks[0] == (0, 0, None)
-    assert {chunk[1:] for chunk in chunks[1:]} == {(bsnn_tf.network.DYNAMIC, end)}
+    dynamic = bsnn_tf.network.DYNAMIC
+    assert {chunk[1:] for chunk in chunks[1:]} == {(dynamic, dynamic)}
     monkeypatch.setattr(bsnn_tf.network, "MAX_SKEWED_CHUNKS", end)
     chunks = snn.chunk_starts(end, 1, period_mode=True, logits_only=True)
     first_stop = end - (snn.depth - 1)  # where the first spiking layer stops
