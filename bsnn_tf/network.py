@@ -382,8 +382,9 @@ class SpikingNetwork(keras.Model):
     def _dynamic_gates(self, chunk):
         """{synapse: boolean scalar} in a `DYNAMIC` chunk: whether it runs in it, i.e. is not
         at rest throughout (before `active_from`) nor, with `stop` = `DYNAMIC`, past its
-        `needed_until` the chunk's runtime `end` throughout. Only synapses with weights (the work) are gated: each gate costs the
-        compiled program two functions, and the other layers stay exact on silent input."""
+        `needed_until` the chunk's runtime `end` throughout. Only synapses with weights
+        (the work) are gated: each gate costs the compiled program two functions, and the
+        other layers stay exact on silent input."""
         if chunk.skew != DYNAMIC:
             return {}
         per_unit = 1 if chunk.period_mode else self.phases
