@@ -27,7 +27,7 @@ from bsnn_tf.validation import (check_inputs, check_mode, check_timesteps,
 # Chunks at the head of a simulation compiled each with its own static wavefront schedule
 # (`Chunk.skew`); the others share one program that skips layers judged from its runtime
 # start (`DYNAMIC`), so a run compiles at most MAX_SKEWED_CHUNKS + 1 programs whatever T.
-# A program holds about 1 MB per layer on a CPU (DenseNet-121: about 1 GB), so every
+# A program holds about 1 MB per layer on a CPU (DenseNet-121 has 2,500 layers), so every
 # static chunk costs that much memory and its compile time.
 MAX_SKEWED_CHUNKS = 1
 DYNAMIC = "dynamic"  # Chunk.skew of the shared program
