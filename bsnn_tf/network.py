@@ -24,8 +24,13 @@ from bsnn_tf.clock import Clock, Constant
 from bsnn_tf.validation import (check_inputs, check_mode, check_timesteps,
                                 check_whole_periods, warn_before_first_readout)
 
-# Chunks compiled with the wavefront schedule at each end of a simulation (compile time).
-MAX_SKEWED_CHUNKS = 8
+# Chunks at the head of a simulation compiled each with its own static wavefront schedule
+# (`Chunk.skew`); the others share one program that skips layers judged from its runtime
+# start (`DYNAMIC`), so a run compiles at most MAX_SKEWED_CHUNKS + 1 programs whatever T.
+# A program holds about 1 MB per layer on a CPU (DenseNet-121 has 2,500 layers), so every
+# static chunk costs that much memory and its compile time.
+MAX_SKEWED_CHUNKS = 1
+DYNAMIC = "dynamic"  # Chunk.skew of the shared program
 # A chunk's length: at most this many periods, and as many as keep LIVE_OUTPUTS copies of
 # the largest layer's output over the chunk within CHUNK_BYTES (layers run one after the
 # other, so a few outputs and their temporaries are alive at a time, not all of them).
@@ -47,14 +52,18 @@ class Chunk:
         period_mode: True for period units (BSNN), False for steps.
         end: time units at or after `end` are not counted (readout, observers).
         skew: `start` as a Python int, to skip each layer before it is
-            `active_from` (the wavefront schedule; exact); None simulates every
-            layer from the start of the chunk.
+            `active_from` (the wavefront schedule; exact); `DYNAMIC` to skip,
+            judged from the runtime `start`, each layer at rest over the whole
+            chunk (and, with `stop`, each layer no longer needed over all of it),
+            one program for every start; None simulates every layer throughout.
         stop: with `skew`, `end` as a Python int, to stop each layer where it
             is no longer `needed_until` for the readout before `end`: the logits
             stay exact, but the layers' state and emissions do not, so only a
             run that ends at `end` and keeps no more than the logits and the
             spike counts on the schedule (no trace, no emitted values) may use
-            it. None simulates every layer to the chunk's end.
+            it. `DYNAMIC` (with `skew` = `DYNAMIC`): the same judged from the
+            runtime `end`, over whole chunks. None simulates every layer to the
+            chunk's end.
         trace: also return what every neuron and gate emitted.
         count_window: which time units the spike counter counts
             (`observers.COUNT_WINDOWS`): "schedule", each neuron layer only
@@ -331,6 +340,7 @@ class SpikingNetwork(keras.Model):
         clock = Clock(ops.cast(chunk.start, "int32") + ops.arange(chunk.length, dtype="int32"),
                       chunk.period_mode, chunk.end)
         windows = self._chunk_windows(chunk.skew, chunk.stop, chunk.length, chunk.period_mode)
+        running = self._dynamic_gates(chunk)
         watching = [o for o in observers.OBSERVERS if o.key in state]
         if chunk.stop is not None and (chunk.trace or (watching and (
                 watching != [observers.SPIKES] or chunk.count_window != "schedule"))):
@@ -350,26 +360,43 @@ class SpikingNetwork(keras.Model):
                             [self._arriving(values, state, i, begin, until, batch)
                              for i in inputs])
                 window = clock.window(begin, until)
-                values[name] = (begin, self._advance(
-                    name, arriving, state, new, window, watching,
-                    Clock(window.time, window.period_mode, counted_until.get(name, window.end))))
+                counting = Clock(window.time, window.period_mode,
+                                 counted_until.get(name, window.end))
+                values[name] = (begin, self._advance(name, arriving, state, new, window,
+                                                     watching, counting, batch,
+                                                     running.get(name)))
             if chunk.trace and role in (Role.NEURON, Role.GATE):
                 traced[name] = self._aligned(values, name, 0, chunk.length, batch)
         return ChunkResult(new, self._readout_totals(values, state, new, chunk.length, batch),
                            traced)
 
-    def _advance(self, name, arriving, state, new, clock, watching, counting_clock):
+    def _advance(self, name, arriving, state, new, clock, watching, counting_clock, batch,
+                 running=None):
         """Runs layer `name` over `clock`; returns its time-major output. The spike
-        counter counts what it emits before `counting_clock.end` (its count window's end)."""
-        outputs, layer_state = self._runners[name].run(arriving, state["layers"].get(name, ()),
-                                                       clock)
+        counter counts what it emits before `counting_clock.end` (its count window's end).
+        With `running` (a boolean scalar), only where it is true: else the layer is silent
+        and keeps its state and totals."""
+        layer, layer_state = self._by_name[name], state["layers"].get(name, ())
+        totals = ([state[o.key][name] for o in watching]
+                  if self._roles[name] == Role.NEURON else [])
+
+        def advance():
+            outputs, after = self._runners[name].run(arriving, layer_state, clock)
+            return outputs, after, [
+                observer.observe(layer, outputs, total,
+                                 counting_clock if observer is observers.SPIKES else clock)
+                for observer, total in zip(watching, totals)]
+
+        def silent():
+            return (ops.zeros((len(clock), batch) + self.unit_shapes[name], self.compute_dtype),
+                    layer_state, totals)
+
+        outputs, layer_state, totals = (advance() if running is None
+                                        else ops.cond(running, advance, silent))
         if layer_state:
             new["layers"][name] = layer_state
-        if self._roles[name] == Role.NEURON:
-            for observer in watching:
-                counted = counting_clock if observer is observers.SPIKES else clock
-                new[observer.key][name] = observer.observe(
-                    self._by_name[name], outputs, state[observer.key][name], counted)
+        for observer, total in zip(watching, totals):
+            new[observer.key][name] = total
         return outputs
 
     def _counted_until(self, chunk):
@@ -400,10 +427,39 @@ class SpikingNetwork(keras.Model):
         return {layer.name: max(steps(until[layer.name]) - steps(self.active_from[layer.name]),
                                 0) for layer in self.spiking_layers()}
 
+    def _dynamic_gates(self, chunk):
+        """{synapse: boolean scalar} in a `DYNAMIC` chunk: whether it runs in it, i.e. is not
+        at rest throughout (before `active_from`) nor, with `stop` = `DYNAMIC`, past its
+        `needed_until` the chunk's runtime `end` throughout. Only synapses with weights
+        (the work) are gated: each gate costs the compiled program two functions, and the
+        other layers stay exact on silent input."""
+        if chunk.skew != DYNAMIC:
+            return {}
+        per_unit = 1 if chunk.period_mode else self.phases
+        start = ops.cast(chunk.start, "int32")
+        # needed_until(end) is end less a fixed number of periods per layer (one per BIF
+        # layer on the way to the readout): with stop=DYNAMIC, taken from the runtime end.
+        before_end = {} if chunk.stop is None else self.needed_until(0)
+        end_periods = None if chunk.stop is None else ops.floor_divide(
+            ops.cast(chunk.end, "int32") + per_unit - 1, per_unit)
+        gates = {}
+        for name, begin in self.active_from.items():
+            if self._roles[name] != Role.SYNAPSE or not self._by_name[name].weights:
+                continue
+            conditions = []
+            if begin > 0:
+                conditions.append(start + chunk.length > begin * per_unit)
+            if before_end.get(name, 0) < 0:
+                conditions.append(start < (end_periods + before_end[name]) * per_unit)
+            if conditions:
+                gates[name] = (conditions[0] if len(conditions) == 1
+                               else ops.logical_and(*conditions))
+        return gates
+
     def _chunk_windows(self, skew, stop, length, period_mode):
         """{layer: (begin, until)}: the chunk's time units in which it runs; before
         `begin` it is at rest, from `until` on it no longer matters."""
-        if skew is None:
+        if skew is None or skew == DYNAMIC:  # the whole chunk
             return dict.fromkeys(self._by_name, (0, length))
         per_unit = 1 if period_mode else self.phases
         local = lambda period: int(np.clip(period * per_unit - skew, 0, length))
@@ -482,29 +538,32 @@ class SpikingNetwork(keras.Model):
         units = self.time_units(steps, period_mode)
         chunk = self.chunk_length(x.shape[0] or CALL_BATCH, units, period_mode, logits_only=True)
         chunks = self.chunk_starts(units, chunk, period_mode, logits_only=True)
-        # The plain chunks (one compiled loop) lie between the skewed ones at both ends.
-        plain = [index for index, (_, skew, _) in enumerate(chunks) if skew is None]
-        first, last = (plain[0], plain[-1] + 1) if plain else (len(chunks), len(chunks))
+        # The chunks with their own schedule come first; the rest share one, in one loop.
+        first = next((index for index, (_, skew, _) in enumerate(chunks)
+                      if skew is None or skew == DYNAMIC), len(chunks))
         state = self.start_state(x, count_spikes=False)
-        run = lambda state, start, skew=None, stop=None: self.run_chunk(
+        run = lambda state, start, skew, stop: self.run_chunk(
             x, state, Chunk(start, chunk, period_mode, units, skew, stop)).state
         for start, skew, stop in chunks[:first]:
             state = run(state, start, skew, stop)
-        state = ops.fori_loop(first, last, lambda index, state: run(state, index * chunk), state)
-        for start, skew, stop in chunks[last:]:
-            state = run(state, start, skew, stop)
+        if first < len(chunks):
+            _, skew, stop = chunks[first]
+            state = ops.fori_loop(first, len(chunks),
+                                  lambda index, state: run(state, index * chunk, skew, stop), state)
         return self.readout.logits(state["layers"][self.readout.name][0], steps)
 
     def chunk_starts(self, units, chunk, period_mode, logits_only=False):
         """[(start, skew, stop)] of the chunks of `chunk` time units that simulate `units`.
 
-        `skew` is the start itself for a chunk in which some layer does not run
-        throughout: at the head, where layers are still at rest (`active_from`),
-        and, in a `logits_only` run (which may count spikes on the schedule,
-        `Chunk.count_window`), wherever a layer is no longer `needed_until`
-        the end; there `stop` = `units` stops it. Else both are None. Each
-        skewed chunk is compiled on its own, so there are at most
-        MAX_SKEWED_CHUNKS at each end; the chunks between them run every layer.
+        A chunk in which some layer does not run throughout (at the head, where
+        layers are still at rest, `active_from`; in a `logits_only` run, wherever
+        a layer is no longer `needed_until` the end) skips it there. The first
+        MAX_SKEWED_CHUNKS such chunks are each compiled with their own schedule:
+        `skew` is the start itself and, where a layer stops in it, `stop` = `units`.
+        All later chunks then share one program, `skew` = `DYNAMIC` (and `stop` =
+        `DYNAMIC` in a `logits_only` run), which skips a layer over whole chunks only,
+        so that a run compiles the same programs for any T. A `logits_only` run may
+        count spikes on the schedule (`Chunk.count_window`). Else both are None.
         """
         per_unit = 1 if period_mode else self.phases
         all_active = max(self.active_from.values()) * per_unit
@@ -513,14 +572,14 @@ class SpikingNetwork(keras.Model):
         if logits_only:
             until = self.needed_until(-(-units // per_unit))
             first_stop = min(until[layer.name] for layer in self.spiking_layers()) * per_unit
-        chunks = []
-        for index, start in enumerate(starts):
-            stopping = first_stop is not None and start + chunk > first_stop
-            skewed = ((start < all_active and index < MAX_SKEWED_CHUNKS)
-                      or (stopping and len(starts) - index <= MAX_SKEWED_CHUNKS))
-            chunks.append((start, start if skewed else None,
-                           units if skewed and stopping else None))
-        return chunks
+        stopping = lambda start: first_stop is not None and start + chunk > first_stop
+        skipping = lambda start: start < all_active or stopping(start)
+        head, rest = starts[:MAX_SKEWED_CHUNKS], starts[MAX_SKEWED_CHUNKS:]
+        chunks = [(start, start, units if stopping(start) else None) if skipping(start)
+                  else (start, None, None) for start in head]
+        shared = ((DYNAMIC, DYNAMIC if logits_only else None) if any(map(skipping, rest))
+                  else (None, None))
+        return chunks + [(start,) + shared for start in rest]
 
     def chunk_length(self, batch_size, units, period_mode, logits_only=False,
                      budget=CHUNK_BYTES):

@@ -147,3 +147,81 @@ def test_calibration_statistics_show_a_nan_of_a_late_batch(percentile):
     stats.on_predict_batch_end(1, {"outputs": [late]})
     assert np.isnan(stats.maxima()["relu"])
     assert np.isnan(stats.result()["relu"]) == (percentile == 100.0)
+
+
+def dense_stack(blocks=12, growth=2):
+    """A DenseNet-like stack, deeper in BIF layers than T = 256 has periods at K = 8: dense
+    blocks of two units, each concatenating a Conv + BN + ReLU branch to what came before,
+    with a Conv + ReLU transition after each block (so few synchronous layers)."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = L.ReLU()(L.Conv2D(4, 3, padding="same")(inputs))
+    for _ in range(blocks):
+        for _ in range(2):
+            y = L.ReLU()(L.BatchNormalization()(L.Conv2D(growth, 3, padding="same")(x)))
+            x = L.Concatenate()([x, y])
+        x = L.ReLU()(L.Conv2D(4, 1)(x))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, L.Dense(10)(x))
+
+
+def simulation_peak_rss(*timesteps):
+    """[{"peak": bytes, "depth": D}] per T: the peak RSS of a fresh process (run side by side)
+    that converts `dense_stack` and simulates it (K = 8, 4 images, spikes counted) T steps."""
+    processes = [subprocess.Popen([sys.executable, __file__, str(t)], cwd=REPO, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=dict(os.environ, PYTHONPATH=str(REPO)))
+                 for t in timesteps]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+        results.append(json.loads(stdout.splitlines()[-1]))
+    return results
+
+
+def test_memory_is_flat_in_t_on_a_deep_concatenating_net():
+    # Before, the chunks at the head (up to 8) were compiled each on its own, about 1 MB
+    # of memory per layer each: T = 2,048 compiled four programs here (1.3x the peak of
+    # T = 256, which compiled two), DenseNet-121 nine (over 11 GB).
+    short, long = simulation_peak_rss(256, 2048)
+    assert short["depth"] > 256 // 8  # T = 256 ends before the head does
+    mb = lambda b: f"{b / 2**20:.0f} MB"
+    assert long["peak"] <= 1.2 * short["peak"], (f"T = 256: {mb(short['peak'])}, "
+                                                 f"T = 2,048: {mb(long['peak'])}")
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("count_spikes", [True, False])
+def test_a_simulation_compiles_the_same_two_programs_for_any_t(count_spikes):
+    keras.utils.set_random_seed(0)
+    ann = keras.Sequential([keras.Input((4, 4, 1))] + [
+        keras.layers.Conv2D(2, 3, padding="same", activation="relu") for _ in range(10)] + [
+        keras.layers.Flatten(), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).uniform(0, 1, (8, 4, 4, 1)).astype("float32")
+    snn = bsnn_tf.convert(ann, x, phases=2, verbose=0)
+    compiled = []
+    for periods in (3, 2 * snn.depth):  # ending inside the head, and long after it
+        simulation._COMPILED.pop(snn, None)
+        bsnn_tf.simulate(snn, x[:2], timesteps=2 * periods, chunk=1, count_spikes=count_spikes,
+                         verbose=0)
+        (run_chunks, _), = simulation._COMPILED[snn].values()
+        compiled.append(set(run_chunks))
+    # Before, every chunk that skips a layer was compiled on its own, up to 8 at each end:
+    # 3 programs, then 9 (17 in the logits-only run).
+    assert snn.depth > 8
+    assert [len(programs) for programs in compiled] == [2, 2], compiled
+    dynamic = bsnn_tf.network.DYNAMIC
+    assert (dynamic, dynamic if not count_spikes else None) in compiled[0] & compiled[1]
+
+
+if __name__ == "__main__":  # the measured process of simulation_peak_rss
+    import resource
+
+    timesteps = int(sys.argv[1])
+    x = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 3)).astype("float32")
+    snn = bsnn_tf.convert(dense_stack(), x, phases=8, timesteps=timesteps, verbose=0)
+    bsnn_tf.simulate(snn, x[:4], timesteps=timesteps, verbose=0)
+    print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      "depth": snn.depth}))
