@@ -54,7 +54,7 @@ def image_batches(name, images, indices, batch_size, skip_unreadable=False):
         >>> images = find("mnist", "test")
         >>> batches = image_batches("mnist", images, range(10), batch_size=4)
         >>> [(b.x.shape, b.y.tolist()) for b in batches][-1]
-        ((2, 28, 28, 1), [4, 9])
+        ((2, 28, 28, 1), [5, 9])
     """
     indices = np.asarray(indices, "int64")
     finish = functools.partial(preprocess, name)
