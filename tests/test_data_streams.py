@@ -163,3 +163,16 @@ def test_a_tar_that_is_not_ilsvrc2012_is_refused(tmp_path, member):
             tar.addfile(info, io.BytesIO(content))
     with pytest.raises(data.CorruptDataError, match="ILSVRC2012_img_val.tar: not"):
         data.find("imagenet", "val", tmp_path)
+
+
+def test_calibration_images_are_drawn_as_before():
+    """convert.py's calibration images: seed 0's draw of training images, decoded whole."""
+    from bsnn_tf import pipeline
+
+    images = pipeline.load_images(pipeline.ConvertConfig(limit=10, calibration_size=50))
+    train = data.find("mnist", "train")
+    drawn = np.sort(np.random.default_rng(0).choice(len(train), size=50, replace=False))
+    np.testing.assert_array_equal(images.x_calibration,
+                                  data.preprocess("mnist", train.array[drawn]))
+    np.testing.assert_array_equal(images.y_calibration, train.labels[drawn])
+    assert images.evaluated.tolist() == list(range(10))

@@ -212,11 +212,11 @@ def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, sta
                 simulator.update(batch.x[:wanted])
                 state.statistics[method] = partial.combined(saved.get(method),
                                                             simulator.result())
-        _keep_verification_images(state, batch)
+        kept = _keep_verification_images(state, batch)
         state.done += batch.count
         state.images += len(batch.x)
         state.unreadable += [message for _, message in batch.unreadable]
-        partial.save(partial_dir, state, statistics_changed=bool(wanted))
+        partial.save(partial_dir, state, statistics_changed=bool(wanted) or kept)
         progress.update(state.done)
     if not state.images:
         raise data.CorruptDataError(f"None of the {len(images.evaluated)} evaluated images of "
@@ -267,15 +267,16 @@ def _statistics_wanted(config, state, count):
 
 
 def _keep_verification_images(state, batch):
-    """Keeps the first `VERIFY_IMAGES` evaluated images in `state`."""
+    """Keeps the first `VERIFY_IMAGES` evaluated images in `state`; whether it took any."""
     have = 0 if state.verify_x is None else len(state.verify_x)
     if have >= VERIFY_IMAGES or not len(batch.x):
-        return
+        return False
     take = VERIFY_IMAGES - have
     state.verify_x = batch.x[:take] if state.verify_x is None else np.concatenate(
         [state.verify_x, batch.x[:take]])
     state.verify_y = batch.y[:take] if state.verify_y is None else np.concatenate(
         [state.verify_y, batch.y[:take]])
+    return True
 
 
 def _fingerprint(config, images, snns, timesteps, checkpoints):
