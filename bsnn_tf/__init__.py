@@ -16,10 +16,10 @@ with console.quiet_start():  # the first import of Keras imports TensorFlow (the
 from bsnn_tf import layers, metrics, models  # noqa: E402
 from bsnn_tf.conversion import DEFAULT_PHASES, convert  # noqa: E402
 from bsnn_tf.network import SpikingNetwork  # noqa: E402
-from bsnn_tf.simulation import SimulationResult, evaluate, simulate  # noqa: E402
+from bsnn_tf.simulation import SimulationResult, Simulator, evaluate, simulate  # noqa: E402
 from bsnn_tf.verification import Verification, verify  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["convert", "DEFAULT_PHASES", "simulate", "evaluate", "verify", "SpikingNetwork",
-           "SimulationResult", "Verification", "metrics", "models"]
+           "SimulationResult", "Simulator", "Verification", "metrics", "models"]

@@ -95,7 +95,8 @@ class Progress:
     """Progress over `total` items of one stage.
 
     Args:
-        total: how many items the stage has.
+        total: how many items the stage has; None where a stream does not say
+            (the lines then count items and time, and `finish` ends them).
         stage: what the stage does ("Simulating bsnn", ...), the start of each plain line.
         unit: what an item is ("image", "batch", "layer").
         verbose: 0 prints nothing; 1 or "auto" prints.
@@ -107,7 +108,8 @@ class Progress:
 
     def __init__(self, total, stage, unit="image", verbose="auto", plain=None, every=None,
                  say=None):
-        self.total, self.stage, self.unit = int(total), stage, unit
+        self.total = None if total is None else int(total)
+        self.stage, self.unit = stage, unit
         self.silent = verbose == 0
         self.plain = not is_terminal() if plain is None else plain
         self.every = PLAIN_EVERY if every is None else every
@@ -129,6 +131,11 @@ class Progress:
             self.bar.update(done)
             return
         now = time.time()
+        if self.total is None:
+            if now - self.last >= self.every and done:
+                self.say(f"{self.stage}: {done} {self.unit}s, {_clock(now - self.start)} so far")
+                self.last = now
+            return
         if done >= self.total:
             self.say(f"{self.stage}: {done}/{self.total} {self.unit}s (100%) in "
                      f"{_clock(now - self.start)}")
@@ -142,6 +149,16 @@ class Progress:
 
     def add(self, count=1):
         self.update(self.done + count)
+
+    def finish(self):
+        """Ends a stage whose total was not known beforehand (no-op otherwise)."""
+        if self.total is not None or self.silent:
+            return
+        if self.bar is not None:
+            self.bar.update(self.done, finalize=True)
+        else:
+            self.say(f"{self.stage}: {self.done} {self.unit}s in "
+                     f"{_clock(time.time() - self.start)}")
 
 
 def _say(line):

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from bsnn_tf import layers, methods, observers, roles, twin
+from bsnn_tf import batches, layers, methods, observers, roles, twin
 from bsnn_tf.roles import Role
 from bsnn_tf.clock import Clock, Constant
 from bsnn_tf.validation import (check_inputs, check_mode, check_timesteps,
@@ -418,9 +418,15 @@ class SpikingNetwork(keras.Model):
 
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`; an array `x` is first checked like `bsnn_tf.simulate`'s,
-        and a `timesteps` before the first readout is warned about."""
+        a stream of batches may yield images alone (`bsnn_tf.batches`), and a
+        `timesteps` before the first readout is warned about."""
         if isinstance(x, (np.ndarray, list)) or keras.ops.is_tensor(x):
             x = self.check_inputs(x)
+        elif hasattr(x, "element_spec"):
+            x = batches.batched(x, len(self.unit_shapes[self.encoder.name]),
+                                kwargs.get("batch_size"))
+        elif batches.is_stream(x) and not isinstance(x, keras.utils.PyDataset):
+            x = ((self.check_inputs(images),) for images, _ in batches.iterate(x))
         warn_before_first_readout(self, [self.timesteps])
         return super().predict(x, *args, **kwargs)
 

@@ -20,7 +20,7 @@ import weakref
 import keras
 import numpy as np
 
-from bsnn_tf import backend, console, observers
+from bsnn_tf import backend, batches, console, observers
 from bsnn_tf.network import Chunk
 from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_spiking_network,
                                 check_timesteps, check_whole_periods, warn_before_first_readout)
@@ -37,8 +37,9 @@ class SimulationResult:
 
     Attributes:
         timesteps: T, steps simulated.
-        outputs: (N, classes) logits after T steps, in ANN units.
-        outputs_at: {T_c: (N, classes)} logits after each checkpoint T_c.
+        outputs: (N, classes) logits after T steps, in ANN units (None from a
+            `Simulator` with `keep_outputs=False`).
+        outputs_at: {T_c: (N, classes)} logits after each checkpoint T_c (likewise).
         spike_counts: {layer: (N,)} spikes per sample; None with `count_spikes=False`.
         unit_spike_counts: {layer: (*units)} spikes per unit, summed over samples
             (None with `count_spikes=False`).
@@ -52,8 +53,8 @@ class SimulationResult:
     """
 
     timesteps: int
-    outputs: np.ndarray
-    outputs_at: dict
+    outputs: np.ndarray | None
+    outputs_at: dict | None
     spike_counts: dict | None
     unit_spike_counts: dict | None
     neurons: dict
@@ -67,6 +68,9 @@ class SimulationResult:
         Args:
             labels: one integer class per simulated image, shape (N,).
         """
+        if self.outputs is None:
+            raise ValueError("This result kept no logits (Simulator(keep_outputs=False)); "
+                             "count the correct ones from Simulator.update's return.")
         logits = self.outputs if timesteps is None else self.outputs_at[timesteps]
         labels = check_labels(labels, len(logits))
         return float(np.mean(np.argmax(logits, axis=-1) == labels))
@@ -95,12 +99,15 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
 
     Args:
         snn: a SpikingNetwork from `bsnn_tf.convert`.
-        x: images (N, *input_shape), preprocessed like the ANN's input.
+        x: images (N, *input_shape), preprocessed like the ANN's input: an array,
+            or a stream of batches (`tf.data.Dataset`, `keras.utils.PyDataset`,
+            generator; labels in it are ignored), read once (`bsnn_tf.batches`).
         timesteps: T, a positive int.
         mode: "period" (exact and fast; BSNN only, T and checkpoints multiples
             of the phases) or "step" (every time step). Default: the SNN's mode.
         checkpoints: step counts at which to also record the logits.
-        batch_size: images per batch (default: `default_batch_size`, at most N).
+        batch_size: images per compiled batch (default: `default_batch_size`, at
+            most N; for a stream, at most its first batch).
         ann: the source keras.Model; with it, spikes of inactivated neurons are counted.
         count_spikes: count spikes per layer and unit (metrics, TensorBoard, SIN);
             False compiles a logits-only simulation that carries no counters.
@@ -122,35 +129,116 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
             readout (`SpikingNetwork.first_readout`).
     """
     check_spiking_network(snn, "bsnn_tf.simulate")
-    period_mode = check_mode(snn, mode or snn.mode)
-    timesteps = check_timesteps(timesteps)
-    span = snn.time_units(timesteps, period_mode)  # periods in period mode, else steps
-    checkpoints = _check_checkpoints(checkpoints, timesteps, snn.phases if period_mode else 1)
-    x = check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
-    warn_before_first_readout(snn, checkpoints)
-    if ann is not None and not count_spikes:
-        raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
-                         "count_spikes=True.")
-    devices = backend.devices(distribute)
-    batch_size = _batch_size(len(x), batch_size, devices.count,
-                             lambda: default_batch_size(snn, count_spikes, record_values,
-                                                        timesteps, mode))
-    chunk_length = _chunk_length(snn, batch_size // devices.count, span, chunk, period_mode,
-                                 logits_only=not (count_spikes or record_values or trace))
-    run_chunk, start_state = _compiled(snn, chunk_length, period_mode, trace, count_spikes,
-                                       record_values, jit_compile, devices)
-    totals = _Totals(snn, _activation_probe(snn, ann), timesteps, checkpoints)
-    progress = console.Progress(len(x), f"Simulating {snn.name}", verbose=verbose)
-    for begin in range(0, len(x), batch_size):
-        images = x[begin:begin + batch_size]
-        batch = _pad(images, batch_size)
-        placed = devices.put(batch)
-        outputs_at, state, traced = _simulate_batch(
-            snn, placed, run_chunk, start_state(placed), span, chunk_length, period_mode,
-            checkpoints, trace, devices)
-        totals.add(batch, len(images), outputs_at, state, traced)
-        progress.update(begin + len(images))
-    return totals.result()
+    images = batches.count(x)
+    if images is not None:
+        x = _checked_images(snn, x)  # before compiling anything
+    simulator = Simulator(snn, timesteps=timesteps, mode=mode, checkpoints=checkpoints,
+                          batch_size=batch_size, ann=ann, count_spikes=count_spikes,
+                          record_values=record_values, trace=trace, chunk=chunk,
+                          jit_compile=jit_compile, distribute=distribute, images=images)
+    progress = console.Progress(images, f"Simulating {snn.name}", verbose=verbose)
+    for batch, _ in batches.iterate(x, simulator.batch_size, image_rank=_image_rank(snn)):
+        simulator.update(batch)
+        progress.add(len(batch))
+    progress.finish()
+    return simulator.result()
+
+
+class Simulator:
+    """A simulation fed batch by batch: `update(x)` simulates a batch and adds it to the
+    running totals, `result()` gives the `SimulationResult` of everything fed so far.
+
+    It takes `simulate`'s keywords (compiled once, for one batch size), plus:
+
+    Args:
+        keep_outputs: keep every image's logits for `result()`; False keeps none
+            (memory flat in the number of images): read them from `update`'s return.
+        images: the number of images to come, if known (caps the default batch).
+
+    Example:
+        >>> simulator = bsnn_tf.Simulator(snn, timesteps=64, checkpoints=[32],
+        ...                                          count_spikes=False, keep_outputs=False)
+        >>> logits = simulator.update(x_test[:10])
+        >>> sorted(logits), logits[64].shape
+        ([32, 64], (10, 10))
+    """
+
+    def __init__(self, snn, *, timesteps, mode=None, checkpoints=None, batch_size=None,
+                 ann=None, count_spikes=True, record_values=False, trace=False, chunk=None,
+                 jit_compile="auto", distribute=False, keep_outputs=True, images=None):
+        check_spiking_network(snn, "bsnn_tf.simulate")
+        self.snn = snn
+        self.period_mode = check_mode(snn, mode or snn.mode)
+        self.timesteps = check_timesteps(timesteps)
+        self.span = snn.time_units(self.timesteps, self.period_mode)  # periods or steps
+        self.checkpoints = _check_checkpoints(checkpoints, self.timesteps,
+                                              snn.phases if self.period_mode else 1)
+        warn_before_first_readout(snn, self.checkpoints)
+        if ann is not None and not count_spikes:
+            raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
+                             "count_spikes=True.")
+        self.devices = backend.devices(distribute)
+        self._settings = dict(mode=mode, chunk=chunk, trace=trace, count_spikes=count_spikes,
+                              record_values=record_values, jit_compile=jit_compile)
+        self._requested_batch = _check_batch_size(batch_size)
+        self.batch_size = None
+        if images is not None or batch_size is not None:
+            self._compile(images)
+        self._totals = _Totals(snn, _activation_probe(snn, ann), self.timesteps,
+                               self.checkpoints, keep_outputs)
+
+    def _compile(self, images):
+        """Fixes the batch size (at most `images`) and compiles the chunks for it."""
+        settings, snn = self._settings, self.snn
+        default = lambda: default_batch_size(snn, settings["count_spikes"],
+                                             settings["record_values"], self.timesteps,
+                                             settings["mode"])
+        self.batch_size = _batch_size(images, self._requested_batch, self.devices.count,
+                                      default)
+        logits_only = not (settings["count_spikes"] or settings["record_values"]
+                           or settings["trace"])
+        self.chunk_length = _chunk_length(snn, self.batch_size // self.devices.count,
+                                          self.span, settings["chunk"], self.period_mode,
+                                          logits_only)
+        self._run_chunk, self._start_state = _compiled(
+            snn, self.chunk_length, self.period_mode, settings["trace"],
+            settings["count_spikes"], settings["record_values"], settings["jit_compile"],
+            self.devices)
+
+    def update(self, x):
+        """Simulates the images `x` (any number); returns {T: their logits} at every
+        checkpoint and at `timesteps`."""
+        x = _checked_images(self.snn, x)
+        if self.batch_size is None:
+            self._compile(len(x))
+        outputs = {t: [] for t in self.checkpoints}
+        for begin in range(0, len(x), self.batch_size):
+            images = x[begin:begin + self.batch_size]
+            batch = _pad(images, self.batch_size)
+            placed = self.devices.put(batch)
+            outputs_at, state, traced = _simulate_batch(
+                self.snn, placed, self._run_chunk, self._start_state(placed), self.span,
+                self.chunk_length, self.period_mode, self.checkpoints,
+                self._settings["trace"], self.devices)
+            self._totals.add(batch, len(images), outputs_at, state, traced)
+            for t in self.checkpoints:
+                outputs[t].append(outputs_at[t][:len(images)])
+        return {t: np.concatenate(parts) for t, parts in outputs.items()}
+
+    def result(self):
+        """The `SimulationResult` of every image fed so far."""
+        if not self._totals.images:
+            raise ValueError("Nothing was simulated: the images were an empty stream. Pass "
+                             "at least one batch of images.")
+        return self._totals.result()
+
+
+def _checked_images(snn, x):
+    return check_inputs(x, snn.unit_shapes[snn.encoder.name], what="input batch")
+
+
+def _image_rank(snn):
+    return len(snn.unit_shapes[snn.encoder.name])
 
 
 def default_batch_size(snn, count_spikes=True, record_values=False, timesteps=None,
@@ -168,26 +256,52 @@ def default_batch_size(snn, count_spikes=True, record_values=False, timesteps=No
     return int(np.clip(batch, 1, MAX_BATCH))
 
 
-def evaluate(snn, x, y, timesteps, *, mode=None, batch_size=None, jit_compile="auto",
-             verbose="auto", distribute=False):
+def evaluate(snn, x, y=None, timesteps=None, *, mode=None, batch_size=None,
+             jit_compile="auto", verbose="auto", distribute=False):
     """{T: top-1 accuracy} of `snn` on (x, y) after each T in `timesteps`.
 
-    One logits-only simulation to the largest T, read at every T.
+    One logits-only simulation to the largest T, read at every T; only the
+    correct counts are kept, so memory does not grow with the number of images.
 
     Args:
-        y: one integer label per image, shape (N,).
+        x: images (an array), or a stream of (images, labels) batches (`bsnn_tf.batches`).
+        y: one integer label per image, shape (N,); None for a stream.
         timesteps: a positive int or a non-empty list of them.
         mode, batch_size, jit_compile, verbose, distribute: as for `simulate`.
     """
     check_spiking_network(snn, "bsnn_tf.evaluate")
+    if timesteps is None:
+        raise TypeError("evaluate needs timesteps: a positive int or a list of them.")
     timesteps = sorted({check_timesteps(t) for t in np.atleast_1d(timesteps).tolist()})
     if not timesteps:
         raise ValueError("timesteps is empty; give at least one number of time steps.")
-    check_labels(y, len(x))
-    result = simulate(snn, x, timesteps=timesteps[-1], mode=mode, checkpoints=timesteps,
-                      batch_size=batch_size, count_spikes=False, jit_compile=jit_compile,
-                      verbose=verbose, distribute=distribute)
-    return {t: result.accuracy(y, t) for t in timesteps}
+    images = batches.count(x)
+    if images is not None:
+        if y is None:
+            raise ValueError("evaluate needs the labels y of the images x (one integer "
+                             "class per image), or a stream of (images, labels) batches.")
+        check_labels(y, len(x))
+        x = _checked_images(snn, x)
+    simulator = Simulator(snn, timesteps=timesteps[-1], mode=mode, checkpoints=timesteps,
+                          batch_size=batch_size, count_spikes=False, jit_compile=jit_compile,
+                          distribute=distribute, keep_outputs=False, images=images)
+    progress = console.Progress(images, f"Simulating {snn.name}", verbose=verbose)
+    correct, seen = dict.fromkeys(timesteps, 0), 0
+    for batch, labels in batches.iterate(x, simulator.batch_size, labels=y,
+                                         image_rank=_image_rank(snn)):
+        if labels is None:
+            raise ValueError("The stream's batches have no labels: evaluate needs "
+                             "(images, labels) batches.")
+        labels = check_labels(labels, len(batch))
+        logits = simulator.update(batch)
+        for t in timesteps:
+            correct[t] += int(np.sum(np.argmax(logits[t], axis=-1) == labels))
+        seen += len(batch)
+        progress.add(len(batch))
+    progress.finish()
+    if not seen:
+        raise ValueError("Nothing was evaluated: the stream gave no images.")
+    return {t: correct[t] / seen for t in timesteps}
 
 
 def _check_checkpoints(checkpoints, timesteps, multiple):
@@ -198,16 +312,21 @@ def _check_checkpoints(checkpoints, timesteps, multiple):
     return points
 
 
-def _batch_size(count, batch_size, devices, default):
-    """The batch size: given or `default()` per device, at most `count` (no padding
-    beyond the images), rounded up to a multiple of the device count."""
+def _check_batch_size(batch_size):
     if batch_size is not None and (isinstance(batch_size, bool)
                                    or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+    return batch_size
+
+
+def _batch_size(count, batch_size, devices, default):
+    """The batch size: given or `default()` per device, at most `count` (if known: no
+    padding beyond the images), rounded up to a multiple of the device count."""
     if batch_size is None:
         batch_size = default() * devices
-    return -(-min(int(batch_size), count) // devices) * devices
+    batch_size = int(batch_size) if count is None else min(int(batch_size), count)
+    return -(-batch_size // devices) * devices
 
 
 def _chunk_length(snn, batch_size, span, chunk, period_mode, logits_only):
@@ -306,16 +425,18 @@ class _Totals:
     asked for by name (`record_values`, `trace`).
     """
 
-    def __init__(self, snn, probe, timesteps, checkpoints):
+    def __init__(self, snn, probe, timesteps, checkpoints, keep_outputs=True):
         self.snn, self.probe = snn, probe
         self.timesteps, self.checkpoints = timesteps, checkpoints
-        self.outputs_at = {t: [] for t in checkpoints}
+        self.outputs_at = {t: [] for t in checkpoints} if keep_outputs else None
+        self.images = 0
         self.spikes, self.unit_spikes, self.sin = {}, {}, {}
         self.values, self.traces = {}, {}
 
     def add(self, batch, count, outputs_at, observed, traced):
         """Adds the first `count` images of a (padded) batch."""
-        for t in self.checkpoints:
+        self.images += count
+        for t in self.checkpoints if self.outputs_at is not None else ():
             self.outputs_at[t].append(outputs_at[t][:count])
         if observers.SPIKES.key in observed:
             spikes = {name: value[:count]
@@ -345,11 +466,12 @@ class _Totals:
                               total + int(np.sum(inactive)))
 
     def result(self):
-        outputs_at = {t: np.concatenate(parts) for t, parts in self.outputs_at.items()}
+        outputs_at = (None if self.outputs_at is None else
+                      {t: np.concatenate(parts) for t, parts in self.outputs_at.items()})
         snn = self.snn
         return SimulationResult(
             timesteps=self.timesteps,
-            outputs=outputs_at[self.timesteps],
+            outputs=None if outputs_at is None else outputs_at[self.timesteps],
             outputs_at=outputs_at,
             spike_counts={n: np.concatenate(p) for n, p in self.spikes.items()} or None,
             unit_spike_counts=self.unit_spikes or None,

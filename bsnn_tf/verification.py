@@ -15,6 +15,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from bsnn_tf import batches
 from bsnn_tf.simulation import default_batch_size, simulate
 
 
@@ -63,6 +64,7 @@ def verify(ann, snn, x, timesteps, *, mode=None, atol=None, batch_size=None):
     so memory depends on the batch, not on len(x).
 
     Args:
+        x: images (an array), or a stream of batches (`bsnn_tf.batches`).
         batch_size: images per batch (default: `simulation.default_batch_size`).
         atol: if given, raise a ValueError when the worst output error exceeds it.
 
@@ -75,16 +77,18 @@ def verify(ann, snn, x, timesteps, *, mode=None, atol=None, batch_size=None):
     names = [n for n, a in snn.ann_layers.items() if _has_layer(ann, a)]
     probe = keras.Model(ann.inputs, [ann.get_layer(snn.ann_layers[n]).output for n in names]
                         + [logits_tensor(ann)])
-    x = np.asarray(x, "float32")
     batch_size = batch_size or default_batch_size(snn, count_spikes=False, record_values=True,
                                                   timesteps=timesteps, mode=mode)
     errors = _Errors(names)
-    for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
+    rank = len(snn.unit_shapes[snn.encoder.name])
+    for batch, _ in batches.iterate(x, batch_size, image_rank=rank):
+        batch = batch.astype("float32", copy=False)
         result = simulate(snn, batch, timesteps=timesteps, mode=mode, record_values=True,
                           count_spikes=False, batch_size=batch_size, verbose=0)
         ann_values = probe.predict_on_batch(batch)
         errors.add(result, [np.asarray(v) for v in ann_values])
+    if not errors.images:
+        raise ValueError("verify got no images: pass at least one batch.")
     report = errors.report(snn, timesteps)
     if atol is not None and report.output_error > atol:
         raise ValueError(f"SNN output differs from the ANN's by more than atol={atol}:\n{report}")

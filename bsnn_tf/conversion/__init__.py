@@ -22,7 +22,7 @@ Example:
 
 import keras
 
-from bsnn_tf import coding, quantized
+from bsnn_tf import batches, coding, quantized
 from bsnn_tf.validation import check_calibration_data
 from bsnn_tf.methods import DEFAULT_PHASES
 from bsnn_tf.conversion.build import build
@@ -56,7 +56,10 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             output; a subclassed keras.Model is traced by calling it on a symbolic
             input of the shape it was built with.
         calibration_data: training images (N, *input_shape) for the data-norm
-            statistics; real-valued, not all one value. Where the model's input
+            statistics; real-valued, not all one value. An array, or a stream of
+            batches (`tf.data.Dataset`, `keras.utils.PyDataset`, generator; labels in
+            it are not used): a stream is read once, into memory, since the
+            calibration modes pass over the images several times. Where the model's input
             shape leaves a size open (None), the SNN takes the size of these images.
         method: "bsnn" (bistable neurons, phase code), "phase" (weighted spikes,
             Kim et al. 2018) or "rate" (IF with soft reset, Rueckauer et al. 2017).
@@ -111,6 +114,9 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
                          "calibration='finetune', or leave the labels out.")
     quantizer = config.quantizer()
     graph = fold(trace(model))
+    if batches.is_stream(calibration_data):
+        calibration_data, _ = batches.collect(calibration_data,
+                                              image_rank=len(graph.input_shape))
     data = check_calibration_data(calibration_data, graph.input_shape)
     graph.input_shape = tuple(data.shape[1:])  # sizes the model leaves open (None)
     input_scale = _input_scale(data, config.input_encoding)
