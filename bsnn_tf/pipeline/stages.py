@@ -15,7 +15,6 @@ import numpy as np
 import bsnn_tf
 from bsnn_tf import backend, console, data, metrics, rundir
 from bsnn_tf.pipeline import partial
-from bsnn_tf.pipeline._simulator import Simulator
 from bsnn_tf.pipeline.checkpoints import check_convertible, check_fits, load_ann
 from bsnn_tf.pipeline.config import ANN_BATCH, validate
 from bsnn_tf.pipeline.images import load_images
@@ -188,17 +187,19 @@ def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, sta
                 for method, snn in snns.items()}
     state = state or partial.PassState(fingerprint, correct={
         method: [0] * len(measured[method]) for method in snns})
-    simulators = {method: Simulator(snn, timesteps=timesteps, checkpoints=measured[method],
-                                    batch_size=config.batch_size, distribute=config.distribute,
-                                    count_spikes=False, keep_outputs=False)
-                  for method, snn in snns.items()}
-    statistics = {method: Simulator(snn, timesteps=timesteps, checkpoints=[timesteps],
-                                    batch_size=config.batch_size, ann=ann,
-                                    distribute=config.distribute)
-                  for method, snn in snns.items()}
+    count = len(images.evaluated)
+    simulators = {method: bsnn_tf.Simulator(
+        snn, timesteps=timesteps, checkpoints=measured[method], batch_size=config.batch_size,
+        distribute=config.distribute, count_spikes=False, keep_outputs=False, images=count)
+        for method, snn in snns.items()}
+    statistics = {method: bsnn_tf.Simulator(
+        snn, timesteps=timesteps, checkpoints=[timesteps], batch_size=config.batch_size,
+        ann=ann, distribute=config.distribute,
+        images=min(config.statistics_images or count, count))
+        for method, snn in snns.items()}
     batch_size = config.batch_size or max(s.batch_size for s in simulators.values())
     ann_logits = _predictor(ann, config.batch_size or ANN_BATCH, config.distribute)
-    _announce(config, snns, measured, timesteps, len(images.evaluated))
+    _announce(config, snns, measured, timesteps, count)
     saved = dict(state.statistics)
     progress = console.Progress(len(images.evaluated),
                                 f"ANN and {', '.join(snns)} on {config.dataset} test images")
