@@ -93,6 +93,9 @@ def test_a_killed_run_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
     assert not output_dir.exists()  # nothing that looks like a finished run
     refused = convert(argv, tmp_path)
     assert refused.returncode != 0 and "pass --resume to continue it" in refused.stderr
+    other = convert([*argv, "--resume", "--limit=95"], tmp_path)
+    assert other.returncode != 0 and "(evaluated images, --limit differ)" in other.stderr, other.stderr[-3000:]
+    assert "Converting" not in other.stdout  # refused before any work
     resumed = convert([*argv, "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming after 32 evaluated images" in resumed.stdout

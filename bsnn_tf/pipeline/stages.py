@@ -51,7 +51,7 @@ def _run(config, command, start):
     ann = _checked_ann(config)
     images = load_images(config)
     partial_dir = rundir.partial_directory(config.output_dir)
-    resumed = _resumed_state(config, partial_dir)
+    resumed = _resumed_state(config, images, partial_dir)
     snns = {method: convert_method(config, method, ann, images.x_calibration,
                                    images.y_calibration)
             for method in config.methods}
@@ -73,12 +73,19 @@ def _run(config, command, start):
     return results
 
 
-def _resumed_state(config, partial_dir):
+def _resumed_state(config, images, partial_dir):
     """The finished batches of a stopped run of `config.output_dir`, with `resume`; None
     to start from the first image. Without `resume`, an unfinished run there is refused
-    (its batches would be lost) unless `overwrite` says to start over."""
+    (its batches would be lost) unless `overwrite` says to start over.
+
+    Raises:
+        ConfigError: that run was of other flags or images (checked before conversion;
+            `one_pass` checks T and the SNNs), or is there without `resume`/`overwrite`.
+    """
     state = partial.load(partial_dir) if os.path.isdir(partial_dir) else None
     if state is None or config.resume:
+        if state is not None:
+            _check_same_run(state.fingerprint, _fingerprint(config, images), partial_dir)
         if config.resume:
             print(f"Resuming after {state.done} evaluated images ({partial_dir})." if state else
                   f"Nothing to resume in {partial_dir}; starting from the first image.")
@@ -178,11 +185,8 @@ def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, sta
             the batches before it are saved.
     """
     fingerprint = _fingerprint(config, images, snns, timesteps, checkpoints)
-    if state is not None and state.fingerprint != fingerprint:
-        raise ConfigError(
-            f"The unfinished run in {partial_dir} was of other settings, images or models "
-            f"({_differences(state.fingerprint, fingerprint)}); rerun without --resume and "
-            "with --overwrite to start over.")
+    if state is not None:
+        _check_same_run(state.fingerprint, fingerprint, partial_dir)
     measured = {method: [t for t in checkpoints if t >= first_measured(snn, timesteps)]
                 for method, snn in snns.items()}
     state = state or partial.PassState(fingerprint, correct={
@@ -280,18 +284,19 @@ def _keep_verification_images(state, batch):
     return True
 
 
-def _fingerprint(config, images, snns, timesteps, checkpoints):
+def _fingerprint(config, images, snns=None, timesteps=None, checkpoints=None):
     """What the pass's totals depend on: the flags (but where the results go and whether
-    to skip, resume or overwrite), the images, T, the checkpoints and each SNN's weights."""
+    to skip, resume or overwrite) and the images; given the SNNs, also T, the checkpoints
+    and each SNN's weights."""
     flags = dataclasses.asdict(config)
     for name in ("output_dir", "overwrite", "resume", "skip_unreadable"):
         flags.pop(name)
-    return json.loads(json.dumps({
-        "flags": flags, "test_split": [images.test.source, len(images.test)],
-        "evaluated": len(images.evaluated), "timesteps": timesteps,
-        "checkpoints": checkpoints,
-        "weights": {method: _weights_digest(snn) for method, snn in snns.items()},
-    }))
+    fingerprint = {"flags": flags, "test images": [images.test.source, len(images.test)],
+                   "evaluated images": len(images.evaluated)}
+    if snns is not None:
+        fingerprint.update({"T": timesteps, "checkpoints": checkpoints, "SNN weights": {
+            method: _weights_digest(snn) for method, snn in snns.items()}})
+    return json.loads(json.dumps(fingerprint))
 
 
 def _weights_digest(model):
@@ -301,10 +306,16 @@ def _weights_digest(model):
     return digest.hexdigest()[:16]
 
 
-def _differences(saved, now):
-    keys = [k for k in now if saved.get(k) != now[k]]
-    keys += [f"--{k}" for k in now["flags"] if saved.get("flags", {}).get(k) != now["flags"][k]]
-    return "differs: " + ", ".join(k for k in keys if k != "flags")
+def _check_same_run(saved, now, partial_dir):
+    """ConfigError unless the `saved` fingerprint of a stopped run agrees with `now`."""
+    differing = [key for key in now if key != "flags" and saved.get(key) != now[key]]
+    differing += [f"--{name}" for name, value in now["flags"].items()
+                  if saved.get("flags", {}).get(name) != value]
+    if differing:
+        raise ConfigError(
+            f"The unfinished run in {partial_dir} was of other settings, images or models "
+            f"({', '.join(differing)} differ); rerun with those of that run, or without "
+            "--resume and with --overwrite to start over.")
 
 
 def _method_run(config, snn, ann, state, method, timesteps, checkpoints, ann_accuracy):
