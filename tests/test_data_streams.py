@@ -10,7 +10,6 @@ import textwrap
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from bsnn_tf import data
 from conftest import REPO
