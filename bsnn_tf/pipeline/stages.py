@@ -3,6 +3,7 @@ each method, one pass over the evaluated images (the ANN, every SNN, the spike s
 resumable), verify each SNN, write the run directory."""
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -115,29 +116,33 @@ def predict(model, x, batch_size, distribute=False, stage=None):
 
 
 def _predictor(model, batch_size, distribute=False):
-    """`predict(x, callbacks=None)`: `model.predict` in batches of `batch_size`; with
-    `distribute`, every batch split over all local devices.
+    """`predict(x, callbacks=None)`: `model.predict` in batches of `batch_size`, or,
+    without callbacks, `predict_on_batch` on the same slices (no set-up per call: the one
+    pass calls it on every batch); with `distribute`, every batch split over all local
+    devices.
 
     The split is the Keras engine's (`backend.distribution_scope`), run by a
     copy of `model` built once in that scope; `x` and the batches are padded to
     multiples of the device count (JAX splits batches in equal parts).
     """
-    if not distribute:
-        return lambda x, callbacks=None: model.predict(x, batch_size=batch_size, verbose=0,
-                                                       callbacks=callbacks)
-    count = backend.devices(True).count
-    with backend.distribution_scope(True):
-        replica = keras.models.clone_model(model)
-        replica.set_weights(model.get_weights())
-
-    def predict_split(x, callbacks=None):
-        padding = np.zeros((-len(x) % count,) + x.shape[1:], x.dtype)
+    runner, count = model, 1
+    if distribute:
+        count = backend.devices(True).count
         with backend.distribution_scope(True):
-            return replica.predict(np.concatenate([x, padding]),
-                                   batch_size=-(-batch_size // count) * count, verbose=0,
-                                   callbacks=callbacks)[:len(x)]
+            runner = keras.models.clone_model(model)
+            runner.set_weights(model.get_weights())
+    step = -(-batch_size // count) * count
 
-    return predict_split
+    def predict_batches(x, callbacks=None):
+        padded = np.concatenate([x, np.zeros((-len(x) % count,) + x.shape[1:], x.dtype)])
+        with backend.distribution_scope(distribute):
+            if callbacks is not None:
+                return runner.predict(padded, batch_size=step, verbose=0,
+                                      callbacks=callbacks)[:len(x)]
+            return np.concatenate([np.asarray(runner.predict_on_batch(padded[i:i + step]))
+                                   for i in range(0, len(padded), step)])[:len(x)]
+
+    return predict_batches
 
 
 class _ProgressCallback(keras.callbacks.Callback):
@@ -196,12 +201,10 @@ def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, sta
         snn, timesteps=timesteps, checkpoints=measured[method], batch_size=config.batch_size,
         distribute=config.distribute, count_spikes=False, keep_outputs=False, images=count)
         for method, snn in snns.items()}
-    statistics = {method: bsnn_tf.Simulator(
-        snn, timesteps=timesteps, checkpoints=[timesteps], batch_size=config.batch_size,
-        ann=ann, distribute=config.distribute,
-        images=min(config.statistics_images or count, count))
-        for method, snn in snns.items()}
     batch_size = config.batch_size or max(s.batch_size for s in simulators.values())
+    statistics = {method: _statistics_simulator(config, snn, ann, timesteps, batch_size,
+                                                min(config.statistics_images or count, count))
+                  for method, snn in snns.items()}
     ann_logits = _predictor(ann, config.batch_size or ANN_BATCH, config.distribute)
     _announce(config, snns, measured, timesteps, count)
     saved = dict(state.statistics)
@@ -227,6 +230,19 @@ def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, sta
         raise data.CorruptDataError(f"None of the {len(images.evaluated)} evaluated images of "
                                     f"{images.test.source} could be read.")
     return state
+
+
+def _statistics_simulator(config, snn, ann, timesteps, batch_size, count):
+    """The `Simulator` that counts every spike on the first `count` images, fed slices of
+    the pass's batches of `batch_size`: its own batch (smaller: it carries counters) is
+    made to divide those, so that no slice is padded but the last."""
+    simulator = functools.partial(bsnn_tf.Simulator, snn, timesteps=timesteps,
+                                  checkpoints=[timesteps], ann=ann, images=count,
+                                  distribute=config.distribute)
+    if config.batch_size:
+        return simulator(batch_size=config.batch_size)
+    default = simulator().batch_size
+    return simulator(batch_size=-(-batch_size // -(-batch_size // default)))
 
 
 def _announce(config, snns, measured, timesteps, count):
