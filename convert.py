@@ -23,6 +23,7 @@ from bsnn_tf.conversion import DEFAULT_PHASES, FineTuning
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.conversion.finetune import STARTS as FINETUNE_STARTS
 from bsnn_tf.methods import METHODS
+from bsnn_tf.pipeline.config import AUTO_HELD_OUT
 
 DEFAULT = pipeline.ConvertConfig.default  # the run's settings and defaults are defined there
 
@@ -41,9 +42,19 @@ flags.DEFINE_enum("method", "bsnn", list(METHODS), "Conversion method.")
 flags.DEFINE_list("methods", None,
                   "Several methods in one run, on one plot, e.g. bsnn,phase,rate "
                   "(replaces --method).")
-flags.DEFINE_integer("phases", None, f"K, phases per period (1..{coding.MAX_PHASES}); "
-                     "default per method: " + ", ".join(
-                         f"{m} {k}" for m, k in DEFAULT_PHASES.items()) + ".")
+flags.DEFINE_string("phases", None, f"K, phases per period (1..{coding.MAX_PHASES}), or auto "
+                    "(BSNN): the K and readout T with the lowest lossless latency, searched on "
+                    f"{AUTO_HELD_OUT} held-out calibration images drawn on top of "
+                    "--calibration_size's default. Default per method: " + ", ".join(
+                        f"{m} {k}" for m, k in DEFAULT_PHASES.items()) + ".")
+flags.register_validator("phases", lambda value: value is None or value == "auto"
+                         or value.lstrip("-").isdigit(),
+                         message="--phases takes an integer K (1..24) or auto.")
+flags.DEFINE_float("auto_tolerance", DEFAULT("auto_tolerance"),
+                   "--phases auto: percentage points of held-out accuracy the BSNN may lose "
+                   "against the ANN, at least one image; one image of 500 is 0.2 pp, and "
+                   "0.5-1 pp tells the K apart better on that many (bsnn_tf/conversion/"
+                   "latency.py).")
 flags.DEFINE_integer("timesteps", None,
                      "The largest T simulated. Default: for BSNN the first readout (D + 1) K "
                      f"plus {pipeline.EXTRA_PERIODS} periods; for the rate and phase baselines "
@@ -118,11 +129,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     checkpoints = FLAGS.checkpoints and tuple(int(t) for t in FLAGS.checkpoints)
-    # Every flag named as a ConvertConfig field sets it; --method/--methods and
-    # --checkpoints are read apart.
+    # Every flag named as a ConvertConfig field sets it; --method/--methods,
+    # --checkpoints and --phases (an int or auto) are read apart.
     settings = {field.name: FLAGS[field.name].value for field in
                 dataclasses.fields(pipeline.ConvertConfig) if field.name in FLAGS}
-    settings.update(methods=tuple(FLAGS.methods or [FLAGS.method]), checkpoints=checkpoints)
+    settings.update(methods=tuple(FLAGS.methods or [FLAGS.method]), checkpoints=checkpoints,
+                    phases=FLAGS.phases if FLAGS.phases in (None, "auto") else int(FLAGS.phases))
     config = pipeline.ConvertConfig(**settings)
     # SIGTERM ends a run like Ctrl-C: the staging directory and the lock are removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

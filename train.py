@@ -1,5 +1,8 @@
 """Trains a zoo ANN for conversion (the recipe of paper section 4.2).
 
+The run is written beside --output_dir and swapped in whole; an earlier run
+there is replaced only with --overwrite.
+
 Example:
     python train.py --flagfile=configs/train/cifar10_resnet20.cfg --data_dir /data
     python train.py --model mnist_cnn --dataset mnist --epochs 1 --output_dir runs/mnist
@@ -44,6 +47,9 @@ flags.DEFINE_integer("snn_phases", None,
                      "of a learned threshold, as a BIF layer does at the first readout; the "
                      "BSNN converted with --phases K is then the trained model at its first "
                      "readout.")
+flags.DEFINE_boolean("overwrite", False,
+                     "Replace an earlier run in --output_dir (its model.keras, results.json "
+                     "and logs/; other files are kept); else it is refused.")
 flags.mark_flags_as_required(["model", "dataset", "output_dir"])
 
 FLAGS = flags.FLAGS
@@ -60,9 +66,9 @@ def main(argv):
         rand_augment=FLAGS.rand_augment, cutout=FLAGS.cutout,
         seed=FLAGS.seed, distribute=FLAGS.distribute, warmup_epochs=FLAGS.warmup_epochs,
         label_smoothing=FLAGS.label_smoothing, precision=FLAGS.precision,
-        weights=FLAGS.weights, snn_phases=FLAGS.snn_phases,
+        weights=FLAGS.weights, snn_phases=FLAGS.snn_phases, overwrite=FLAGS.overwrite,
     )
-    # SIGTERM ends a run like Ctrl-C: a model being saved leaves no temporary file.
+    # SIGTERM ends a run like Ctrl-C: the staging directory and the lock are removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         results = training.train(config, command=shlex.join(sys.argv))

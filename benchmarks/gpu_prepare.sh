@@ -8,7 +8,9 @@
 #              the versions installed here, built for CPython 3.12 on x86-64 Linux;
 #   gpu_data/  the data files the third-party benchmarks read (../shared/data does not travel),
 #              and the first 96 images of the ImageNet sample, decoded to the stored 256 x 256
-#              (the JPEG shards, 2 x 54 MB, do not fit), for the ResNet-34 timing.
+#              (the JPEG shards, 2 x 54 MB, do not fit), for the ResNet-34 timing; and the
+#              original JPEG bytes of its first 64 images (imagenet_jpegs.npz), from which
+#              benchmarks/imagenet_folder.py builds its ImageNet folder there.
 # Then checks that what the device tool sends (tracked and untracked-not-ignored files
 # plus the two carried folders) stays under its 64 MiB.
 #
@@ -52,6 +54,11 @@ images = data.find("imagenet", "test", data_dir=sys.argv[1])
 count = 96
 np.savez_compressed(sys.argv[2], x_test=images.pixels(range(count)),
                     y_test=np.asarray(images.labels[:count], np.int16))
+shard = np.load(f"{sys.argv[1]}/imagenet_sample_0.npz")
+jpegs, end = 64, int(shard["test_offsets"][64])
+np.savez(sys.argv[2].replace("imagenet_sample_0", "imagenet_jpegs"),
+         test_jpeg=shard["test_jpeg"][:end], test_offsets=shard["test_offsets"][:jpegs + 1],
+         test_wnids=shard["test_wnids"][:jpegs])
 PYTHON
 
 sent=$( { git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null \

@@ -10,7 +10,10 @@
 #      (gpu_prepare.sh stores them decoded, to fit the carry): conversion, then s/image
 #      at T = (D + 1) K, the first readout, and 2 (D + 1) K, with the CLI's simulation;
 #   5. finetune_resnet20 (only when named, or in --smoke): finetune_study, akamaster's
-#      ResNet-20 fine-tuned at K = 4 and 3 with the defaults (issue 22's GPU timing).
+#      ResNet-20 fine-tuned at K = 4 and 3 with the defaults (issue 22's GPU timing);
+#   6. imagenet_folder (only when named, or in --smoke): the mission's command, ResNet-34,
+#      on an ImageNet folder of 4,000 images built from the carried JPEGs, streamed; its
+#      wall time and peak RSS, and from them the 50,000-image estimate.
 # Each step merges its JSON into $OUT (sim_speed.json, peer_compare.json,
 # time_to_accuracy.json, imagenet_timing.json, finetune_study.json, starting from the
 # repository's own files, so they can replace benchmarks/results/*.json as they are), with
@@ -26,7 +29,8 @@
 #   bash benchmarks/gpu_prepare.sh
 # then the device tool's run with carry ["wheels", "gpu_data"] and the command
 #   bash benchmarks/gpu_rows.sh
-# and, in a call of its own, bash benchmarks/gpu_rows.sh finetune_resnet20.
+# and, in calls of their own, bash benchmarks/gpu_rows.sh finetune_resnet20 and
+# bash benchmarks/gpu_rows.sh imagenet_folder.
 #
 # --smoke: the same steps on the CPU with JAX, tiny (a few images, T <= 16, batch 2),
 # with `import tensorflow` made to fail as on the GPU machine; JSON into a temporary
@@ -40,18 +44,18 @@ for arg in "$@"; do
     case "$arg" in
         --smoke) smoke=true ;;
         sim_speed|peer_compare_resnet20|peer_compare_lenet5|time_to_accuracy|imagenet_timing|\
-        finetune_resnet20)
+        finetune_resnet20|imagenet_folder)
             steps+=("$arg") ;;
         *) echo "usage: bash benchmarks/gpu_rows.sh [--smoke] [STEP...]; steps: sim_speed" \
                 "peer_compare_resnet20 peer_compare_lenet5 time_to_accuracy imagenet_timing" \
-                "finetune_resnet20" >&2
+                "finetune_resnet20 imagenet_folder" >&2
            exit 2 ;;
     esac
 done
 if ((${#steps[@]} == 0)); then
     steps=(sim_speed peer_compare_resnet20 peer_compare_lenet5 time_to_accuracy imagenet_timing)
     # on the GPU a call of its own (the others take the whole call), in the smoke run all
-    if $smoke; then steps+=(finetune_resnet20); fi
+    if $smoke; then steps+=(finetune_resnet20 imagenet_folder); fi
 fi
 python="${PYTHON:-python3}"
 scratch="$(mktemp -d)"
@@ -92,7 +96,8 @@ if $smoke; then
     # epochs, 16 test images, one period
     finetune_args=(--phases 3 --images 300 --epochs 2 --calibration_size 32 --limit 16 --periods 1
                    --statistics_images 4 --tag " smoke")
-    limits=(900 900 900 900 900 900)     # guards against a hang only: CI may share its cores
+    folder_args=(--smoke)
+    limits=(900 900 900 900 900 900 900)  # guards against a hang only: CI may share its cores
     deadline=$((SECONDS + 3000))
 else
     out="${OUT:?gpu_rows.sh writes its results under \$OUT (set by the device tool)}"
@@ -116,12 +121,15 @@ else
     # (ImageNet at T = (D + 1) K alone)
     # finetune_resnet20 (run alone, by name): not yet timed on a GPU; the issue's GPU runs
     # took 25-35 s per fine-tune, and the calibration statistics run in numpy
-    limits=(80 235 85 105 60 540)
+    # imagenet_folder (alone, by name): the H200's 0.07 s/image at T = 136, batch 32
+    # (2026-11-30) makes 4,000 images about 5 min
+    folder_args=(--images 4000 --timesteps 136 --batch_size 128)
+    limits=(80 235 85 105 60 540 540)
     deadline=$((SECONDS + 565))  # the setup above took seconds; the whole call < 10 min
 fi
 export BSNN_RESULTS_DIR="$out"
 log="$out/gpu_rows.log"
-for name in sim_speed peer_compare time_to_accuracy imagenet_timing finetune_study; do
+for name in sim_speed peer_compare time_to_accuracy imagenet_timing finetune_study imagenet_folder; do
     if [[ -f "benchmarks/results/$name.json" ]]; then
         cp "benchmarks/results/$name.json" "$out/"
     fi
@@ -168,6 +176,7 @@ step time_to_accuracy "${limits[3]}" "${exact[@]}" benchmarks/time_to_accuracy.p
 step imagenet_timing "${limits[4]}" "$python" benchmarks/imagenet_timing.py "${imagenet_args[@]}"
 step finetune_resnet20 "${limits[5]}" "$python" benchmarks/finetune_study.py \
     --models akamaster20 "${finetune_args[@]}"
+step imagenet_folder "${limits[6]}" "$python" benchmarks/imagenet_folder.py "${folder_args[@]}"
 
 rm -f "$out"/*.lock "$out"/*.json.tmp
 echo "results in $out: $(ls "$out" | tr '\n' ' ')"

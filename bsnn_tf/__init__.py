@@ -18,6 +18,9 @@ from bsnn_tf.conversion import DEFAULT_PHASES, convert  # noqa: E402
 from bsnn_tf.network import SpikingNetwork  # noqa: E402
 from bsnn_tf.simulation import SimulationResult, Simulator, evaluate, simulate  # noqa: E402
 from bsnn_tf.verification import Verification, verify  # noqa: E402
+# Registers every Keras object the library saves (train.py's loss among them), so that
+# keras.models.load_model reads any saved model once bsnn_tf is imported.
+from bsnn_tf import training  # noqa: E402, F401
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from bsnn_tf import backend
 from bsnn_tf.roles import Role
 
 MAX_PHASES = 24
@@ -69,12 +70,7 @@ def bit_at(q, phase):
 def count_bits(q, phases):
     """Number of spikes that carry the K-bit fractions `q` (a population count)."""
     n = ops.cast(ops.round(q * 2.0**phases), "int32")
-    # SWAR popcount of a 32-bit integer: a dozen integer ops, whatever K is.
-    n = n - ops.bitwise_and(ops.right_shift(n, 1), 0x55555555)
-    n = ops.bitwise_and(n, 0x33333333) + ops.bitwise_and(ops.right_shift(n, 2), 0x33333333)
-    n = ops.bitwise_and(n + ops.right_shift(n, 4), 0x0F0F0F0F)
-    n = ops.right_shift(n * 0x01010101, 24)
-    return ops.cast(n, q.dtype)
+    return ops.cast(backend.population_count(n), q.dtype)
 
 
 @keras.saving.register_keras_serializable(package="bsnn_tf")

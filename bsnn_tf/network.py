@@ -52,9 +52,14 @@ class Chunk:
         stop: with `skew`, `end` as a Python int, to stop each layer where it
             is no longer `needed_until` for the readout before `end`: the logits
             stay exact, but the layers' state and emissions do not, so only a
-            logits-only run (no observers, no trace) that ends at `end` may use
+            run that ends at `end` and keeps no more than the logits and the
+            spike counts on the schedule (no trace, no emitted values) may use
             it. None simulates every layer to the chunk's end.
         trace: also return what every neuron and gate emitted.
+        count_window: which time units the spike counter counts
+            (`observers.COUNT_WINDOWS`): "schedule", each neuron layer only
+            from its `active_from` to its `needed_until(end)` (the periods a
+            logits-only run simulates it in); "whole", every unit before `end`.
     """
 
     start: object
@@ -64,6 +69,7 @@ class Chunk:
     skew: int | None = None
     stop: int | None = None
     trace: bool = False
+    count_window: str = "whole"
 
 
 class ChunkResult(typing.NamedTuple):
@@ -89,6 +95,8 @@ class SpikingNetwork(keras.Model):
             setting it takes effect at the next `predict` or call too.
         ann_layers: {neuron layer: name of the ANN layer whose activation it codes}.
         scales: {neuron layer: lambda}, to read outputs in ANN units.
+        latency_search: the record of `convert(phases="auto")`'s search (None
+            otherwise), kept by a save.
 
     Example:
         >>> snn = bsnn_tf.convert(ann, x_calibration)
@@ -99,7 +107,7 @@ class SpikingNetwork(keras.Model):
     """
 
     def __init__(self, graph_layers, topology, method="bsnn", timesteps=256, mode=None,
-                 ann_layers=None, scales=None, **kwargs):
+                 ann_layers=None, scales=None, latency_search=None, **kwargs):
         super().__init__(**kwargs)
         default_mode = methods.get(method).default_mode  # (raises for an unknown method)
         self.graph_layers = list(graph_layers)
@@ -109,6 +117,7 @@ class SpikingNetwork(keras.Model):
         self.mode = mode or default_mode
         self.ann_layers = dict(ann_layers or {})
         self.scales = {k: np.asarray(v, "float32") for k, v in (scales or {}).items()}
+        self.latency_search = latency_search
         self._by_name = {layer.name: layer for layer in self.graph_layers}
         self._roles = {layer.name: roles.of(layer) for layer in self.graph_layers}
         self._runners = {layer.name: layer if self._roles[layer.name] != Role.SYNAPSE
@@ -323,8 +332,12 @@ class SpikingNetwork(keras.Model):
                       chunk.period_mode, chunk.end)
         windows = self._chunk_windows(chunk.skew, chunk.stop, chunk.length, chunk.period_mode)
         watching = [o for o in observers.OBSERVERS if o.key in state]
-        if chunk.stop is not None and (watching or chunk.trace):
-            raise ValueError("stop= gives exact logits only: run without observers or trace.")
+        if chunk.stop is not None and (chunk.trace or (watching and (
+                watching != [observers.SPIKES] or chunk.count_window != "schedule"))):
+            raise ValueError("stop= gives exact logits and spike counts on the schedule "
+                             "only: run without trace and emitted values, and with "
+                             "count_window='schedule'.")
+        counted_until = self._counted_until(chunk) if watching else {}
         new = {key: dict(value) for key, value in state.items()}
         values, traced = {}, {}
         for name, inputs in self.topology:
@@ -336,24 +349,56 @@ class SpikingNetwork(keras.Model):
                 arriving = ([Constant(x)] if role == Role.INPUT else
                             [self._arriving(values, state, i, begin, until, batch)
                              for i in inputs])
-                values[name] = (begin, self._advance(name, arriving, state, new,
-                                                     clock.window(begin, until), watching))
+                window = clock.window(begin, until)
+                values[name] = (begin, self._advance(
+                    name, arriving, state, new, window, watching,
+                    Clock(window.time, window.period_mode, counted_until.get(name, window.end))))
             if chunk.trace and role in (Role.NEURON, Role.GATE):
                 traced[name] = self._aligned(values, name, 0, chunk.length, batch)
         return ChunkResult(new, self._readout_totals(values, state, new, chunk.length, batch),
                            traced)
 
-    def _advance(self, name, arriving, state, new, clock, watching):
-        """Runs layer `name` over `clock`; returns its time-major output."""
+    def _advance(self, name, arriving, state, new, clock, watching, counting_clock):
+        """Runs layer `name` over `clock`; returns its time-major output. The spike
+        counter counts what it emits before `counting_clock.end` (its count window's end)."""
         outputs, layer_state = self._runners[name].run(arriving, state["layers"].get(name, ()),
                                                        clock)
         if layer_state:
             new["layers"][name] = layer_state
         if self._roles[name] == Role.NEURON:
             for observer in watching:
+                counted = counting_clock if observer is observers.SPIKES else clock
                 new[observer.key][name] = observer.observe(
-                    self._by_name[name], outputs, state[observer.key][name], clock)
+                    self._by_name[name], outputs, state[observer.key][name], counted)
         return outputs
+
+    def _counted_until(self, chunk):
+        """{neuron layer: the time unit from which the spike counter no longer counts it}
+        with `count_window="schedule"`: where it is no longer `needed_until` the chunk's
+        end (a tensor in a compiled chunk: the trailing edge moves with the end), else {}."""
+        if observers.check_count_window(chunk.count_window) == "whole":
+            return {}
+        per_unit = 1 if chunk.period_mode else self.phases
+        end_period = (chunk.end + per_unit - 1) // per_unit
+        behind = self.needed_until(0)  # each edge relative to the end's period
+        return {layer.name: ops.minimum((end_period + behind[layer.name]) * per_unit,
+                                        chunk.end)
+                for layer in self.spiking_layers()}
+
+    def count_steps(self, timesteps, count_window="schedule"):
+        """{neuron layer: time steps whose spikes a run of `timesteps` steps counts}.
+
+        "whole": all `timesteps`. "schedule": the steps of the periods the
+        logits-only run simulates the layer in, from its `active_from` to its
+        `needed_until` the run's end (docs/DESIGN.md, "Spike statistics").
+        The firing rates divide by these.
+        """
+        if observers.check_count_window(count_window) == "whole":
+            return {layer.name: int(timesteps) for layer in self.spiking_layers()}
+        until = self.needed_until(-(-int(timesteps) // self.phases))
+        steps = lambda period: int(np.clip(period * self.phases, 0, timesteps))
+        return {layer.name: max(steps(until[layer.name]) - steps(self.active_from[layer.name]),
+                                0) for layer in self.spiking_layers()}
 
     def _chunk_windows(self, skew, stop, length, period_mode):
         """{layer: (begin, until)}: the chunk's time units in which it runs; before
@@ -455,7 +500,8 @@ class SpikingNetwork(keras.Model):
 
         `skew` is the start itself for a chunk in which some layer does not run
         throughout: at the head, where layers are still at rest (`active_from`),
-        and, in a `logits_only` run, wherever a layer is no longer `needed_until`
+        and, in a `logits_only` run (which may count spikes on the schedule,
+        `Chunk.count_window`), wherever a layer is no longer `needed_until`
         the end; there `stop` = `units` stops it. Else both are None. Each
         skewed chunk is compiled on its own, so there are at most
         MAX_SKEWED_CHUNKS at each end; the chunks between them run every layer.
@@ -538,6 +584,8 @@ class SpikingNetwork(keras.Model):
             "ann_layers": self.ann_layers,
             "scales": {k: v.tolist() for k, v in self.scales.items()},
         }
+        if self.latency_search is not None:
+            config["latency_search"] = self.latency_search
         return config
 
     @classmethod

@@ -22,14 +22,15 @@ from keras import ops
 
 
 class SpikeCounter:
-    """Spikes per unit, counted before the clock's end."""
+    """Spikes per unit, counted before the clock's end (`SpikingNetwork.run_chunk` sets
+    it to the end of each layer's count window)."""
 
     key = "spikes"
 
     def observe(self, layer, emitted, total, clock):
         counted = clock.counted(emitted.dtype)
         spikes = layer.spike_count(emitted, clock.period_mode)
-        return total + ops.sum(spikes * _per_unit(counted, emitted), axis=0)
+        return total + ops.tensordot(counted, spikes, axes=1)  # one pass: weighted sum over time
 
 
 class EmittedValues:
@@ -46,6 +47,18 @@ class EmittedValues:
 
 SPIKES, EMITTED = SpikeCounter(), EmittedValues()
 OBSERVERS = (SPIKES, EMITTED)
+
+# Which time units spike statistics cover (`bsnn_tf.simulate(count_window=...)`):
+# "schedule": each neuron layer only in the periods a logits-only run simulates it
+# (from `SpikingNetwork.active_from` to `needed_until` the run's end), "whole": all T steps.
+COUNT_WINDOWS = ("schedule", "whole")
+
+
+def check_count_window(count_window):
+    """`count_window`, or a ValueError naming it and the choices."""
+    if count_window not in COUNT_WINDOWS:
+        raise ValueError(f"count_window must be one of {COUNT_WINDOWS}, got {count_window!r}.")
+    return count_window
 
 
 def chosen(count_spikes, record_values):

@@ -163,6 +163,21 @@ def set_thresholds(model, x, percentile=99.99, batch_size=64):
         variable.assign(layer.scaled_log(value, variable.shape))
 
 
+def trained_settings(model):
+    """{(phases, initial_membrane): the name of the first layer trained for them}, over
+    every QuantizedReLU of `model` (empty for a model trained without them).
+
+    Example:
+        >>> list(trained_settings(quantize_relus(ann, phases=3)))
+        [(3, 0.5)]
+    """
+    settings = {}
+    for layer in layers_of(model):
+        if isinstance(layer, QuantizedReLU):
+            settings.setdefault((layer.phases, layer.initial_membrane), layer.name)
+    return settings
+
+
 def layers_of(model):
     """Every layer of `model`, nested models' included (not the models themselves)."""
     for layer in model.layers:

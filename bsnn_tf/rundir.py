@@ -2,10 +2,13 @@
 
 `convert.py` writes `results.json`, `accuracy_vs_timesteps.png`,
 `snn_<method>.keras` and `tensorboard/` (`RUN_OUTPUTS`) into its output
-directory. `replace_directory` writes them into a staging directory beside
-it that then takes its place, so an interruption leaves the earlier run or
-the new one, whole; an earlier run is replaced only with `overwrite` (its
-other files are kept). `run_lock` keeps a second run out meanwhile.
+directory; `train.py` writes `model.keras`, `results.json` and `logs/`
+(`TRAIN.outputs`). `replace_directory` writes them into a staging directory
+beside it that then takes its place, so an interruption leaves the earlier
+run or the new one, whole; an earlier run is replaced only with `overwrite`
+(its other files are kept). `run_lock` keeps a second run out meanwhile, and
+removes the staging directories that dead runs (a SIGKILL) left beside it; a
+live run's are kept (each run holds a lock on its own).
 
 Example:
     >>> from bsnn_tf import rundir
@@ -18,9 +21,11 @@ Example:
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import glob
 import os
+import re
 import shutil
 import signal
 import threading
@@ -28,19 +33,54 @@ import uuid
 
 from bsnn_tf.run_checks import ConfigError
 
-# What a run writes into its output directory.
+# What a convert.py run writes into its output directory.
 RUN_OUTPUTS = ("results.json", "accuracy_vs_timesteps.png", "snn_*.keras", "tensorboard")
 
 
-def run_outputs(output_dir):
-    """The paths in `output_dir` that a run writes (`RUN_OUTPUTS`), sorted."""
-    return sorted(path for pattern in RUN_OUTPUTS
+@dataclasses.dataclass(frozen=True)
+class Script:
+    """A command-line run that writes an output directory: its name and its outputs."""
+
+    name: str
+    outputs: tuple
+
+    @property
+    def staging_prefix(self):
+        """The names of its staging directories start so: `.convert-`, `.train-`."""
+        return f".{os.path.splitext(self.name)[0]}-"
+
+
+CONVERT = Script("convert.py", RUN_OUTPUTS)
+TRAIN = Script("train.py", ("model.keras", "results.json", "logs"))
+SCRIPTS = (CONVERT, TRAIN)
+# A staging directory's name: its prefix and 12 hex digits (`_new_directory_beside`), and
+# "-old" for an earlier run's copy (`_swap`); nothing else beside a run is removed.
+_STAGING_NAME = re.compile("(" + "|".join(re.escape(s.staging_prefix) for s in SCRIPTS)
+                           + r")[0-9a-f]{12}(-old)?")
+
+
+def run_outputs(output_dir, script=CONVERT):
+    """The paths in `output_dir` that a run of `script` writes (`script.outputs`), sorted."""
+    return sorted(path for pattern in script.outputs
                   for path in glob.glob(os.path.join(glob.escape(output_dir), pattern)))
 
 
+def check_no_earlier_run(output_dir, overwrite, script=CONVERT):
+    """Raises `ConfigError` where `output_dir` holds an earlier run of `script` and
+    `overwrite` is False."""
+    earlier = run_outputs(output_dir, script)
+    if earlier and not overwrite:
+        raise ConfigError(
+            f"Output directory {output_dir!r} holds an earlier run "
+            f"({', '.join(os.path.basename(p) for p in earlier)}); pass --overwrite to replace "
+            "it, or choose another --output_dir."
+        )
+
+
 @contextlib.contextmanager
-def run_lock(output_dir):
-    """Holds `<output_dir>.lock` (beside it) while a run writes `output_dir`.
+def run_lock(output_dir, script=CONVERT):
+    """Holds `<output_dir>.lock` (beside it) while a run writes `output_dir`; first
+    removes the staging directories of dead runs beside it (`remove_stale_staging`).
 
     Raises:
         ConfigError: another run holds it.
@@ -54,27 +94,64 @@ def run_lock(output_dir):
                 raise BlockingIOError  # the holder removed it after we opened it
         except (BlockingIOError, FileNotFoundError) as error:
             raise ConfigError(
-                f"Another convert.py run is writing {output_dir!r} (it holds {path}); wait for "
-                "it to finish, or choose another --output_dir."
+                f"Another {script.name} run is writing {output_dir!r} (it holds {path}); wait "
+                "for it to finish, or choose another --output_dir."
             ) from error
         try:
+            remove_stale_staging(os.path.dirname(os.path.realpath(output_dir)))
             yield
         finally:
             os.remove(path)
 
 
-def replace_directory(output_dir, write, overwrite=False):
+def remove_stale_staging(parent):
+    """Removes the staging directories in `parent` that no live run holds: those a
+    killed run (SIGKILL, power loss) left, and earlier runs' `-old` copies left by an
+    interrupted removal. A live run holds a lock on its staging directory."""
+    names = [name for name in _listdir(parent) if _STAGING_NAME.fullmatch(name)]
+    for name in sorted(names, key=lambda n: n.endswith("-old")):  # staging first
+        path = os.path.join(parent, name)
+        if name.endswith("-old"):
+            if not os.path.exists(path[:-len("-old")]):  # its swap is over
+                shutil.rmtree(path, ignore_errors=True)
+            continue
+        with contextlib.suppress(BlockingIOError, OSError), _held(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _listdir(directory):
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
+
+
+@contextlib.contextmanager
+def _held(directory):
+    """Holds the lock of `directory` (BlockingIOError while a live run holds it)."""
+    handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(handle)
+
+
+def replace_directory(output_dir, write, overwrite=False, script=CONVERT):
     """Makes `output_dir` hold what `write(directory)` writes, as one step.
 
     1. `write` fills a new staging directory beside `output_dir` (same file
-       system), `.convert-<random>`.
-    2. With `overwrite`, every file in `output_dir` that is not a run output
-       (`RUN_OUTPUTS`) is hard-linked (copied where links fail) into it, so
-       it survives; `output_dir` itself is not touched.
+       system), `.convert-<random>` (`script.staging_prefix`), locked while
+       this run lives.
+    2. With `overwrite`, every file in `output_dir` that is not an output of
+       `script` is hard-linked (copied where links fail) into it, so it
+       survives; `output_dir` itself is not touched.
     3. Two renames swap the directories (`output_dir` -> `<staging>-old`,
        staging -> `output_dir`) with SIGINT and SIGTERM held back until both
        are done; if the second fails, the first is undone.
     4. The old directory is removed.
+
+    Returns what `write` returns.
 
     An interruption or error before step 3 ends leaves `output_dir` as it
     was (the staging directory is removed); after it, the new run is whole
@@ -84,35 +161,39 @@ def replace_directory(output_dir, write, overwrite=False):
         ConfigError: `output_dir` holds an earlier run and `overwrite` is False.
     """
     target = os.path.realpath(output_dir)  # a symlinked output_dir: replace what it points to
-    staging = _new_directory_beside(target)
-    try:
-        write(staging)
+    with _new_directory_beside(target, script.staging_prefix) as staging:
+        written = write(staging)
         if not os.path.isdir(target):
             os.rename(staging, target)
-            return
-        if not overwrite and run_outputs(target):
+            return written
+        if not overwrite and run_outputs(target, script):
             raise ConfigError(f"Output directory {output_dir!r} got an earlier run's outputs "
                               "meanwhile; pass --overwrite to replace them.")
-        _keep_other_files(target, staging)
+        _keep_other_files(target, staging, script)
         shutil.copymode(target, staging)
         _swap(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        return written
 
 
-def _new_directory_beside(path):
-    """A new empty directory `.convert-<random>` in the folder of `path` (created if missing)."""
+@contextlib.contextmanager
+def _new_directory_beside(path, prefix):
+    """A new empty directory `<prefix><random>` in the folder of `path` (created if
+    missing), locked (`remove_stale_staging` keeps it) until the block ends, then removed."""
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    directory = os.path.join(parent, f".convert-{uuid.uuid4().hex[:12]}")
+    directory = os.path.join(parent, f"{prefix}{uuid.uuid4().hex[:12]}")
     os.mkdir(directory)
-    return directory
+    try:
+        with _held(directory):
+            yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-def _keep_other_files(output_dir, staging):
-    """Hard-links (else copies) each entry of `output_dir` that is not a run output into
-    `staging`; directories are recreated, symlinks kept as links."""
-    outputs = set(run_outputs(output_dir))
+def _keep_other_files(output_dir, staging, script):
+    """Hard-links (else copies) each entry of `output_dir` that is not an output of
+    `script` into `staging`; directories are recreated, symlinks kept as links."""
+    outputs = set(run_outputs(output_dir, script))
     for name in os.listdir(output_dir):
         source, copy = os.path.join(output_dir, name), os.path.join(staging, name)
         if source in outputs:

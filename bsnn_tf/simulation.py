@@ -43,6 +43,12 @@ class SimulationResult:
         spike_counts: {layer: (N,)} spikes per sample; None with `count_spikes=False`.
         unit_spike_counts: {layer: (*units)} spikes per unit, summed over samples
             (None with `count_spikes=False`).
+        count_window: the time steps the spike counts (and SIN) cover:
+            "schedule", each layer's periods in the logits-only run's schedule
+            (from its `active_from` to its `needed_until` T); "whole", all T;
+            None with `count_spikes=False`.
+        counted_steps: {layer: steps its spikes were counted in}
+            (`SpikingNetwork.count_steps`); the firing rates divide by these.
         neurons: {layer: neurons per sample} (a BIF unit has two).
         values: {layer: (N, *units)} each unit's output per period in ANN
             units (emitted value / periods * lambda); only with `record_values`.
@@ -61,6 +67,8 @@ class SimulationResult:
     values: dict | None = None
     sin: dict | None = None
     trace: dict | None = None
+    count_window: str | None = None
+    counted_steps: dict | None = None
 
     def accuracy(self, labels, timesteps=None):
         """Top-1 accuracy of the logits after `timesteps` (default T).
@@ -76,11 +84,17 @@ class SimulationResult:
         return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
     def firing_rates(self):
-        """{layer: spikes per neuron per step}, averaged over samples."""
+        """{layer: spikes per neuron per step}, averaged over samples.
+
+        A layer's spikes are divided by the steps they were counted in
+        (`counted_steps`): with `count_window="schedule"` the steps of the
+        periods the layer runs in, not T; 0 for a layer that never runs.
+        """
         if self.spike_counts is None:
             raise ValueError("This simulation did not count spikes; run bsnn_tf.simulate "
                              "with count_spikes=True.")
-        return {name: float(np.mean(counts) / (self.neurons[name] * self.timesteps))
+        steps = self.counted_steps or dict.fromkeys(self.spike_counts, self.timesteps)
+        return {name: float(np.mean(counts) / max(self.neurons[name] * steps[name], 1))
                 for name, counts in self.spike_counts.items()}
 
     def sin_rates(self):
@@ -90,7 +104,7 @@ class SimulationResult:
 
 def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None, ann=None,
              count_spikes=True, record_values=False, trace=False, chunk=None, jit_compile="auto",
-             verbose="auto", distribute=False):
+             verbose="auto", distribute=False, count_window="schedule"):
     """Simulates `snn` on images `x` for `timesteps` steps.
 
     Memory is bounded by the network and the batch: spike counts and SIN are
@@ -120,6 +134,12 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
         distribute: split every batch over all local devices (data parallel;
             `bsnn_tf.backend.devices`), the batch size rounded up to a multiple
             of the device count. The results equal a one-device run.
+        count_window: which steps the spike counts, SIN and firing rates cover.
+            "schedule" (default): each layer only in the periods the logits-only
+            run simulates it, from its `active_from` to its `needed_until` T
+            (the light cone of the readout at T); the run simulates that
+            schedule too: it costs the logits-only run plus the count itself.
+            "whole": every layer over all T steps (every layer simulated to T).
 
     Returns:
         A SimulationResult.
@@ -134,8 +154,9 @@ def simulate(snn, x, *, timesteps, mode=None, checkpoints=None, batch_size=None,
         x = _checked_images(snn, x)  # before compiling anything
     simulator = Simulator(snn, timesteps=timesteps, mode=mode, checkpoints=checkpoints,
                           batch_size=batch_size, ann=ann, count_spikes=count_spikes,
-                          record_values=record_values, trace=trace, chunk=chunk,
-                          jit_compile=jit_compile, distribute=distribute, images=images)
+                          count_window=count_window, record_values=record_values, trace=trace,
+                          chunk=chunk, jit_compile=jit_compile, distribute=distribute,
+                          images=images)
     progress = console.Progress(images, f"Simulating {snn.name}", verbose=verbose)
     for batch, _ in batches.iterate(x, simulator.batch_size, image_rank=_image_rank(snn)):
         simulator.update(batch)
@@ -164,8 +185,9 @@ class Simulator:
     """
 
     def __init__(self, snn, *, timesteps, mode=None, checkpoints=None, batch_size=None,
-                 ann=None, count_spikes=True, record_values=False, trace=False, chunk=None,
-                 jit_compile="auto", distribute=False, keep_outputs=True, images=None):
+                 ann=None, count_spikes=True, count_window="schedule", record_values=False,
+                 trace=False, chunk=None, jit_compile="auto", distribute=False,
+                 keep_outputs=True, images=None):
         check_spiking_network(snn, "bsnn_tf.simulate")
         self.snn = snn
         self.period_mode = check_mode(snn, mode or snn.mode)
@@ -177,33 +199,36 @@ class Simulator:
         if ann is not None and not count_spikes:
             raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
                              "count_spikes=True.")
+        observers.check_count_window(count_window)
         self.devices = backend.devices(distribute)
         self._settings = dict(mode=mode, chunk=chunk, trace=trace, count_spikes=count_spikes,
-                              record_values=record_values, jit_compile=jit_compile)
+                              count_window=count_window, record_values=record_values,
+                              jit_compile=jit_compile)
+        self.light_cone = _light_cone(count_spikes, record_values, trace, count_window)
         self._requested_batch = _check_batch_size(batch_size)
         self.batch_size = None
         if images is not None or batch_size is not None:
             self._compile(images)
         self._totals = _Totals(snn, _activation_probe(snn, ann), self.timesteps,
-                               self.checkpoints, keep_outputs)
+                               self.checkpoints, count_window if count_spikes else None,
+                               keep_outputs)
 
     def _compile(self, images):
         """Fixes the batch size (at most `images`) and compiles the chunks for it."""
         settings, snn = self._settings, self.snn
         default = lambda: default_batch_size(snn, settings["count_spikes"],
                                              settings["record_values"], self.timesteps,
-                                             settings["mode"])
+                                             settings["mode"],
+                                             count_window=settings["count_window"])
         self.batch_size = _batch_size(images, self._requested_batch, self.devices.count,
                                       default)
-        logits_only = not (settings["count_spikes"] or settings["record_values"]
-                           or settings["trace"])
         self.chunk_length = _chunk_length(snn, self.batch_size // self.devices.count,
                                           self.span, settings["chunk"], self.period_mode,
-                                          logits_only)
+                                          self.light_cone)
         self._run_chunk, self._start_state = _compiled(
             snn, self.chunk_length, self.period_mode, settings["trace"],
             settings["count_spikes"], settings["record_values"], settings["jit_compile"],
-            self.devices)
+            self.devices, settings["count_window"])
 
     def update(self, x):
         """Simulates the images `x` (any number); returns {T: their logits} at every
@@ -219,7 +244,7 @@ class Simulator:
             outputs_at, state, traced = _simulate_batch(
                 self.snn, placed, self._run_chunk, self._start_state(placed), self.span,
                 self.chunk_length, self.period_mode, self.checkpoints,
-                self._settings["trace"], self.devices)
+                self._settings["trace"], self.devices, self.light_cone)
             self._totals.add(batch, len(images), outputs_at, state, traced)
             for t in self.checkpoints:
                 outputs[t].append(outputs_at[t][:len(images)])
@@ -242,7 +267,7 @@ def _image_rank(snn):
 
 
 def default_batch_size(snn, count_spikes=True, record_values=False, timesteps=None,
-                       mode=None, budget=STATE_BYTES):
+                       mode=None, budget=STATE_BYTES, count_window="schedule"):
     """Images per batch: at most MAX_BATCH, as many as keep the simulation state
     (`snn.state_bytes`) within `budget` bytes, and, given `timesteps`, as many as let one
     chunk span the periods each layer runs (`SpikingNetwork.batch_for_chunks`), so that
@@ -250,9 +275,9 @@ def default_batch_size(snn, count_spikes=True, record_values=False, timesteps=No
     batch = budget // max(snn.state_bytes(count_spikes, record_values), 1)
     if timesteps is not None:
         period_mode = check_mode(snn, mode or snn.mode)
-        logits_only = not (count_spikes or record_values)
+        light_cone = _light_cone(count_spikes, record_values, False, count_window)
         batch = min(batch, snn.batch_for_chunks(snn.time_units(timesteps, period_mode),
-                                                period_mode, logits_only))
+                                                period_mode, light_cone))
     return int(np.clip(batch, 1, MAX_BATCH))
 
 
@@ -329,6 +354,13 @@ def _batch_size(count, batch_size, devices, default):
     return -(-batch_size // devices) * devices
 
 
+def _light_cone(count_spikes, record_values, trace, count_window):
+    """Whether a run may stop each layer at the light cone's trailing edge
+    (`SpikingNetwork.chunk_starts(logits_only=True)`): it keeps nothing but the
+    logits and the spike counts on the schedule."""
+    return not (record_values or trace) and (not count_spikes or count_window == "schedule")
+
+
 def _chunk_length(snn, batch_size, span, chunk, period_mode, logits_only):
     """Time units per compiled chunk: `chunk` periods, or `snn.chunk_length`."""
     if chunk is None:
@@ -339,7 +371,8 @@ def _chunk_length(snn, batch_size, span, chunk, period_mode, logits_only):
     return min(int(chunk) * per_unit, -(-span // per_unit) * per_unit)
 
 
-def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_compile, devices):
+def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_compile, devices,
+              count_window="whole"):
     """Compiled ({(skew, stop): run_chunk}, start_state) for this chunk shape and devices,
     cached per SNN.
 
@@ -348,7 +381,8 @@ def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_
     trace too), so that `devices` can split and gather it along axis 0.
     """
     cache = _COMPILED.setdefault(snn, {})
-    key = (length, period_mode, trace, count_spikes, record_values, jit_compile, type(devices))
+    key = (length, period_mode, trace, count_spikes, record_values, jit_compile, type(devices),
+           count_window)
     if key not in cache:
         variables = snn.variables
 
@@ -357,7 +391,7 @@ def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_
 
             def run_chunk(x, state, start, end):
                 result = snn.run_chunk(x, state, Chunk(start, length, period_mode, end, skew,
-                                                       stop, trace))
+                                                       stop, trace, count_window))
                 batch_major = lambda t: keras.ops.moveaxis(t, 0, 1)
                 return (result.state, batch_major(result.totals),
                         {k: batch_major(v) for k, v in result.trace.items()})
@@ -390,13 +424,13 @@ def _pad(batch, size):
 
 
 def _simulate_batch(snn, batch, run_chunk, state, span, chunk_length, period_mode,
-                    checkpoints, trace, devices):
-    """One batch: ({T: logits}, the observers' totals as numpy, the trace or None)."""
+                    checkpoints, trace, devices, light_cone=False):
+    """One batch: ({T: logits}, the observers' totals as numpy, the trace or None).
+    `light_cone`: stop each layer where it can no longer reach the readout (`_light_cone`)."""
     per_unit = snn.phases if period_mode else 1
     wanted = {t // per_unit - 1: t for t in checkpoints}
     totals_at, traces = {}, []
-    logits_only = not (trace or any(o.key in state for o in observers.OBSERVERS))
-    for start, skew, stop in snn.chunk_starts(span, chunk_length, period_mode, logits_only):
+    for start, skew, stop in snn.chunk_starts(span, chunk_length, period_mode, light_cone):
         state, totals, traced = run_chunk[skew, stop](batch, state, np.int32(start),
                                                       np.int32(span))
         in_chunk = {t: position - start for position, t in wanted.items()
@@ -425,9 +459,11 @@ class _Totals:
     asked for by name (`record_values`, `trace`).
     """
 
-    def __init__(self, snn, probe, timesteps, checkpoints, keep_outputs=True):
+    def __init__(self, snn, probe, timesteps, checkpoints, count_window=None,
+                 keep_outputs=True):
         self.snn, self.probe = snn, probe
         self.timesteps, self.checkpoints = timesteps, checkpoints
+        self.count_window = count_window  # None: no spikes counted
         self.outputs_at = {t: [] for t in checkpoints} if keep_outputs else None
         self.images = 0
         self.spikes, self.unit_spikes, self.sin = {}, {}, {}
@@ -481,6 +517,9 @@ class _Totals:
             values={n: np.concatenate(p) for n, p in self.values.items()} or None,
             sin=self.sin if self.probe is not None else None,
             trace={n: np.concatenate(p) for n, p in self.traces.items()} or None,
+            count_window=self.count_window,
+            counted_steps=(None if self.count_window is None
+                           else snn.count_steps(self.timesteps, self.count_window)),
         )
 
 

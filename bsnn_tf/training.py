@@ -23,7 +23,8 @@ import time
 
 import keras
 
-from bsnn_tf import backend, coding, data, models, quantized
+from bsnn_tf import backend, coding, conversion, data, models, quantized, rundir, verification
+from bsnn_tf.pipeline.checkpoints import check_fits
 from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
 
 # The paper's experiments; other zoo models may be trained on any dataset.
@@ -67,6 +68,8 @@ class TrainConfig:
             `bsnn_tf.quantized.QuantizedReLU` of this many bits (its thresholds
             fitted to a batch of training images first), so the BSNN converted
             from the saved model with K = snn_phases is the model at its first readout.
+        overwrite: replace an earlier run in `output_dir` (its model.keras,
+            results.json and logs/; other files are kept); else it is refused.
     """
 
     model: str
@@ -89,6 +92,7 @@ class TrainConfig:
     precision: str = "float32"
     weights: str | None = None
     snn_phases: int | None = None
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.epochs is None and self.dataset in DEFAULT_EPOCHS:
@@ -128,6 +132,8 @@ def validate(config):
             raise ConfigError(
                 f"{field} must be a finite number >= 0, got {getattr(config, field)}.")
     check_writable(config.output_dir)
+    check_writable(os.path.dirname(os.path.abspath(config.output_dir)))  # lock and staging
+    rundir.check_no_earlier_run(config.output_dir, config.overwrite, rundir.TRAIN)
 
 
 def train(config, command=None):
@@ -136,31 +142,45 @@ def train(config, command=None):
     Returns what it writes to results.json, where `command` (the command
     line) is recorded too.
 
+    The run is written into a staging directory beside `config.output_dir`
+    that then takes its place whole (`rundir.replace_directory`), under
+    `rundir.run_lock`: an interruption leaves the earlier run or this one.
+
     Raises:
-        ConfigError, data.DatasetNotFoundError: before anything is written.
-        DivergedError: the loss became NaN or infinite; model.keras and
-            results.json are not written (an earlier run's are kept).
+        ConfigError, data.DatasetNotFoundError: before anything is written (an
+            earlier run in `output_dir` without `overwrite`, or another run
+            writing it, among them).
+        DivergedError: the loss became NaN or infinite; nothing is written
+            (an earlier run is kept).
     """
     validate(config)
-    keras.utils.set_random_seed(config.seed)
-    train_batches, test_batches = _batches(config)
-    if config.distribute and keras.backend.backend() == "jax":
-        _check_even_batches(config)
-    with backend.distribution_scope(config.distribute):
-        model = compiled_model(config, steps_per_epoch=len(train_batches))
-        os.makedirs(config.output_dir, exist_ok=True)
-        clock, start = EpochClock(), time.time()
-        # The batches are shuffled by bsnn_tf.data already.
-        history = model.fit(train_batches, epochs=config.epochs, validation_data=test_batches,
-                            shuffle=False, callbacks=[clock, *_callbacks(config.output_dir)])
-        _check_finite(history.history["loss"], config)
-        if config.precision != "float32":
-            trained, model = model, _build(config, data.DATASETS[config.dataset], "float32")
-            model.set_weights(trained.get_weights())
-        write_atomically(os.path.join(config.output_dir, "model.keras"), model.save)
+    with rundir.run_lock(config.output_dir, rundir.TRAIN):
+        keras.utils.set_random_seed(config.seed)
+        train_batches, test_batches = _batches(config)
+        if config.distribute and keras.backend.backend() == "jax":
+            _check_even_batches(config)
+        with backend.distribution_scope(config.distribute):
+            model = compiled_model(config, steps_per_epoch=len(train_batches))
+            return rundir.replace_directory(
+                config.output_dir, overwrite=config.overwrite, script=rundir.TRAIN,
+                write=lambda staging: _fit_and_save(config, model, train_batches, test_batches,
+                                                    staging, command))
+
+
+def _fit_and_save(config, model, train_batches, test_batches, directory, command):
+    """Trains `model`, then writes model.keras, results.json (returned) and logs/ into
+    `directory` (the run's staging directory)."""
+    clock, start = EpochClock(), time.time()
+    # The batches are shuffled by bsnn_tf.data already.
+    history = model.fit(train_batches, epochs=config.epochs, validation_data=test_batches,
+                        shuffle=False, callbacks=[clock, *_callbacks(directory)])
+    _check_finite(history.history["loss"], config)
+    if config.precision != "float32":
+        trained, model = model, _build(config, data.DATASETS[config.dataset], "float32")
+        model.set_weights(trained.get_weights())
+    model.save(os.path.join(directory, "model.keras"))
     results = _results(config, history.history, clock, time.time() - start, command)
-    write_atomically(os.path.join(config.output_dir, "results.json"),
-                     lambda path: _write_json(path, results))
+    _write_json(os.path.join(directory, "results.json"), results)
     return results
 
 
@@ -306,9 +326,20 @@ def _build(config, spec, precision):
     try:
         if config.weights:
             try:
-                return models.load_keras(config.weights)
+                model = models.load_keras(config.weights)
             except (OSError, ValueError) as error:
                 raise ConfigError(str(error)) from error
+            try:
+                check_fits(model, config.dataset)
+            except ConfigError as error:
+                raise ConfigError(f"--weights {config.weights}: {error}") from error
+            if verification.ends_in_softmax(model):
+                raise ConfigError(
+                    f"--weights {config.weights}: its output layer '{model.layers[-1].name}' "
+                    "is a softmax, but train.py's loss takes logits (it would train on "
+                    "probabilities). Save the model without its final softmax (convert.py "
+                    "takes either).")
+            return model
         return models.get(config.model, num_classes=spec.num_classes,
                           input_shape=spec.input_shape)
     finally:
@@ -325,12 +356,33 @@ def _with_quantizers(model, config):
         raise ConfigError(f"--weights {config.weights} was trained with --snn_phases="
                           f"{sorted(trained)[0]}; continue with that, or start from a "
                           "checkpoint trained without it.")
+    _check_quantizable(model, config)
     quantized_model = quantized.quantize_relus(model, config.snn_phases)
+    if not quantized.trained_settings(quantized_model):
+        raise ConfigError(f"--snn_phases quantises the ReLUs of {_source(config)}, but it has "
+                          "none: the saved model would hold no quantiser. Use a ReLU network, "
+                          "or train without --snn_phases.")
     if not trained:
         images = data.calibration_batch(config.dataset, THRESHOLD_IMAGES, config.data_dir,
                                         seed=config.seed)
         quantized.set_thresholds(quantized_model, images)
     return quantized_model
+
+
+def _check_quantizable(model, config):
+    """Raises `ConfigError` unless `model` converts to a BSNN (ReLU activations only), the
+    model that --snn_phases trains for."""
+    try:
+        conversion.trace(model)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--snn_phases trains a model for conversion to a BSNN, but "
+                          f"{_source(config)} does not convert:\n{error}\nTrain it without "
+                          "--snn_phases, or start from a ReLU network.") from error
+
+
+def _source(config):
+    """The flag that gave the model: --weights FILE, or --model NAME."""
+    return f"--weights {config.weights}" if config.weights else f"--model {config.model}"
 
 
 # Registered: a model saved by `train` holds its loss, and `keras.models.load_model`

@@ -26,16 +26,18 @@ Example:
 import keras
 from keras import ops
 
-from bsnn_tf import coding, layers, methods, neurons
+from bsnn_tf import coding, layers, methods, neurons, validation
 
 
 def first_readout_model(snn):
     """The twin of BSNN `snn` at its first readout, a `keras.Model` sharing its layers.
 
     Raises:
+        TypeError: `snn` is not a `SpikingNetwork` (a plain Keras model: convert it first).
         ValueError: `snn` has no exact first readout (a baseline method, or a
             readout that waits past the first output period).
     """
+    validation.check_spiking_network(snn, "first_readout_model")
     if not methods.get(snn.method).readout_waits_for_output:
         raise ValueError(f"The first-readout twin is exact for BSNN only; this SNN uses "
                          f"method={snn.method!r}, whose output approximates its ANN only as "

@@ -157,17 +157,31 @@ def check_spiking_network(snn, function):
 
 
 class EarlyReadoutWarning(UserWarning):
-    """Outputs asked for before the SNN's first readout (they are the readout bias)."""
+    """Outputs asked for where they say nothing about the input: before a BSNN's first
+    readout, or before any method's readout starts counting (they are the readout bias)."""
 
 
 def warn_before_first_readout(snn, steps):
-    """Warns (`EarlyReadoutWarning`) naming every T in `steps` before `snn.first_readout`."""
-    first = snn.first_readout
+    """Warns (`EarlyReadoutWarning`) naming every T in `steps` where `snn`'s output says
+    nothing about the input.
+
+    For BSNN (whose readout waits for the first valid output) that is every T before
+    `snn.first_readout`: the readout bias, or a part of the first output period. The
+    baselines' readout counts every step from its start on, so their output estimates
+    the ANN's from the first counted step: only a T at or before the start (a
+    `readout_delay`) is the readout bias alone.
+    """
+    if methods.get(snn.method).readout_waits_for_output:
+        first = snn.first_readout
+        why = (f"this SNN's first readout at T={first} ((readout start {snn.readout_start} "
+               f"+ 1) x {snn.phases} phases): its outputs there are the readout bias alone, "
+               "or a part of a period")
+    else:
+        first = snn.readout_start * snn.phases + 1
+        why = (f"this SNN's readout starts counting, after step {first - 1} (readout start "
+               f"{snn.readout_start} x {snn.phases} phases): its outputs there are the "
+               "readout bias alone")
     early = sorted(t for t in steps if t < first)
     if early:
-        warnings.warn(
-            f"Time steps {early} come before this SNN's first readout at T={first} "
-            f"((readout start {snn.readout_start} + 1) x {snn.phases} phases): its outputs "
-            "there are the readout bias alone, or a part of a period; they say nothing "
-            f"about the input. Simulate at least T={first}.",
-            EarlyReadoutWarning, stacklevel=3)
+        warnings.warn(f"Time steps {early} come before {why}; they say nothing about the "
+                      f"input. Simulate at least T={first}.", EarlyReadoutWarning, stacklevel=3)

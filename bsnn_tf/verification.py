@@ -16,7 +16,9 @@ import keras
 import numpy as np
 
 from bsnn_tf import batches
+from bsnn_tf.network import SpikingNetwork
 from bsnn_tf.simulation import default_batch_size, simulate
+from bsnn_tf.validation import check_spiking_network, shape_fits
 
 
 @dataclasses.dataclass
@@ -71,10 +73,12 @@ def verify(ann, snn, x, timesteps, *, mode=None, atol=None, batch_size=None):
     Returns:
         A Verification.
     """
-    if not isinstance(ann, keras.Model):
-        raise TypeError(f"ann must be the keras.Model that `snn` was converted from, got "
-                        f"{type(ann).__name__}.")
+    _check_pair(ann, snn)
     names = [n for n, a in snn.ann_layers.items() if _has_layer(ann, a)]
+    if snn.ann_layers and not names:
+        raise ValueError(f"ann '{ann.name}' has none of the layers that snn '{snn.name}' codes "
+                         f"({', '.join(sorted(set(snn.ann_layers.values())))}); pass the ANN "
+                         "it was converted from.")
     probe = keras.Model(ann.inputs, [ann.get_layer(snn.ann_layers[n]).output for n in names]
                         + [logits_tensor(ann)])
     batch_size = batch_size or default_batch_size(snn, count_spikes=False, record_values=True,
@@ -129,22 +133,45 @@ class _Errors:
             agreement=self.agreeing / max(self.images, 1))
 
 
+def _check_pair(ann, snn):
+    """A TypeError or ValueError unless `ann` is a Keras ANN and `snn` a SpikingNetwork
+    that take the same images and give the same number of classes."""
+    if isinstance(ann, SpikingNetwork):
+        raise TypeError("verify takes the ANN first, then its SNN: verify(ann, snn, x, "
+                        f"timesteps); got the SpikingNetwork '{ann.name}' as ann.")
+    if not isinstance(ann, keras.Model):
+        raise TypeError(f"ann must be the keras.Model that `snn` was converted from, got "
+                        f"{type(ann).__name__}.")
+    check_spiking_network(snn, "bsnn_tf.verify")
+    ann_io = (tuple(ann.inputs[0].shape[1:]), ann.outputs[0].shape[-1])
+    snn_io = (tuple(snn.unit_shapes[snn.encoder.name]), snn.unit_shapes[snn.readout.name][-1])
+    if not shape_fits(snn_io[0], ann_io[0]) or ann_io[1] != snn_io[1]:
+        raise ValueError(
+            f"ann '{ann.name}' does not fit snn '{snn.name}': the ANN takes images of shape "
+            f"{ann_io[0]} to {ann_io[1]} classes, the SNN {snn_io[0]} to {snn_io[1]}. Pass "
+            "the ANN that the SNN was converted from.")
+
+
 def _has_layer(model, name):
     return any(layer.name == name for layer in model.layers)
 
 
+def ends_in_softmax(ann):
+    """Whether the output of `ann` is a softmax (a layer, or its last layer's activation)."""
+    last = ann.layers[-1]
+    return isinstance(last, keras.layers.Softmax) or (
+        getattr(getattr(last, "activation", None), "__name__", "") == "softmax")
+
+
 def logits_tensor(ann):
     """The ANN's output before a final softmax, as a symbolic tensor."""
+    if not ends_in_softmax(ann):
+        return ann.outputs[0]
     last = ann.layers[-1]
-    activation = getattr(last, "activation", None)
-    if isinstance(last, keras.layers.Softmax) or (
-            isinstance(last, keras.layers.Activation)
-            and getattr(activation, "__name__", "") == "softmax"):
+    if isinstance(last, (keras.layers.Softmax, keras.layers.Activation)):
         return last.input
-    if getattr(activation, "__name__", "") == "softmax":
-        config = dict(last.get_config(), activation="linear", name=f"{last.name}_logits")
-        linear = type(last).from_config(config)
-        logits = linear(last.input)
-        linear.set_weights(last.get_weights())
-        return logits
-    return ann.outputs[0]
+    config = dict(last.get_config(), activation="linear", name=f"{last.name}_logits")
+    linear = type(last).from_config(config)
+    logits = linear(last.input)
+    linear.set_weights(last.get_weights())
+    return logits

@@ -212,7 +212,7 @@ class Step(NamedTuple):
         return 1 if self.method == "rate" else self.K      # rate coding has no phases
 
 
-def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
+def simulate_reference(net: dict, x: np.ndarray, timesteps: int, silence_from=None) -> dict:
     """Simulate `net` on the batch `x` for `timesteps` steps.
 
     net = {"method": "bsnn" | "phase" | "rate", "phases": K,
@@ -228,6 +228,8 @@ def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
     Neuron nodes: {"op": "neuron", "inputs": [one], "bias": array broadcastable
     to the unit shape, "start": start period (bias gating, bsnn), "initial":
     membrane potential at rest (default 0; both neurons of a BIF unit)}.
+    silence_from: {neuron node: step} from which that neuron's emissions are
+    dropped (to probe which spikes reach the logits; `schedule_windows`).
     """
     method = net["method"]
     if method not in ("bsnn", "phase", "rate"):
@@ -255,6 +257,8 @@ def simulate_reference(net: dict, x: np.ndarray, timesteps: int) -> dict:
                 out = STATELESS[op](node, ins)
             elif op in STATEFUL:
                 out, record = STATEFUL[op](node, ins, state[name], step)
+                if t >= (silence_from or {}).get(name, T):
+                    out = record = np.zeros_like(out)
                 if name not in recorded[op]:
                     recorded[op][name] = np.zeros((N, T) + record.shape[1:])
                 recorded[op][name][:, t] = record
@@ -410,3 +414,47 @@ def period_values(out, K):
     N, T = out.shape[:2]
     P = T // K
     return out[:, :P * K].reshape((N, P, K) + out.shape[2:]).sum(axis=2)
+
+
+# --------------------------------------------------------------------------
+# The schedule a run that reads the logits at T only needs (light cone)
+# --------------------------------------------------------------------------
+
+def schedule_windows(net: dict, timesteps: int) -> dict:
+    """{neuron node: (first step, end step)}: the steps whose spikes can still reach
+    the logits at T, from the node's start to the readout's horizon.
+
+    From the specification: a BSNN neuron with start period s is at rest before
+    period s (its input's first spikes and its bias arrive in s; a membrane at
+    rest of at least one level, 2**-K, emits from period 0, so then it starts at
+    0). It emits in period p + 1 what it integrated in period p, while every other
+    node passes its input on in the same step; the readout counts the periods
+    before E = ceil(T / K). So a neuron's spikes in period p reach the readout in
+    period p + h, h the fewest neurons after it on a path to the readout (in a
+    synchronized net, the spiking depth D minus its own depth), and matter only
+    before period E - h. The baselines' neurons emit in the step they integrate
+    and start at step 0: their window is the whole run.
+    """
+    K, T, nodes = int(net["phases"]), int(timesteps), net["nodes"]
+    neurons = [n for n in nodes if n["op"] == "neuron"]
+    if net["method"] != "bsnn":
+        return {n["name"]: (0, T) for n in neurons}
+    after = {nodes[-1]["name"]: 0}  # neurons crossed from a node's output to the readout
+    for node in reversed(nodes[:-1]):
+        consumers = [c for c in nodes if node["name"] in c["inputs"]]
+        after[node["name"]] = min(after[c["name"]] + (c["op"] == "neuron") for c in consumers)
+    horizon = -(-T // K)
+    windows = {}
+    for node in neurons:
+        rest = float(node.get("initial", 0.0))
+        first = 0 if rest >= 2.0 ** -K else int(node.get("start", 0))
+        end = min((horizon - after[node["name"]]) * K, T)
+        windows[node["name"]] = (min(first * K, T), max(end, min(first * K, T)))
+    return windows
+
+
+def spikes_in_windows(outputs: dict, windows: dict) -> dict:
+    """{neuron node: (N,)} emissions of `simulate_reference`'s 'outputs' inside each
+    node's (first step, end step) window."""
+    return {name: (outputs[name][:, first:end] != 0).reshape(len(outputs[name]), -1).sum(axis=1)
+            for name, (first, end) in windows.items()}

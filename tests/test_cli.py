@@ -26,7 +26,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 import bsnn_tf
-from bsnn_tf import data, pipeline, rundir
+from bsnn_tf import data, pipeline, quantized, rundir
 from bsnn_tf.conversion import ConversionConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -113,12 +113,14 @@ def make_held_out_mnist(folder, count=HELD_OUT_IMAGES, calibration_size=HELD_OUT
 
 
 def read_tensorboard(logdir):
-    """{tag: {step: value}} of the scalars tf.summary wrote to `logdir`."""
+    """{tag: {step: value}} of the scalars tf.summary wrote to `logdir` (the text
+    "count_window" as a str)."""
     events = event_accumulator.EventAccumulator(
         str(logdir), size_guidance={event_accumulator.TENSORS: 0})
     events.Reload()
-    return {tag: {e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in
-                  events.Tensors(tag)}
+    value = lambda e: (e.tensor_proto.string_val[0].decode() if e.tensor_proto.string_val
+                       else float(tensor_util.make_ndarray(e.tensor_proto)))
+    return {tag: {e.step: value(e) for e in events.Tensors(tag)}
             for tag in events.Tags()["tensors"]
             if not tag.startswith("firing_rate_per_unit/")}
 
@@ -180,6 +182,9 @@ def test_demo_run_writes_every_output(end_to_end):
             "conv1_relu", "conv2_relu"}
         assert entry["ann_macs"] == 24 * 24 * 12 * 25 + 8 * 8 * 64 * 25 * 12 + 1024 * 10
         assert entry["synaptic_operations"] > 0
+        assert entry["statistics"]["count_window"] == "schedule"
+        assert entry["energy"]["pj_per_ac"] == 0.9 and entry["energy"]["pj_per_mac"] == 4.6
+        assert entry["energy"]["ann_pj"] == pytest.approx(entry["ann_macs"] * 4.6)
         assert entry["verification"]["timesteps"] == DEMO_TIMESTEPS
     # Before its first readout, T = (depth + 1) x phases = 12, the BSNN is not measured.
     assert results["methods"]["bsnn"]["accuracy"][:2] == [None, None]
@@ -199,9 +204,17 @@ def test_logged_firing_rates_match_an_independent_simulation(end_to_end, method)
     for layer in snn.spiking_layers():
         neurons = layer.neurons_per_unit * int(np.prod(snn.unit_shapes[layer.name]))
         spikes = result.spike_counts[layer.name].sum()
-        expected = spikes / (len(x) * neurons * DEMO_TIMESTEPS)
+        # counted on the schedule: from the layer's start period to the last one that
+        # still reaches the readout at T (the baselines: all T)
+        steps = (DEMO_TIMESTEPS if method == "rate" else
+                 4 * (DEMO_TIMESTEPS // 4 - (snn.depth - 1 - layer.start_period)
+                      - layer.start_period))
+        expected = spikes / (len(x) * neurons * steps)
         assert logged[f"firing_rate/{layer.name}"] == {DEMO_TIMESTEPS: pytest.approx(expected)}
     assert logged["accuracy"][DEMO_TIMESTEPS] == pytest.approx(result.accuracy(y))
+    assert logged["count_window"][DEMO_TIMESTEPS].startswith("schedule: ")
+    assert logged["energy_pj/ann_total"][DEMO_TIMESTEPS] == pytest.approx(
+        4.6 * (24 * 24 * 12 * 25 + 8 * 8 * 64 * 25 * 12 + 1024 * 10), rel=1e-6)
     measured = {"bsnn": {12, 16}, "rate": {4, 8, 12, 16}}[method]
     assert set(logged["accuracy"]) == measured
 
@@ -353,6 +366,22 @@ BAD_INPUTS = [
     ("calibration_split_train_missing_hint",
      ["--calibration_split=train", "--data_dir={inputs}/ten_test_images"],
      "Or calibrate on held-out test images: --calibration_split=test."),
+    ("phases_not_the_trained_k", ["--weights={inputs}/quantized_k4.keras", "--phases=3"],
+     "--phases=3 does not fit --weights {inputs}/quantized_k4.keras: it was trained with "
+     "--snn_phases=4 (its QuantizedReLU layers, e.g. 'conv1_relu', have phases=4), and a BSNN "
+     "of another K is not the trained network at its first readout. Pass --phases=4, or "
+     "leave --phases out."),
+    ("timesteps_not_periods_of_the_trained_k",
+     ["--weights={inputs}/quantized_k3.keras", "--timesteps=64"],
+     "Time steps [64] are not multiples of phases=3: period mode simulates whole periods. "
+     "--weights {inputs}/quantized_k3.keras was trained with --snn_phases=3: use multiples of 3."),
+    ("weights_an_snn", ["--weights={inputs}/snn_bsnn.keras"],
+     "Model 'mnist_cnn_bsnn' is a converted SpikingNetwork (method='bsnn'; convert.py saves "
+     "them as snn_<method>.keras), not an ANN; pass the ANN checkpoint it was converted from."),
+    ("finetune_flags_without_finetune", ["--finetune_epochs=2", "--finetune_start=percentile"],
+     "--finetune_epochs and --finetune_start are settings of --calibration=finetune, but "
+     "--calibration=percentile: nothing would be fine-tuned. Pass --calibration=finetune, or "
+     "leave --finetune_epochs and --finetune_start out."),
     ("earlier_run_without_overwrite", ["--output_dir={inputs}/earlier_run"],
      "Output directory '{inputs}/earlier_run' holds an earlier run (results.json, "
      "snn_bsnn.keras); pass --overwrite to replace it"),
@@ -397,6 +426,11 @@ def bad_input_outcomes(tmp_path_factory):
     five_classes = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                                      keras.layers.Dense(5)])
     five_classes.save(inputs / "five_classes.keras")
+    demo_ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
+    for phases in (3, 4):  # as train.py --snn_phases saves it
+        quantized.quantize_relus(demo_ann, phases).save(inputs / f"quantized_k{phases}.keras")
+    x_calibration, _ = data.load("mnist", "train", data.DEMO_DIR, limit=32)
+    bsnn_tf.convert(demo_ann, x_calibration, verbose=0).save(inputs / "snn_bsnn.keras")
     (inputs / "unknown_flag.cfg").write_text(
         f"--model=mnist_cnn\n--epochs=3\n--output_dir={root / 'flagfile_with_unknown_flag'}/out\n")
     command_lines = []
@@ -493,6 +527,55 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
         pass
 
 
+# Stages a run into argv[1] and is killed (SIGKILL: nothing can clean up) while writing it.
+SIGKILL_DRIVER = """
+import os, signal, sys
+from bsnn_tf import rundir
+
+def killed_while_writing(directory):
+    with open(os.path.join(directory, "snn_bsnn.keras"), "wb") as f:
+        f.write(b"PK half an SNN")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+rundir.replace_directory(sys.argv[1], killed_while_writing)
+"""
+# Holds the lock of the staging directory argv[1], as a live run does, until killed.
+LIVE_RUN = """
+import fcntl, os, sys, time
+handle = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_run_removes_staging_of_dead_runs_and_keeps_that_of_live_ones(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    killed = subprocess.run([sys.executable, "-c", SIGKILL_DRIVER, str(tmp_path / "run")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (dead,) = [p.name for p in tmp_path.iterdir()]
+    assert dead.startswith(".convert-")  # what a SIGKILL leaves
+    (tmp_path / ".train-0123456789ab-old").mkdir()  # an earlier run's copy, swap over
+    live = tmp_path / ".train-11112222aaaa"
+    live.mkdir()
+    (tmp_path / ".train-data").mkdir()  # not a staging name: the user's
+    holder = subprocess.Popen([sys.executable, "-c", LIVE_RUN, str(live)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with rundir.run_lock(str(tmp_path / "run")):
+            pass
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".train-11112222aaaa",
+                                                              ".train-data"]
+    finally:
+        holder.kill()
+        holder.wait()
+    with rundir.run_lock(str(tmp_path / "other_run")):  # its run is over now
+        pass
+    assert [p.name for p in tmp_path.iterdir()] == [".train-data"]
+
+
 SIGTERM_DRIVER = """
 import os, signal, sys
 from absl import app
@@ -540,6 +623,16 @@ def test_converged_at_is_the_first_t_from_which_accuracy_stays_close():
 
 
 @pytest.mark.jax
+def test_a_checkpoint_trained_with_snn_phases_converts_with_its_k(tmp_path):
+    path = tmp_path / "quantized_k3.keras"
+    demo_ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
+    quantized.quantize_relus(demo_ann, 3).save(path)
+    config = pipeline.ConvertConfig(weights=str(path), methods=("bsnn", "rate"))
+    pipeline.load_ann(config)
+    assert (config.phases_of("bsnn"), config.phases_of("rate")) == (3, 8)
+    assert config.period_steps == 3  # (rate is simulated step by step)
+
+
 def test_default_config_is_the_offline_demo():
     config = pipeline.ConvertConfig()
     assert config.weights == pipeline.DEMO_CHECKPOINT and os.path.isfile(config.weights)
@@ -642,6 +735,9 @@ def test_an_interrupted_overwrite_leaves_one_whole_run(earlier_run, monkeypatch,
     assert files_under(earlier_run) == expected
     if step != "after the swap":  # (there the earlier run's copy may be left, hidden)
         assert [p.name for p in earlier_run.parent.iterdir()] == ["run"]
+    with rundir.run_lock(str(earlier_run)):  # the next run removes that copy
+        pass
+    assert [p.name for p in earlier_run.parent.iterdir()] == ["run"]
 
 
 @pytest.mark.jax

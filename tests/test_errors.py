@@ -266,6 +266,28 @@ def test_verify_without_the_ann(snn):
         bsnn_tf.verify(None, snn, images(2, (8, 8, 2)), timesteps=8)
 
 
+def test_verify_with_another_ann_or_the_arguments_swapped(snn):
+    x = images(2, (8, 8, 2))
+    with pytest.raises(TypeError, match=r"verify takes the ANN first, then its SNN: "
+                                        r"verify\(ann, snn, x, timesteps\); got the "
+                                        r"SpikingNetwork '.*' as ann"):
+        bsnn_tf.verify(snn, conv_net(0), x, timesteps=8)
+    four_classes = keras.Sequential([keras.Input((8, 8, 2)), L.Flatten(), L.Dense(4)])
+    with pytest.raises(ValueError, match=r"does not fit snn '.*': the ANN takes images of shape "
+                                         r"\(8, 8, 2\) to 4 classes, the SNN \(8, 8, 2\) to "
+                                         r"3\. Pass the ANN that the SNN was converted from"):
+        bsnn_tf.verify(four_classes, snn, x, timesteps=8)
+    three_classes = keras.Sequential([keras.Input((8, 8, 2)), L.Flatten(), L.Dense(3)])
+    with pytest.raises(ValueError, match="has none of the layers that snn .* codes"):
+        bsnn_tf.verify(three_classes, snn, x, timesteps=8)
+
+
+def test_converting_an_snn_again_says_convert_its_ann(snn):
+    with pytest.raises(TypeError, match=r"is a SpikingNetwork, converted already "
+                                        r"\(method='bsnn'\); convert the ANN it came from"):
+        convert(snn, images(4, (8, 8, 2)))
+
+
 def test_calibration_data_of_any_real_dtype_is_accepted():
     model = dense_net(0)
     pixels = np.random.default_rng(0).integers(0, 256, (8, 6))
@@ -310,6 +332,57 @@ def test_no_warning_from_the_first_readout_on():
         snn.timesteps = 8
         snn.predict(x, verbose=0)
     assert not np.allclose(first, [[0, 1, 2, 3]] * 2)  # T = 8 is read from the input
+
+
+def one_layer_baseline(method, **kwargs):
+    """`one_layer_snn`'s ANN converted with a baseline (K = 8), its readout bias 0..3."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), L.Dense(16, activation="relu"), L.Dense(4)])
+    model.layers[-1].bias.assign(np.arange(4, dtype="float32"))
+    return convert(model, images(32, (8,)), timesteps=16, phases=8, method=method, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["rate", "phase"])
+def test_baselines_read_the_input_from_the_first_step_without_a_warning(method):
+    # Their readout counts from step 0, so every T within the first period is an
+    # estimate (the rate and phase baselines matched their ANN from T = 4 < K = 8 in
+    # convert.py's demo run), not the readout bias.
+    snn, x = one_layer_baseline(method), images(2, (8,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bsnn_tf.validation.EarlyReadoutWarning)
+        result = bsnn_tf.simulate(snn, x, timesteps=4, checkpoints=[1, 2], verbose=0)
+    assert not np.allclose(result.outputs, [[0, 1, 2, 3]] * 2)
+
+
+def test_a_baseline_whose_readout_waits_warns_where_it_outputs_its_bias():
+    snn, x = one_layer_baseline("rate", readout_delay=1), images(2, (8,))
+    with pytest.warns(bsnn_tf.validation.EarlyReadoutWarning,
+                      match=r"Time steps \[8\] come before this SNN's readout starts counting, "
+                            r"after step 8 .*Simulate at least T=9"):
+        early = bsnn_tf.simulate(snn, x, timesteps=8, verbose=0)
+    np.testing.assert_array_equal(early.outputs, [[0, 1, 2, 3]] * 2)  # the readout bias
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bsnn_tf.validation.EarlyReadoutWarning)
+        assert not np.allclose(bsnn_tf.simulate(snn, x, timesteps=16, verbose=0).outputs,
+                               [[0, 1, 2, 3]] * 2)
+
+
+def test_the_first_readout_twin_of_a_plain_keras_model_says_convert_it_first():
+    with pytest.raises(TypeError, match=r"first_readout_model needs a SpikingNetwork, got a "
+                                        r"plain Keras model .*Convert it first"):
+        bsnn_tf.twin.first_readout_model(dense_net(0))
+
+
+def test_finetuning_settings_without_calibration_finetune_are_refused():
+    for kwargs, given in ((dict(finetuning=bsnn_tf.conversion.FineTuning(epochs=1)),
+                           "finetuning is"),
+                          (dict(finetuning=bsnn_tf.conversion.FineTuning(),
+                                calibration_labels=np.zeros(4, int)),
+                           "finetuning and calibration_labels are")):
+        with pytest.raises(ValueError, match=f"{given} used by calibration='finetune' only, "
+                                             "but calibration='percentile': nothing would be "
+                                             "fine-tuned. Pass calibration='finetune', or leave"):
+            convert(dense_net(0), **kwargs)
 
 
 def test_simulating_a_plain_keras_model_says_convert_it_first():

@@ -66,7 +66,7 @@ def test_convert_py_memory_does_not_grow_with_images_or_periods(tmp_path, shared
 
 def test_statistics_reduced_batch_by_batch_match_the_trace_and_the_ann(demo):
     ann, snn, x = demo
-    kwargs = dict(timesteps=16, ann=ann, trace=True, verbose=0)
+    kwargs = dict(timesteps=16, ann=ann, trace=True, count_window="whole", verbose=0)
     whole = bsnn_tf.simulate(snn, x, batch_size=40, **kwargs)
     batched = bsnn_tf.simulate(snn, x, batch_size=8, **kwargs)
     for name in whole.spike_counts:

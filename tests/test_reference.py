@@ -4,8 +4,8 @@ Dense-only numpy prototype of the spec (ported below)."""
 import numpy as np
 import pytest
 
-from reference import (period_values, phase_weight, quantise, simulate_reference,
-                       spike_code_bit)
+from reference import (period_values, phase_weight, quantise, schedule_windows,
+                       simulate_reference, spike_code_bit, spikes_in_windows)
 
 
 # ==========================================================================
@@ -679,3 +679,80 @@ def test_bsnn_conv_net_pipeline_and_convergence():
             assert np.all(np.any(win == gp[:, :, i, j, None, :], axis=2))
     err = np.abs(res["logits"][:, -1] - ann_out).max() / np.abs(ann_out).max()
     assert err < 0.05, err
+
+
+# --------------------------------------------------------------------------
+# The light-cone schedule (the steps whose spikes reach the logits at T)
+# --------------------------------------------------------------------------
+
+def _chain(method, synchronized=True, initial=0.0):
+    """in -> n1 (start 0) -> two branches -> add -> n3 (start 2) -> dense -> readout (start 3).
+    The long branch crosses n2 (start 1); the short one crosses a synchronous neuron
+    n2s (start 1), or nothing when not `synchronized`."""
+    dense = lambda name, source: {"name": name, "op": "dense", "inputs": [source],
+                                  "kernel": np.eye(2)}
+    neuron = lambda name, source, start: {"name": name, "op": "neuron", "inputs": [source],
+                                          "bias": 0.0, "start": start, "initial": initial}
+    nodes = [{"name": "in", "op": "input", "inputs": []}, dense("d1", "in"),
+             neuron("n1", "d1", 0), dense("d2", "n1"), neuron("n2", "d2", 1)]
+    short = "n1"
+    if synchronized:
+        nodes.append(neuron("n2s", "n1", 1))
+        short = "n2s"
+    nodes += [{"name": "add", "op": "add", "inputs": ["n2", short]}, neuron("n3", "add", 2),
+              dense("d4", "n3"),
+              {"name": "out", "op": "readout", "inputs": ["d4"], "bias": np.zeros(2),
+               "start": 3}]
+    return {"method": method, "phases": 2, "input_encoding": "real", "nodes": nodes}
+
+
+def test_schedule_windows_hand_examples():
+    """K = 2, D = 3.  At the first readout T = (D + 1) K = 8 (E = 4 periods) each BIF
+    layer runs the two periods from its start: n3 steps 4..8, n2 and n2s 2..6, n1 0..4;
+    three periods later (T = 14) each runs three periods more. A shortcut that skips a
+    neuron lets n1 reach the readout one period sooner: it matters one period longer.
+    T = 7 is cut at T (E = 4). A rest of one level (2**-K) emits from period 0. The
+    baselines run every neuron throughout."""
+    assert schedule_windows(_chain("bsnn"), 8) == {
+        "n1": (0, 4), "n2": (2, 6), "n2s": (2, 6), "n3": (4, 8)}
+    assert schedule_windows(_chain("bsnn"), 14) == {
+        "n1": (0, 10), "n2": (2, 12), "n2s": (2, 12), "n3": (4, 14)}
+    assert schedule_windows(_chain("bsnn", synchronized=False), 8) == {
+        "n1": (0, 6), "n2": (2, 6), "n3": (4, 8)}
+    assert schedule_windows(_chain("bsnn"), 7) == {
+        "n1": (0, 4), "n2": (2, 6), "n2s": (2, 6), "n3": (4, 7)}
+    assert schedule_windows(_chain("bsnn", initial=0.25), 8)["n2"] == (0, 6)
+    assert schedule_windows(_chain("bsnn"), 2) == {
+        "n1": (0, 0), "n2": (2, 2), "n2s": (2, 2), "n3": (2, 2)}
+    for method in ("phase", "rate"):
+        assert set(schedule_windows(_chain(method), 9).values()) == {(0, 9)}
+
+
+def test_spikes_outside_the_schedule_do_not_reach_the_logits():
+    """The windows' trailing edge is the light cone's: on the chain (and without its
+    synchronous neuron) the logits at T stay the same when every neuron is silenced
+    from the end of its window on, and change when one is silenced a period earlier.
+    Before its window a neuron emits nothing."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.9, (3, 2))
+    K, T = 2, 14
+    for synchronized in (True, False):
+        net = _chain("bsnn", synchronized)
+        for node in net["nodes"]:
+            if node["op"] == "dense":
+                node["kernel"] = rng.uniform(0.1, 0.5, (2, 2))
+            if node["op"] == "neuron":
+                node["bias"] = rng.uniform(0.0, 0.1, 2)
+        full = simulate_reference(net, x, T)
+        windows = schedule_windows(net, T)
+        ends = {name: end for name, (_, end) in windows.items()}
+        cut = simulate_reference(net, x, T, silence_from=ends)
+        np.testing.assert_array_equal(cut["logits"][:, -1], full["logits"][:, -1])
+        for name, (first, end) in windows.items():
+            assert not full["outputs"][name][:, :first].any(), name
+            earlier = simulate_reference(net, x, T, silence_from={**ends, name: end - K})
+            assert not np.array_equal(earlier["logits"][:, -1], full["logits"][:, -1]), name
+        counted = spikes_in_windows(full["outputs"], windows)
+        assert {n: c.tolist() for n, c in counted.items()} == {
+            n: c.tolist() for n, c in spikes_in_windows(cut["outputs"], windows).items()}
+        assert all(0 < counted[n].sum() < full["spikes"][n].sum() for n in ("n1", "n2"))

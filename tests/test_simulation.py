@@ -52,7 +52,8 @@ def test_step_mode_matches_reference_spike_for_spike(net, method, initial_membra
     snn, x = converted(net, method, initial_membrane=initial_membrane)
     timesteps = 40
     result = bsnn_tf.simulate(snn, x, timesteps=timesteps, mode="step", trace=True,
-                              checkpoints=range(4, timesteps + 1, 4), verbose=0)
+                              checkpoints=range(4, timesteps + 1, 4), count_window="whole",
+                              verbose=0)
     reference = simulate_reference(reference_net(snn), x, timesteps)
     emitted = {**reference["outputs"], **reference["gates"]}
     assert set(emitted) == set(result.trace)

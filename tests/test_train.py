@@ -143,11 +143,12 @@ def test_diverged_training_writes_no_model_or_results(tmp_path, small_mnist):
     output_dir = tmp_path / "run"
     output_dir.mkdir()
     (output_dir / "model.keras").write_bytes(b"an earlier run")
-    code = run_train(*SHORT_RUN, "--lr=1e30", f"--data_dir={small_mnist}",
+    code = run_train(*SHORT_RUN, "--lr=1e30", "--overwrite", f"--data_dir={small_mnist}",
                      f"--output_dir={output_dir}")
     assert isinstance(code, str) and "Training diverged" in code and "Lower --lr" in code
     assert (output_dir / "model.keras").read_bytes() == b"an earlier run"
     assert not (output_dir / "results.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging, no lock
 
 
 def test_a_failed_save_keeps_the_previous_model(tmp_path, small_mnist, monkeypatch):
@@ -162,11 +163,13 @@ def test_a_failed_save_keeps_the_previous_model(tmp_path, small_mnist, monkeypat
 
     monkeypatch.setattr(keras.Model, "save", save_cut_short)
     config = training.TrainConfig("mnist_cnn", "mnist", str(output_dir), epochs=1,
-                                  batch_size=64, limit=128, data_dir=str(small_mnist))
+                                  batch_size=64, limit=128, data_dir=str(small_mnist),
+                                  overwrite=True)
     with pytest.raises(OSError, match="No space left"):
         training.train(config)
+    assert sorted(p.name for p in output_dir.iterdir()) == ["model.keras"]  # no logs either
     assert (output_dir / "model.keras").read_bytes() == b"an earlier run"
-    assert sorted(p.name for p in output_dir.iterdir() if p.name != "logs") == ["model.keras"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging, no lock
 
 
 def test_unwritable_output_dir(tmp_path):
@@ -215,6 +218,118 @@ def test_sigterm_while_saving_leaves_no_partial_model(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert process.returncode != 0 and "KeyboardInterrupt" in process.stderr, process.stderr
     assert list(output_dir.iterdir()) == []  # no hidden .model.keras-*.keras
+
+
+def test_an_earlier_run_is_refused_without_overwrite_and_replaced_whole_with_it(
+        tmp_path, small_mnist):
+    output_dir = tmp_path / "run"
+    earlier = {"model.keras": "earlier", "results.json": "earlier",
+               "logs/train/events.earlier": "earlier", "notes.txt": "keep me"}
+    for name, text in earlier.items():
+        (output_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (output_dir / name).write_text(text)
+    run = [*SHORT_RUN, "--limit=128", "--batch_size=64", f"--data_dir={small_mnist}",
+           f"--output_dir={output_dir}"]
+    code = run_train(*run)
+    assert code == (f"train.py: error: Output directory '{output_dir}' holds an earlier run "
+                    "(logs, model.keras, results.json); pass --overwrite to replace it, or "
+                    "choose another --output_dir.")
+    assert {str(p.relative_to(output_dir)): p.read_text() for p in output_dir.rglob("*")
+            if p.is_file()} == earlier
+    assert run_train(*run, "--overwrite") in (0, None)
+    assert (output_dir / "notes.txt").read_text() == "keep me"
+    assert json.loads((output_dir / "results.json").read_text())["epochs"] == 1
+    keras.models.load_model(output_dir / "model.keras")
+    logs = [p.name for p in (output_dir / "logs").rglob("*") if p.is_file()]
+    assert logs and "events.earlier" not in logs  # this run's logs only, not mixed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging, no lock
+
+
+# Runs train.py and sends it a SIGTERM while it trains (after it wrote part of its run).
+SIGTERM_WHILE_TRAINING_DRIVER = """
+import os, signal, sys
+from absl import app
+import train
+from bsnn_tf import training
+
+def terminated_while_training(config, model, train_batches, test_batches, directory, command):
+    os.makedirs(os.path.join(directory, "logs"))
+    with open(os.path.join(directory, "model.keras"), "wb") as f:
+        f.write(b"PK half a model")
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()
+
+training._fit_and_save = terminated_while_training
+sys.argv = ["train.py", *sys.argv[1:]]
+app.run(train.main, argv=sys.argv)
+"""
+
+
+def test_sigterm_while_training_leaves_no_staging_directory_or_lock(tmp_path, small_mnist):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.run(
+        [sys.executable, "-c", SIGTERM_WHILE_TRAINING_DRIVER, *SHORT_RUN, "--limit=64",
+         f"--data_dir={small_mnist}", f"--output_dir={tmp_path / 'out' / 'run'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode != 0 and "KeyboardInterrupt" in process.stderr, process.stderr
+    assert list((tmp_path / "out").iterdir()) == []  # no .train-* staging, no run/, no lock
+
+
+def test_snn_phases_refuses_a_model_it_cannot_quantise(tmp_path):
+    layers = keras.layers
+    for name, activation, message in (
+            ("sigmoid", [layers.Activation("sigmoid")], "activation 'sigmoid' is not ReLU"),
+            ("leaky", [layers.LeakyReLU(0.1, name="leaky")], "'leaky' (LeakyReLU): no converter"),
+            ("linear", [], "but it has none: the saved model would hold no quantiser")):
+        model = keras.Sequential([keras.Input((28, 28, 1)), layers.Conv2D(4, 3), *activation,
+                                  layers.Flatten(), layers.Dense(10)])
+        model.save(tmp_path / f"{name}.keras")
+        output_dir = tmp_path / f"run_{name}"
+        code = run_train(*SHORT_RUN, "--snn_phases=4", f"--weights={tmp_path / name}.keras",
+                         f"--output_dir={output_dir}")
+        assert isinstance(code, str) and code.startswith("train.py: error: --snn_phases ")
+        assert f"--weights {tmp_path / name}.keras" in code and message in code
+        assert not output_dir.exists()
+
+
+def test_weights_that_do_not_fit_the_dataset_are_refused(tmp_path):
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    model.save(tmp_path / "cifar_shaped.keras")
+    code = run_train(*SHORT_RUN, f"--weights={tmp_path}/cifar_shaped.keras",
+                     f"--output_dir={tmp_path / 'run'}")
+    assert code == (f"train.py: error: --weights {tmp_path}/cifar_shaped.keras: Model "
+                    f"'{model.name}' takes inputs of shape (32, 32, 3), but mnist images are "
+                    "(28, 28, 1).")
+    assert not (tmp_path / "run").exists()
+
+
+def test_weights_ending_in_a_softmax_are_refused(tmp_path):
+    # train.py's loss takes logits: on probabilities it would train, slowly and wrongly.
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax", name="probabilities")])
+    model.save(tmp_path / "softmax.keras")
+    code = run_train(*SHORT_RUN, f"--weights={tmp_path}/softmax.keras",
+                     f"--output_dir={tmp_path / 'run'}")
+    assert code == (f"train.py: error: --weights {tmp_path}/softmax.keras: its output layer "
+                    "'probabilities' is a softmax, but train.py's loss takes logits (it would "
+                    "train on probabilities). Save the model without its final softmax "
+                    "(convert.py takes either).")
+    assert not (tmp_path / "run").exists()
+
+
+def test_weights_of_a_converted_snn_are_refused(tmp_path):
+    ann = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
+                            keras.layers.Dense(3)])
+    snn = bsnn_tf.convert(ann, np.random.default_rng(0).uniform(size=(8, 6)), verbose=0)
+    snn.save(tmp_path / "snn_bsnn.keras")
+    code = run_train(*SHORT_RUN, f"--weights={tmp_path}/snn_bsnn.keras",
+                     f"--output_dir={tmp_path / 'run'}")
+    assert code == (f"train.py: error: --weights {tmp_path}/snn_bsnn.keras: Model '{snn.name}' "
+                    "is a converted SpikingNetwork (method='bsnn'; convert.py saves them as "
+                    "snn_<method>.keras), not an ANN; pass the ANN checkpoint it was converted "
+                    "from.")
+    assert not (tmp_path / "run").exists()
 
 
 def test_data_dir_without_the_files(tmp_path):

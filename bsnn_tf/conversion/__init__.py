@@ -31,6 +31,7 @@ from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, Activati
 from bsnn_tf.conversion.config import ConversionConfig
 from bsnn_tf.conversion.finetune import FineTuning, finetune
 from bsnn_tf.conversion.fold import fold
+from bsnn_tf.conversion.latency import LatencySearch, search as search_latency
 from bsnn_tf.conversion.converters import LayerConverter, register, trace
 from bsnn_tf.conversion.graph import Graph, Node
 from bsnn_tf.conversion.keras_graph import to_keras
@@ -48,7 +49,8 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             input_encoding=_DEFAULT("input_encoding"), initial_membrane=None,
             readout_delay=_DEFAULT("readout_delay"), timesteps=_DEFAULT("timesteps"),
             batch_size=_DEFAULT("batch_size"), dtype=_DEFAULT("dtype"),
-            calibration_labels=None, finetuning=None, verbose="auto"):
+            calibration_labels=None, finetuning=None, tolerance=None, latency=None,
+            verbose="auto"):
     """Converts a trained Keras ReLU classifier into a spiking network.
 
     Args:
@@ -65,7 +67,10 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             Kim et al. 2018) or "rate" (IF with soft reset, Rueckauer et al. 2017).
         phases: K, phases per period, 1..24. Default: `DEFAULT_PHASES[method]`,
             4 for BSNN (chosen by the time-step study in docs/RESULTS.md),
-            8 for the phase baseline (Kim et al. 2018).
+            8 for the phase baseline (Kim et al. 2018). "auto" (BSNN): the K and
+            T with the lowest lossless latency on held-out calibration images
+            (`latency.py`); `snn.timesteps` is set to that T and
+            `snn.latency_search` records the search.
         calibration: how each spiking layer is fitted to the ANN on the
             calibration data (docs/DESIGN.md, "Calibration"): "percentile"
             (lambda = the percentile below), "mse" (lambda with the smallest
@@ -91,9 +96,16 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             at most 64 images, fewer where their activations would not fit its budget).
         dtype: "float32", or "float64" for exact comparisons.
         calibration_labels: integer labels of `calibration_data`; "finetune" then
-            also learns from them (else it learns from the ANN alone).
+            also learns from them (else it learns from the ANN alone), and
+            phases="auto" measures accuracy on its held-out images with them
+            (else agreement with the ANN).
         finetuning: a `FineTuning` (epochs, learning rate, ...) for "finetune";
             default `FineTuning()`.
+        tolerance: phases="auto": the percentage points of held-out accuracy the
+            SNN may lose against the ANN (default 0.1; at least one image).
+        latency: phases="auto": a `LatencySearch` for the other settings (the K
+            searched, the share held out, the periods measured); its tolerance
+            gives way to `tolerance` where that is given.
 
     Returns:
         A `SpikingNetwork`.
@@ -103,15 +115,27 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             calibration data, or an argument out of range; the message says
             which and what to do.
     """
+    auto = isinstance(phases, str) and phases == "auto"
     phases, initial_membrane = _trained_settings(model, method, phases, initial_membrane)
     config = ConversionConfig.resolve(
-        method=method, phases=phases, calibration=calibration, percentile=percentile,
-        channelwise=channelwise, synchronous=synchronous, input_encoding=input_encoding,
-        initial_membrane=initial_membrane, readout_delay=readout_delay, timesteps=timesteps,
-        batch_size=batch_size, dtype=dtype, finetuning=finetuning)
-    if calibration_labels is not None and config.calibration != "finetune":
-        raise ValueError("calibration_labels are used by calibration='finetune' only; pass "
-                         "calibration='finetune', or leave the labels out.")
+        method=method, phases=None if auto else phases, calibration=calibration,
+        percentile=percentile, channelwise=channelwise, synchronous=synchronous,
+        input_encoding=input_encoding, initial_membrane=initial_membrane,
+        readout_delay=readout_delay, timesteps=timesteps, batch_size=batch_size, dtype=dtype,
+        finetuning=finetuning, calibration_labels=None if auto else calibration_labels)
+    if not auto:
+        if tolerance is not None or latency is not None:
+            raise ValueError("tolerance and latency are settings of phases='auto'; pass "
+                             "phases='auto', or leave them out.")
+        return _convert(model, calibration_data, config, calibration_labels, verbose)
+    settings = config.latency_search(latency, tolerance)
+    # The model and the images are checked before the search's first conversion.
+    data = check_calibration_data(calibration_data, trace(model).input_shape)
+    return search_latency(model, data, calibration_labels, config, _convert, settings, verbose)
+
+
+def _convert(model, calibration_data, config, calibration_labels, verbose):
+    """`convert` at the fixed K of `config`, a checked `ConversionConfig`."""
     quantizer = config.quantizer()
     graph = fold(trace(model))
     if batches.is_stream(calibration_data):
@@ -146,9 +170,7 @@ def _trained_settings(model, method, phases, initial_membrane):
     trained for, unless given; a ValueError naming the layer where a BSNN would differ."""
     if not isinstance(model, keras.Model):
         return phases, initial_membrane  # `trace` says what is wrong with it
-    trained = {(layer.phases, layer.initial_membrane): layer.name
-               for layer in quantized.layers_of(model)
-               if isinstance(layer, quantized.QuantizedReLU)}
+    trained = quantized.trained_settings(model)
     if not trained or method != "bsnn":
         return phases, initial_membrane
     if len(trained) > 1:
@@ -185,7 +207,7 @@ def _input_scale(data, input_encoding):
     return float(data.max()) or 1.0
 
 
-__all__ = ["convert", "ConversionConfig", "FineTuning", "DEFAULT_PHASES", "trace", "fold", "calibrate",
+__all__ = ["convert", "ConversionConfig", "FineTuning", "LatencySearch", "DEFAULT_PHASES", "trace", "fold", "calibrate",
            "correct", "MODES", "normalize", "synchronize", "build", "to_keras", "Graph", "Node",
            "LayerConverter", "register", "ActivationStatistics", "spiking_depths", "Op",
            "register_op"]

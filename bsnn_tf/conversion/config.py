@@ -22,11 +22,25 @@ import keras
 from bsnn_tf import coding, methods
 from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
 from bsnn_tf.conversion.finetune import FineTuning
+from bsnn_tf.conversion.latency import LatencySearch
 from bsnn_tf.conversion.calibration import check_mode as check_calibration_mode
 from bsnn_tf.validation import check_timesteps
 
 # Significand bits (below the leading one) of the float types too short for K up to 24.
 _HALF_PRECISION_BITS = {"float16": 10, "bfloat16": 7}
+
+
+def _check_used(calibration, **finetune_arguments):
+    """A ValueError naming each argument given (not None) that calibration `calibration`
+    does not use: those of calibration "finetune" (unused settings are an error)."""
+    given = [name for name, value in finetune_arguments.items() if value is not None]
+    if given and calibration != "finetune":
+        raise ValueError(
+            f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} used by "
+            f"calibration='finetune' only, but calibration={calibration!r}: nothing would be "
+            f"fine-tuned. Pass calibration='finetune', or leave {' and '.join(given)} out"
+            + (" (or pass phases='auto', which scores its search with calibration_labels)."
+               if given == ["calibration_labels"] else "."))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +76,13 @@ class ConversionConfig:
 
     @classmethod
     def resolve(cls, method="bsnn", phases=None, initial_membrane=None, finetuning=None,
-                **settings):
+                calibration_labels=None, **settings):
         """The config of `convert(method=..., phases=..., ...)`: defaults filled in, each
-        argument checked; a ValueError or TypeError names the bad one and what to do."""
+        argument checked; a ValueError or TypeError names the bad one and what to do.
+        `calibration_labels` are only checked to be used (they are not part of it)."""
         method = methods.get(method)
+        _check_used(settings.get("calibration", DEFAULT_CALIBRATION),
+                    finetuning=finetuning, calibration_labels=calibration_labels)
         config = cls(
             method=method,
             phases=coding.check_phases(method.default_phases if phases is None else phases),
@@ -148,6 +165,31 @@ class ConversionConfig:
         warnings.warn("ConversionConfig.synchronise is deprecated; use .synchronize.",
                       DeprecationWarning, stacklevel=2)
         return self.synchronize
+
+    def with_phases(self, phases, **changes):
+        """This config at K = `phases` (and any other `changes`), checked."""
+        config = dataclasses.replace(self, phases=coding.check_phases(phases), **changes)
+        config.check()
+        return config
+
+    def latency_search(self, latency=None, tolerance=None):
+        """The checked `LatencySearch` of `convert(phases="auto", tolerance=..., latency=...)`;
+        a ValueError where this conversion has no first readout to search from."""
+        if not self.method.readout_waits_for_output:
+            raise ValueError(
+                f"phases='auto' searches K and the readout T of a BSNN from its first "
+                f"readout; method={self.method.name!r} has none. Use method='bsnn', or give "
+                f"phases (default {self.method.default_phases}).")
+        if latency is not None and not isinstance(latency, LatencySearch):
+            raise TypeError(f"latency must be a bsnn_tf.conversion.LatencySearch, got "
+                            f"{type(latency).__name__}.")
+        latency = latency or LatencySearch()
+        if tolerance is not None:
+            latency = dataclasses.replace(latency, tolerance=tolerance)
+        latency.check()
+        for phases in latency.phases:
+            self.with_phases(phases)  # each K must suit the other settings (dtype, ...)
+        return latency
 
     def quantizer(self):
         """f(current): what a neuron of this method emits on average (calibration's target)."""

@@ -445,6 +445,9 @@ def trace(model):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
+    if hasattr(model, "ann_layers"):  # a SpikingNetwork (the network imports conversion)
+        raise TypeError(f"Model '{model.name}' is a SpikingNetwork, converted already "
+                        f"(method={model.method!r}); convert the ANN it came from instead.")
     model = as_functional(model)
     if not model.built or not getattr(model, "inputs", None):
         raise ValueError(

@@ -14,9 +14,9 @@ import pathlib
 import keras
 
 import bsnn_tf
-from bsnn_tf import data, models
+from bsnn_tf import data, models, quantized
 from bsnn_tf.run_checks import ConfigError
-from bsnn_tf.validation import shape_fits
+from bsnn_tf.validation import check_whole_periods, shape_fits
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[2] / "pretrained"
@@ -73,7 +73,9 @@ def load_ann(config):
         return models.get(config.model, spec.num_classes, spec.input_shape)
     weights = config.weights or download_published_weights(config.model, config.dataset)
     if weights.endswith(KERAS_SUFFIX):
-        return _load_keras(weights)
+        ann = _load_keras(weights)
+        check_trained_phases(ann, config)
+        return ann
     ann = models.get(config.model, spec.num_classes, spec.input_shape)
     try:
         models.load_torchvision_weights(ann, weights)
@@ -110,8 +112,39 @@ def _load_keras(path):
         raise ConfigError(str(error)) from error
 
 
+def check_trained_phases(ann, config):
+    """Sets `config.trained_phases` to the K that the QuantizedReLU layers of `ann`
+    (train.py --snn_phases) were trained for, the BSNN's K; raises `ConfigError` where
+    --phases differs from it, or --timesteps is not a whole number of its periods."""
+    trained = quantized.trained_settings(ann)
+    if not trained or "bsnn" not in config.methods:
+        return  # (the baselines take the quantisers as ReLUs)
+    if len(trained) > 1:
+        raise ConfigError(
+            f"--weights {config.weights}: its QuantizedReLU layers were trained for different "
+            f"(phases, initial_membrane): {sorted(trained)}; a BSNN has one K and one "
+            "membrane at rest. Retrain it with one --snn_phases.")
+    (phases, _), layer = next(iter(trained.items()))
+    if config.phases is not None and config.phases != phases:
+        raise ConfigError(
+            f"--phases={config.phases} does not fit --weights {config.weights}: it was trained "
+            f"with --snn_phases={phases} (its QuantizedReLU layers, e.g. '{layer}', have "
+            f"phases={phases}), and a BSNN of another K is not the trained network at its "
+            f"first readout. Pass --phases={phases}, or leave --phases out.")
+    config.trained_phases = phases
+    if config.timesteps is not None:
+        check_whole_periods((config.timesteps, *(config.checkpoints or ())), config.period_steps,
+                            ConfigError, advice=f"--weights {config.weights} was trained with "
+                            f"--snn_phases={phases}: use multiples of {config.period_steps}.")
+
+
 def check_fits(ann, dataset):
     """Raises `ConfigError` unless `ann` takes the dataset's images and predicts its classes."""
+    if isinstance(ann, bsnn_tf.SpikingNetwork):
+        raise ConfigError(
+            f"Model {ann.name!r} is a converted SpikingNetwork (method={ann.method!r}; "
+            "convert.py saves them as snn_<method>.keras), not an ANN; pass the ANN checkpoint "
+            "it was converted from.")
     spec = data.DATASETS[dataset]
     input_shape, classes = tuple(ann.input_shape[1:]), ann.output_shape[-1]
     if not shape_fits(spec.input_shape, input_shape):

@@ -17,9 +17,10 @@ import math
 import os
 
 from bsnn_tf import coding, rundir
-from bsnn_tf.conversion import ConversionConfig
+from bsnn_tf.conversion import ConversionConfig, LatencySearch
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES, FineTuning
+from bsnn_tf.conversion.latency import MIN_HELD_OUT
 from bsnn_tf.methods import METHODS
 from bsnn_tf.pipeline.checkpoints import BUNDLED_CHECKPOINTS, check_weights
 from bsnn_tf.pipeline.images import CALIBRATION_SPLITS
@@ -36,6 +37,9 @@ ANN_BATCH = 128
 # Calibration images by default: for the scales; for fine-tuning, which trains on them.
 CALIBRATION_IMAGES = 500
 FINETUNE_IMAGES = 20_000
+# --phases auto holds out this many of the calibration images (at most half of them) to
+# measure each K's latency, and draws them on top of the calibration's own.
+AUTO_HELD_OUT = 500
 
 
 @dataclasses.dataclass
@@ -51,6 +55,12 @@ class ConvertConfig:
             ResNet-18/34 on ImageNet), downloaded by `load_ann`.
         random_weights: convert the zoo model with random weights (smoke tests).
         methods: conversion methods, simulated on the same test images.
+        phases: K; None: each method's default; "auto" (BSNN): the K and T with
+            the lowest lossless latency on `AUTO_HELD_OUT` held-out calibration
+            images (`bsnn_tf.conversion.latency`), which the conversion records
+            and `phases_of` then returns.
+        auto_tolerance: the percentage points of held-out accuracy that --phases
+            auto lets the BSNN lose against the ANN (`LatencySearch.tolerance`).
         timesteps: the largest T; `None` takes `default_timesteps` (for BSNN the
             first readout plus `EXTRA_PERIODS` periods).
         checkpoints: the T at which accuracy is measured; `None` takes
@@ -82,6 +92,9 @@ class ConvertConfig:
             (`partial`); without it, an unfinished run there is refused.
         skip_unreadable: skip test images that cannot be decoded (counted and listed
             in results.json); else the first one stops the run, naming its file.
+        trained_phases: the K that the checkpoint's QuantizedReLU layers were trained
+            for (train.py --snn_phases), set when it is loaded: the BSNN's K unless
+            `phases` is given (`phases_of`).
     """
 
     model: str = "mnist_cnn"
@@ -89,7 +102,8 @@ class ConvertConfig:
     weights: str | None = None
     random_weights: bool = False
     methods: tuple = ("bsnn",)
-    phases: int | None = None
+    phases: int | str | None = None
+    auto_tolerance: float = LatencySearch.tolerance
     timesteps: int | None = None
     checkpoints: tuple | None = None
     # The library's settings, with the library's defaults (ConversionConfig defines them).
@@ -111,6 +125,8 @@ class ConvertConfig:
     finetune_epochs: int | None = None
     finetune_labels: bool = False
     finetune_start: str = FineTuning.start
+    # Not a field (no flag sets it): the checkpoint's, set when it is loaded.
+    trained_phases = None
 
     def __post_init__(self):
         self.methods = tuple(dict.fromkeys(self.methods))
@@ -118,6 +134,7 @@ class ConvertConfig:
             self.output_dir = os.path.join("outputs", f"{self.dataset}_{self.model}")
         if self.weights is None and not self.random_weights:
             self.weights = BUNDLED_CHECKPOINTS.get((self.model, self.dataset))
+        self._searched_phases = {}  # {method: K} that --phases auto chose (`searched`)
 
     @classmethod
     def default(cls, name):
@@ -130,7 +147,21 @@ class ConvertConfig:
         """How many calibration images the run draws."""
         if self.calibration_size is not None:
             return self.calibration_size
-        return FINETUNE_IMAGES if self.calibration == "finetune" else CALIBRATION_IMAGES
+        if self.calibration == "finetune":
+            return FINETUNE_IMAGES
+        return CALIBRATION_IMAGES + (AUTO_HELD_OUT if self.auto_phases else 0)
+
+    @property
+    def auto_phases(self):
+        """Whether K is searched (--phases auto)."""
+        return self.phases == "auto"
+
+    @property
+    def latency(self):
+        """The `LatencySearch` of --phases auto: `AUTO_HELD_OUT` images held out, at
+        most half."""
+        return LatencySearch(held_out=min(0.5, AUTO_HELD_OUT / self.calibration_images),
+                             tolerance=self.auto_tolerance)
 
     @property
     def period_steps(self):
@@ -143,8 +174,20 @@ class ConvertConfig:
         return FineTuning(epochs=self.finetune_epochs, start=self.finetune_start)
 
     def phases_of(self, method):
-        """K for `method`: --phases, or the library's default for the method."""
-        return METHODS[method].default_phases if self.phases is None else self.phases
+        """K for `method`: --phases; with --phases auto the K searched (once `searched`
+        recorded it), else "auto"; else the checkpoint's trained K for BSNN; else the
+        library's default for the method."""
+        if self.auto_phases:
+            return self._searched_phases.get(method, "auto")
+        if self.phases is not None:
+            return self.phases
+        if method == "bsnn" and self.trained_phases is not None:
+            return self.trained_phases
+        return METHODS[method].default_phases
+
+    def searched(self, method, phases):
+        """Records the K that --phases auto chose for `method`."""
+        self._searched_phases[method] = phases
 
 
 def validate(config):
@@ -155,8 +198,13 @@ def validate(config):
     for method in config.methods:
         if method not in METHODS:
             raise ConfigError(f"Unknown method {method!r}. Known methods: {', '.join(METHODS)}.")
-    if config.phases is not None and not 1 <= config.phases <= coding.MAX_PHASES:
-        raise ConfigError(f"phases must be in 1..{coding.MAX_PHASES}, got {config.phases}.")
+    if config.auto_phases:
+        _check_auto_phases(config)
+    elif config.phases is not None and (not isinstance(config.phases, int)
+                                        or not 1 <= config.phases <= coding.MAX_PHASES):
+        raise ConfigError(f"phases must be in 1..{coding.MAX_PHASES}, got {config.phases!r}"
+                          + ("" if isinstance(config.phases, int) else " (or give 'auto')")
+                          + ".")
     _check_timesteps(config)
     if config.statistics_images < 0:
         raise ConfigError(f"--statistics_images must be 0 (all images) or positive, got "
@@ -169,18 +217,14 @@ def validate(config):
                           f"got {config.calibration!r}.")
     if config.calibration == "finetune":
         _check_finetune(config)
+    else:
+        _check_no_finetune_flags(config)
     if not 0 < config.percentile <= 100:
         raise ConfigError(f"percentile must be in (0, 100], got {config.percentile}.")
     check_weights(config)
     check_writable(config.output_dir)
     check_writable(os.path.dirname(os.path.abspath(config.output_dir)))  # lock and staging
-    earlier = rundir.run_outputs(config.output_dir)
-    if earlier and not config.overwrite:
-        raise ConfigError(
-            f"Output directory {config.output_dir!r} holds an earlier run "
-            f"({', '.join(os.path.basename(p) for p in earlier)}); pass --overwrite to replace "
-            "it, or choose another --output_dir."
-        )
+    rundir.check_no_earlier_run(config.output_dir, config.overwrite)
 
 
 def _check_finetune(config):
@@ -196,6 +240,44 @@ def _check_finetune(config):
         config.finetuning.check(prefix="--finetune_")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def _check_auto_phases(config):
+    others = [m for m in config.methods if not METHODS[m].readout_waits_for_output]
+    if others:
+        raise ConfigError(f"--phases auto searches a BSNN's K from its first readout, which "
+                          f"{', '.join(others)} does not have; run it with --methods=bsnn.")
+    if config.timesteps is not None or config.checkpoints:
+        raise ConfigError("--phases auto chooses K, and with it which T are whole periods; "
+                          "leave --timesteps and --checkpoints out (the run measures every "
+                          "period from the first readout), or give --phases.")
+    if config.calibration_images * config.latency.held_out < MIN_HELD_OUT - 0.5:
+        raise ConfigError(f"--phases auto holds out half of --calibration_size (at most "
+                          f"{AUTO_HELD_OUT}) and needs at least {MIN_HELD_OUT} held out: give "
+                          f"--calibration_size of at least {2 * MIN_HELD_OUT}, got "
+                          f"{config.calibration_images}.")
+    try:
+        config.latency.check()
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--auto_{error}") from None
+    calibrating = round(config.calibration_images * (1 - config.latency.held_out))
+    if config.calibration == "finetune" and calibrating < FINETUNE_MIN_IMAGES:
+        raise ConfigError(f"--phases auto with --calibration=finetune trains on the calibration "
+                          f"images it does not hold out, {calibrating} of "
+                          f"--calibration_size={config.calibration_images}; it needs at "
+                          f"least {FINETUNE_MIN_IMAGES} (thousands are better).")
+
+
+def _check_no_finetune_flags(config):
+    """Refuses --finetune_* flags that --calibration (not finetune) would leave unused."""
+    given = [f"--{name}" for name in ("finetune_epochs", "finetune_labels", "finetune_start")
+             if getattr(config, name) != ConvertConfig.default(name)]
+    if given:
+        names = " and ".join(given)
+        raise ConfigError(f"{names} {'is a setting' if len(given) == 1 else 'are settings'} "
+                          f"of --calibration=finetune, but --calibration={config.calibration}: "
+                          f"nothing would be fine-tuned. Pass --calibration=finetune, or leave "
+                          f"{names} out.")
 
 
 def _check_timesteps(config):

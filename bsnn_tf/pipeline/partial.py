@@ -128,6 +128,8 @@ def combined(first, second):
         neurons=first.neurons,
         sin=first.sin and {name: (spiked + second.sin[name][0], inactive + second.sin[name][1])
                            for name, (spiked, inactive) in first.sin.items()},
+        count_window=first.count_window,
+        counted_steps=first.counted_steps,
     )
 
 
@@ -150,7 +152,8 @@ def _statistics_arrays(state):
         layers[method] = None if result is None else {
             "timesteps": result.timesteps, "spiking": list(result.spike_counts),
             "neurons": result.neurons, "sin": result.sin and {
-                name: [int(v) for v in counts] for name, counts in result.sin.items()}}
+                name: [int(v) for v in counts] for name, counts in result.sin.items()},
+            "count_window": result.count_window, "counted_steps": result.counted_steps}
         if result is None:
             continue
         arrays[f"{method}/outputs"] = result.outputs
@@ -174,4 +177,5 @@ def _result(arrays, method, record):
                            for number, name in numbered},
         neurons=record["neurons"],
         sin=record["sin"] and {name: tuple(counts) for name, counts in record["sin"].items()},
+        count_window=record["count_window"], counted_steps=record["counted_steps"],
     )

@@ -83,24 +83,38 @@ def _percent(value):
 def method_results(method_run):
     """The results.json entry of one method."""
     snn, result, verification = method_run.snn, method_run.result, method_run.verification
-    macs = sum(metrics.ann_macs(snn).values())
-    operations = sum(metrics.synaptic_operations(snn, result).values())
+    layer_macs, layer_operations = metrics.ann_macs(snn), metrics.synaptic_operations(snn, result)
+    macs, operations = sum(layer_macs.values()), sum(layer_operations.values())
+    estimate = metrics.energy(snn, result)
     return {
         "accuracy": list(method_run.accuracy.values()),
         "converged_at": method_run.converged_at,
         "depth": snn.depth,
         "first_readout": snn.first_readout if has_first_readout(snn) else None,
         "finetuning": getattr(snn, "calibration_record", None),
+        "latency_search": snn.latency_search,  # convert(phases="auto")'s, else None
         "mode": snn.mode,
         "statistics": {"images": len(next(iter(result.spike_counts.values()))),
                        "timesteps": result.timesteps,
                        "note": "firing rates, SIN and synaptic operations are from these "
-                               "images; accuracy is from every evaluated image"},
+                               "images; accuracy is from every evaluated image",
+                       "count_window": result.count_window,
+                       "count_window_note": metrics.count_window_note(result)},
         "firing_rates": result.firing_rates(),
         "sin_rates": result.sin_rates(),
         "synaptic_operations": operations,
         "ann_macs": macs,
         "synops_per_mac": operations / max(macs, 1),
+        "synaptic_operations_per_layer": layer_operations,
+        "ann_macs_per_layer": layer_macs,
+        "energy": {"snn_pj": estimate["snn_pj"], "ann_pj": estimate["ann_pj"],
+                   "snn_per_ann": estimate["snn_per_ann"],
+                   "real_input_macs": sum(metrics.real_input_macs(snn).values()),
+                   "pj_per_ac": estimate["pj_per_ac"], "pj_per_mac": estimate["pj_per_mac"],
+                   "source": estimate["source"],
+                   "note": "per image: SNN = synaptic operations x pJ per AC (the synapses "
+                           "on a real-valued input: their MACs x pJ per MAC); ANN = MACs x "
+                           "pJ per MAC"},
         "verification": {
             "images": VERIFY_IMAGES,
             "timesteps": verification.timesteps,

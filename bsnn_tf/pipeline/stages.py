@@ -159,16 +159,24 @@ class _ProgressCallback(keras.callbacks.Callback):
 def convert_method(config, method, ann, x_calibration, y_calibration=None):
     """`ann` converted with `method` as `config` says."""
     print(f"\nConverting with method={method} on {len(x_calibration)} calibration images:")
-    finetuning = config.calibration == "finetune"
+    finetuning, auto = config.calibration == "finetune", config.auto_phases
+    # The labels serve fine-tuning where asked; --phases auto's held-out accuracy where
+    # fine-tuning does not learn from them (else it measures agreement with the ANN).
+    labels = config.finetune_labels if finetuning else auto
     snn = bsnn_tf.convert(
         ann, x_calibration, method=method, phases=config.phases_of(method),
         calibration=config.calibration, percentile=config.percentile,
         channelwise=config.channelwise, synchronous=config.synchronous,
         timesteps=config.timesteps or BASELINE_TIMESTEPS.get(config.dataset, 256),
         batch_size=config.batch_size,
-        calibration_labels=y_calibration if finetuning and config.finetune_labels else None,
+        calibration_labels=y_calibration if labels else None,
         finetuning=config.finetuning if finetuning else None,
+        latency=config.latency if auto else None,
     )
+    if auto:
+        config.searched(method, snn.phases)
+        print(f"--phases auto chose K = {snn.phases}, T = {snn.timesteps} "
+              f"({snn.latency_search['seconds']:.0f} s)")
     print(f"{snn.name}: spiking depth D = {snn.depth}, first readout at T = "
           f"{snn.first_readout}" if has_first_readout(snn) else f"{snn.name} converted")
     return snn
