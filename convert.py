@@ -110,6 +110,14 @@ flags.DEFINE_string("data_dir", None,
                     f"Dataset directory (default: ${data.DATA_DIR_ENV}, then the demo data).")
 flags.DEFINE_boolean("overwrite", DEFAULT("overwrite"),
                      "Replace the outputs of an earlier run in --output_dir (else refused).")
+flags.DEFINE_boolean("resume", DEFAULT("resume"),
+                     "Continue a stopped run of --output_dir (Ctrl-C, SIGTERM, a killed "
+                     "process) from its last finished batch, kept beside it in "
+                     ".<name>.partial; the results equal an uninterrupted run's.")
+flags.DEFINE_boolean("skip_unreadable", DEFAULT("skip_unreadable"),
+                     "Skip test images that cannot be decoded, counting and listing them in "
+                     "results.json (by default the first one stops the run, naming its file; "
+                     "the batches before it are kept for --resume).")
 flags.DEFINE_boolean("distribute", DEFAULT("distribute"),
                      "Data parallel over all local devices: the ANN's evaluation and the "
                      "simulation split every batch over them.")

@@ -251,3 +251,30 @@ def _signals_held_back(signals=(signal.SIGINT, signal.SIGTERM)):
                 handler(received[0], None)
             else:
                 signal.raise_signal(received[0])
+
+
+def partial_directory(output_dir):
+    """Where an unfinished run of `output_dir` keeps its finished batches for `--resume`:
+    `.<name>.partial` beside it (hidden, and outside it: never a finished run's files).
+
+    Example:
+        >>> os.path.basename(partial_directory("runs/example"))
+        '.example.partial'
+    """
+    target = os.path.realpath(output_dir)
+    return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.partial")
+
+
+def write_atomically(path, write, binary=False):
+    """Makes `path` hold what `write(file)` writes, as one step: a temporary file beside
+    it, flushed to disk, then renamed over it (a crash leaves the old file or the new)."""
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        with open(temporary, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

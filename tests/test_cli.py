@@ -268,7 +268,10 @@ def test_load_images_holds_the_calibration_slice_out(tmp_path):
     held_out = make_held_out_mnist(tmp_path / "data")
     config = pipeline.ConvertConfig(data_dir=str(tmp_path / "data"), calibration_split="test",
                                calibration_size=HELD_OUT_CALIBRATION)
-    x_test, y_test, x_calibration, y_calibration, record = pipeline.load_images(config)
+    images = pipeline.load_images(config)
+    x_calibration, record = images.x_calibration, images.calibration
+    x_test = np.concatenate([batch.x for batch in images.batches(batch_size=16)])
+    y_test = np.concatenate([batch.y for batch in images.batches(batch_size=16)])
     x_all, _ = data.load("mnist", "test", tmp_path / "data")
     assert len(np.unique(x_all.reshape(len(x_all), -1), axis=0)) == len(x_all)
     np.testing.assert_array_equal(x_calibration, x_all[held_out])
@@ -277,7 +280,7 @@ def test_load_images_holds_the_calibration_slice_out(tmp_path):
     assert record["indices"] == held_out.tolist()
     # --limit: the first evaluated images, in file order.
     config.limit = 5
-    x_limited = pipeline.load_images(config).x_test
+    x_limited = next(pipeline.load_images(config).batches(batch_size=16)).x
     np.testing.assert_array_equal(x_limited, np.delete(x_all, held_out, axis=0)[:5])
     config.limit, config.calibration_size = None, HELD_OUT_IMAGES
     with pytest.raises(pipeline.ConfigError, match=re.escape(
@@ -590,6 +593,8 @@ app.run(convert.main, argv=sys.argv)
 
 
 def test_sigterm_while_writing_leaves_no_staging_directory_or_lock(tmp_path):
+    """Only the finished batches are left, hidden beside the output directory, for
+    --resume: nothing that looks like a run."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop(data.DATA_DIR_ENV, None)
     process = subprocess.run(
@@ -597,7 +602,8 @@ def test_sigterm_while_writing_leaves_no_staging_directory_or_lock(tmp_path):
          "--calibration_size=8", f"--output_dir={tmp_path / 'run'}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert process.returncode != 0 and "KeyboardInterrupt" in process.stderr, process.stderr
-    assert not any(tmp_path.iterdir())  # no .convert-* staging, no run/, no run.lock
+    # no .convert-* staging, no run/, no run.lock
+    assert [p.name for p in tmp_path.iterdir()] == [".run.partial"]
 
 
 @pytest.mark.jax

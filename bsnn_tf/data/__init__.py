@@ -30,8 +30,14 @@ Where data is looked for, in order:
      tensorflow-datasets as its manual dir.
 2. tensorflow-datasets (`mnist`, `cifar10`, `cifar100`, `imagenet2012`): an
    already prepared copy first, then a download (not when the `BSNN_OFFLINE`
-   environment variable is set, e.g. to 1). Its splits are read into
-   memory, so train on ImageNet from the folder layout, which streams.
+   environment variable is set, e.g. to 1). Its splits are read lazily, in
+   order (only the labels are held whole).
+
+`image_batches` streams chosen images of a split as preprocessed batches, decoded
+in parallel with their use (an unreadable image: a `CorruptDataError` naming its
+file, or skipped). An ImageNet class folder that is not a wnid (`n` and 8 digits;
+one of `imagenet_classes.txt`'s where the directory has that file), one with no
+image, and an `ILSVRC2012_img_*.tar` that is not that archive are refused when found.
 
 If nothing is found, `DatasetNotFoundError` lists what was searched.
 
@@ -47,12 +53,14 @@ from bsnn_tf.data.datasets import (DATASETS, Augmentation, CorruptDataError, Dat
 from bsnn_tf.data.files import (DATA_DIR_ENV, DEMO_DIR, IMAGE_SUFFIXES, OFFLINE_ENV,
                                 LabeledImages, find, offline)
 from bsnn_tf.data.splits import calibration_batch, check_limit, load
-from bsnn_tf.data.streams import MAX_DECODED_BYTES, dataset, train_dataset
+from bsnn_tf.data.streams import (MAX_DECODED_BYTES, PREFETCH_BATCHES, Batch, dataset,
+                                  image_batches, train_dataset)
 from bsnn_tf.data.transforms import augment, preprocess, shift_and_flip
 
 __all__ = [
     "DATASETS", "DATA_DIR_ENV", "DEMO_DIR", "IMAGE_SUFFIXES", "MAX_DECODED_BYTES", "OFFLINE_ENV",
-    "Augmentation", "CorruptDataError", "DatasetNotFoundError", "DatasetSpec", "LabeledImages",
-    "augment", "calibration_batch", "check_limit", "dataset", "find", "load", "offline",
-    "preprocess", "shift_and_flip", "spec", "train_dataset",
+    "PREFETCH_BATCHES", "Augmentation", "Batch", "CorruptDataError", "DatasetNotFoundError",
+    "DatasetSpec", "LabeledImages", "augment", "calibration_batch", "check_limit", "dataset",
+    "find", "image_batches", "load", "offline", "preprocess", "shift_and_flip", "spec",
+    "train_dataset",
 ]

@@ -13,6 +13,8 @@ import glob
 import importlib
 import io
 import os
+import re
+import tarfile
 import zipfile
 import zlib
 
@@ -27,6 +29,13 @@ DATA_DIR_ENV = "BSNN_DATA_DIR"
 OFFLINE_ENV = "BSNN_OFFLINE"
 DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+# An ImageNet class folder's name; where the data directory has WNID_LIST, one of its wnids.
+WNID = re.compile(r"n\d{8}")
+WNID_LIST = "imagenet_classes.txt"
+# The files of the ILSVRC2012 archives that tensorflow-datasets prepares.
+ILSVRC_MEMBERS = {"val": re.compile(r"ILSVRC2012_val_\d{8}\.JPEG"),
+                  "train": re.compile(r"n\d{8}\.tar")}
+ILSVRC_EXAMPLES = {"val": "ILSVRC2012_val_00000001.JPEG", "train": "n01440764.tar"}
 
 
 def find(name, split, data_dir=None):
@@ -68,13 +77,18 @@ class LabeledImages:
         array: all images as one uint8 NHWC array, if held in memory.
     """
 
-    def __init__(self, labels, read, source, size=None, array=None):
-        """`read(i)` returns image `i` as uint8 HWC, resized to `size` if given."""
+    def __init__(self, labels, read, source, size=None, array=None, name=None):
+        """`read(i)` returns image `i` as uint8 HWC, resized to `size` if given;
+        `name(i)` says where image `i` is (its file), for messages."""
         self.labels = np.asarray(labels, dtype="int64")
         self.source = source
         self.array = array
         self._read = read
         self._size = size
+        self._name = name or (lambda i: f"{source}: image {i}")
+
+    # A split's own batch reader for `streams.image_batches` (None: read by index).
+    read_batches = None
 
     def __len__(self):
         return len(self.labels)
@@ -83,7 +97,8 @@ class LabeledImages:
         """The first `n` images."""
         if self.array is not None:
             return LabeledImages.from_arrays(self.array[:n], self.labels[:n], self.source)
-        return LabeledImages(self.labels[:n], self._read, self.source, self._size)
+        return LabeledImages(self.labels[:n], self._read, self.source, self._size,
+                             name=self._name)
 
     def decoded(self, max_bytes):
         """All images decoded into memory, unless that takes over `max_bytes`."""
@@ -96,13 +111,24 @@ class LabeledImages:
         return np.stack([self.pixel(i) for i in indices])
 
     def pixel(self, index):
-        """uint8 HWC image `index`."""
+        """uint8 HWC image `index`; CorruptDataError naming its file if it cannot be read."""
         try:
             image = self._read(int(index))
-        except (OSError, ValueError) as error:
-            message = f"{self.source}: cannot decode image {index}: {error}"
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            message = f"{self.describe(index)}: cannot decode the image: {error}"
             raise CorruptDataError(message) from error
         return image if self._size is None else _resize_and_crop(image, self._size)
+
+    def describe(self, index):
+        """Where image `index` is: its file, or the file and its position in it."""
+        return self._name(int(index))
+
+    def pixel_shape(self):
+        """The shape every image has once read: (size, size, 3) when resized, else the
+        first image's."""
+        if self._size is not None:
+            return (self._size, self._size, 3)
+        return self.pixel(0).shape
 
     @classmethod
     def from_arrays(cls, x, y, source):
@@ -212,7 +238,7 @@ def _check_pixels(x, dataset_spec, source):
         "float pixels in [0, 1].")
 
 
-def _jpeg_images(blob, offsets, labels, source, size=None):
+def _jpeg_images(blob, offsets, labels, source, size=None, name=None):
     if len(offsets) != len(labels) + 1:
         raise CorruptDataError(
             f"{source}: {len(offsets)} offsets for {len(labels)} labels (expected one more)."
@@ -221,7 +247,7 @@ def _jpeg_images(blob, offsets, labels, source, size=None):
     def read(i):
         return _decode(blob[offsets[i]:offsets[i + 1]].tobytes())
 
-    return LabeledImages(labels, read, source, size)
+    return LabeledImages(labels, read, source, size, name=name)
 
 
 def _decode(encoded):
@@ -236,28 +262,58 @@ def _find_imagenet(split, directory):
     samples = sorted(glob.glob(os.path.join(directory, "imagenet_sample_*.npz")))
     if folder == "val" and samples:
         return _imagenet_samples(samples)
-    if os.path.isfile(os.path.join(directory, f"ILSVRC2012_img_{folder}.tar")):
+    tar = os.path.join(directory, f"ILSVRC2012_img_{folder}.tar")
+    if os.path.isfile(tar):
+        _check_ilsvrc_tar(tar, folder)
         return _tfds_images("imagenet", folder, manual_dir=directory)
     return None
 
 
 def _imagenet_class_dirs(directory, folder):
+    """The class folders of `imagenet/<folder>`, sorted; CorruptDataError for a folder
+    that is not a wnid (every label after it would be wrong) or one with no image."""
     root = os.path.join(directory, "imagenet", folder)
     if not os.path.isdir(root):
         return []
-    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    class_dirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    known = _known_wnids(directory)
+    for wnid in class_dirs:
+        if not WNID.fullmatch(wnid) or (known and wnid not in known):
+            raise CorruptDataError(
+                f"{os.path.join(root, wnid)}: not an ImageNet class folder; each folder in "
+                f"{root} must be named by its class's wnid ('n' and 8 digits, e.g. n01440764"
+                + (f", one of those in {os.path.join(directory, WNID_LIST)}" if known else "")
+                + "), which gives its images' label. Move or rename it.")
+        if not any(_is_image(f) for f in os.listdir(os.path.join(root, wnid))):
+            raise CorruptDataError(
+                f"{os.path.join(root, wnid)}: holds no image ({', '.join(IMAGE_SUFFIXES)}); "
+                "put its class's images in it, or remove it.")
+    return class_dirs
+
+
+def _known_wnids(directory):
+    """The wnids listed in `<directory>/imagenet_classes.txt` ("label wnid name" lines),
+    or None where there is no such file."""
+    path = os.path.join(directory, WNID_LIST)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return {word for line in f for word in line.split()[1:2]}
+
+
+def _is_image(filename):
+    return filename.lower().endswith(IMAGE_SUFFIXES)
 
 
 def _imagenet_folder(directory, folder, class_dirs):
     # Labels follow the sorted wnids of train and val together, so that both
     # splits agree even when one of them lacks a class.
-    wnids = sorted(set(_imagenet_class_dirs(directory, "train"))
-                   | set(_imagenet_class_dirs(directory, "val")))
+    other = _imagenet_class_dirs(directory, "train" if folder == "val" else "val")
+    wnids = sorted(set(class_dirs) | set(other))
     root = os.path.join(directory, "imagenet", folder)
     paths, labels = [], []
     for wnid in class_dirs:
-        files = sorted(f for f in os.listdir(os.path.join(root, wnid))
-                       if f.lower().endswith(IMAGE_SUFFIXES))
+        files = sorted(f for f in os.listdir(os.path.join(root, wnid)) if _is_image(f))
         paths += [os.path.join(root, wnid, f) for f in files]
         labels += [wnids.index(wnid)] * len(files)
 
@@ -265,7 +321,8 @@ def _imagenet_folder(directory, folder, class_dirs):
         with Image.open(paths[i]) as image:
             return np.asarray(image.convert("RGB"))
 
-    return LabeledImages(labels, read, root, size=DATASETS["imagenet"].stored_size)
+    return LabeledImages(labels, read, root, size=DATASETS["imagenet"].stored_size,
+                         name=paths.__getitem__)
 
 
 def _imagenet_samples(paths):
@@ -273,11 +330,38 @@ def _imagenet_samples(paths):
     labels = np.concatenate([shard.labels for shard in shards])
     starts = np.cumsum([0] + [len(shard) for shard in shards])
 
-    def read(i):
+    def locate(i):
         shard = np.searchsorted(starts, i, side="right") - 1
-        return shards[shard].pixel(i - starts[shard])
+        return shards[shard], i - starts[shard]
 
-    return LabeledImages(labels, read, ", ".join(paths), size=DATASETS["imagenet"].stored_size)
+    def read(i):
+        shard, index = locate(i)
+        return shard.pixel(index)
+
+    def name(i):
+        shard, index = locate(i)
+        return shard.describe(index)
+
+    return LabeledImages(labels, read, ", ".join(paths), size=DATASETS["imagenet"].stored_size,
+                         name=name)
+
+
+def _check_ilsvrc_tar(path, folder):
+    """CorruptDataError unless `path` is a tar whose first member is an ILSVRC2012 `folder`
+    file (val: ILSVRC2012_val_<8 digits>.JPEG; train: <wnid>.tar); reads one header."""
+    expected = ILSVRC_MEMBERS[folder]
+    try:
+        with tarfile.open(path) as tar:
+            first = tar.next()
+    except (OSError, tarfile.TarError, EOFError) as error:
+        raise CorruptDataError(f"{path}: not a readable tar file: {error}. Expected the "
+                               f"ILSVRC2012 {folder} archive from image-net.org.") from error
+    name = first and os.path.basename(first.name)
+    if name is None or not expected.fullmatch(name):
+        raise CorruptDataError(
+            f"{path}: not the ILSVRC2012 {folder} archive: its first file is {name!r}, where "
+            f"that archive holds files named like {ILSVRC_EXAMPLES[folder]}. Put the archive "
+            "from image-net.org there, or remove this file.")
 
 
 def _find_in_tfds(name, split):
@@ -321,9 +405,82 @@ def _tfds_images(name, split, manual_dir=None):
             raise DatasetNotFoundError(
                 f"no prepared copy, and no download: ${OFFLINE_ENV} is set") from error
         supervised = tfds.load(dataset_spec.tfds_name, download=True, **kwargs)
-    x, y = zip(*tfds.as_numpy(supervised))
     source = f"tensorflow-datasets {dataset_spec.tfds_name}[{tfds_split}]"
-    return LabeledImages(y, lambda i: x[i], source, size=dataset_spec.stored_size)
+    return _TfdsImages(supervised, source, dataset_spec.stored_size)
+
+
+class _TfdsImages(LabeledImages):
+    """A tensorflow-datasets split (a `tf.data.Dataset` of (image, label)), read lazily,
+    in order: batches of chosen indices stream from one pass over it, and only the
+    labels are ever held whole (read on first use)."""
+
+    def __init__(self, supervised, source, size):
+        self._dataset = supervised
+        super().__init__([], self._read_one, source, size)
+        self._labels = None  # read on first use
+        self.read_batches = _tfds_read_batches
+
+    @property
+    def labels(self):
+        if self._labels is None:
+            labels = self._dataset.map(lambda image, label: label)
+            self._labels = np.fromiter(labels.as_numpy_iterator(), "int64")
+        return self._labels
+
+    @labels.setter
+    def labels(self, value):
+        self._labels = value
+
+    def __len__(self):
+        cardinality = int(self._dataset.cardinality())
+        return cardinality if cardinality >= 0 else len(self.labels)
+
+    def head(self, n):
+        return _TfdsImages(self._dataset.take(n), self.source, self._size)
+
+    def pixels(self, indices):
+        """One pass over the split, keeping the images at `indices` (in their order)."""
+        order = np.argsort(indices, kind="stable")
+        wanted = np.asarray(indices, "int64")[order]
+        batches = [x for _, x, _, _, _ in _tfds_read_batches(self, wanted, 256, finish=None)]
+        return np.concatenate(batches)[np.argsort(order, kind="stable")]
+
+    def _read_one(self, index):
+        image, _ = next(self._dataset.skip(index).take(1).as_numpy_iterator())
+        return image
+
+
+def _tfds_read_batches(images, indices, batch_size, finish):
+    """`streams.image_batches`' reader for `_TfdsImages`: one lazy pass over the split
+    up to the last index, keeping `indices` (ascending; repeats read once), resized,
+    cropped and `finish`ed (unless None) in tf.data's parallel maps."""
+    tf = importlib.import_module("tensorflow")
+    wanted = np.zeros(int(indices.max()) + 1 if len(indices) else 0, bool)
+    wanted[indices] = True
+    mask = tf.convert_to_tensor(wanted)
+    size, shape = images._size, images.pixel_shape() if images._size else None
+
+    def resize(pixels):
+        return pixels if size is None else _resize_and_crop(pixels, size)
+
+    def read_image(index, example):
+        pixels = tf.numpy_function(resize, [example[0]], tf.uint8, stateful=False)
+        if shape:
+            pixels.set_shape(shape)
+        return index, pixels, True, tf.cast(example[1], tf.int64)
+
+    def finish_batch(index, pixels, ok, label):
+        return index, tf.numpy_function(finish, [pixels], tf.float32, stateful=False), ok, label
+
+    pipeline = (images._dataset.take(len(wanted)).enumerate()
+                .filter(lambda index, example: tf.gather(mask, index))
+                .map(read_image, num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(batch_size))
+    if finish is not None:
+        pipeline = pipeline.map(finish_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    pipeline = pipeline.prefetch(2)
+    for index, x, ok, y in pipeline.as_numpy_iterator():
+        yield index, x, ok, y, {}
 
 
 def optional_import(module):

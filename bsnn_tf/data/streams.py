@@ -1,19 +1,138 @@
 """Batches for `fit`, `evaluate` and `predict`: a split streamed, shuffled and augmented, as a
 `tf.data.Dataset` where TensorFlow is installed, else a `keras.utils.PyDataset`."""
 
+import collections
+import concurrent.futures
+import functools
 import importlib
 import math
+import os
 
 import keras
 import numpy as np
 
-from bsnn_tf.data.datasets import spec
+from bsnn_tf.data.datasets import CorruptDataError, spec
 from bsnn_tf.data.files import find, optional_import
 from bsnn_tf.data.splits import check_limit
 from bsnn_tf.data.transforms import augment, preprocess
 
 # Streamed splits up to this size are decoded once and kept in memory.
 MAX_DECODED_BYTES = 2**31
+# Decoded batches that `image_batches` holds ready ahead of the one being used.
+PREFETCH_BATCHES = 2
+
+
+class Batch(collections.namedtuple("Batch", "x y indices unreadable")):
+    """A batch of `image_batches`: preprocessed images `x`, their labels `y` and
+    `indices`, and `unreadable`, [(index, message)] of the images skipped in it."""
+
+    @property
+    def count(self):
+        """How many of the requested indices this batch covers, skipped ones included."""
+        return len(self.indices) + len(self.unreadable)
+
+
+def image_batches(name, images, indices, batch_size, skip_unreadable=False):
+    """Preprocessed batches of the images at `indices` (ascending), decoded, resized and
+    preprocessed in parallel with whatever uses them, `PREFETCH_BATCHES` ahead: a
+    `tf.data` pipeline (parallel map, prefetch) with TensorFlow, else a thread pool.
+    Only those batches are ever in memory. The pixels are `images.pixel(i)`'s, through
+    `preprocess(name, ...)`.
+
+    Args:
+        name: the dataset (its preprocessing).
+        images: a `LabeledImages` (`find`).
+        indices: which images, ascending.
+        batch_size: images per batch (the last may have fewer).
+        skip_unreadable: leave out images that cannot be decoded (listed in each
+            `Batch.unreadable`); else the first one raises CorruptDataError naming its file.
+
+    Yields:
+        `Batch`es, in order.
+
+    Example:
+        >>> images = find("mnist", "test")
+        >>> batches = image_batches("mnist", images, range(10), batch_size=4)
+        >>> [(b.x.shape, b.y.tolist()) for b in batches][-1]
+        ((2, 28, 28, 1), [5, 9])
+    """
+    indices = np.asarray(indices, "int64")
+    finish = functools.partial(preprocess, name)
+    read = images.read_batches or (_tf_read_batches if optional_import("tensorflow")
+                                   else _threaded_read_batches)
+    for batch_indices, x, ok, y, errors in read(images, indices, batch_size, finish):
+        unreadable = [(int(i), errors[int(i)]) for i in batch_indices[~ok]]
+        if unreadable and not skip_unreadable:
+            raise CorruptDataError(unreadable[0][1])
+        yield Batch(x[ok], y[ok], batch_indices[ok], unreadable)
+
+
+def _checked_reader(images):
+    """(read(i) -> (uint8 pixels, readable), errors {index: message}): a reader that
+    records the images it cannot decode instead of raising."""
+    errors, shape = {}, images.pixel_shape()
+
+    def read(index):
+        try:
+            return images.pixel(index), True
+        except CorruptDataError as error:
+            errors[int(index)] = str(error)
+            return np.zeros(shape, "uint8"), False
+
+    return read, errors
+
+
+def _tf_read_batches(images, indices, batch_size, finish):
+    """`image_batches`' reader with TensorFlow: tf.data's parallel map and prefetch."""
+    tf = importlib.import_module("tensorflow")
+    read, errors = _checked_reader(images)
+    labels = tf.convert_to_tensor(images.labels)
+
+    def read_image(index):
+        pixels, ok = tf.numpy_function(read, [index], (tf.uint8, tf.bool), stateful=False)
+        return index, pixels, ok, tf.gather(labels, index)
+
+    def finish_batch(index, pixels, ok, label):
+        return index, tf.numpy_function(finish, [pixels], tf.float32, stateful=False), ok, label
+
+    pipeline = (tf.data.Dataset.from_tensor_slices(indices)
+                .map(read_image, num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(batch_size)
+                .map(finish_batch, num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(PREFETCH_BATCHES))
+    for index, x, ok, y in pipeline.as_numpy_iterator():
+        yield index, x, ok, y, errors
+
+
+def _threaded_read_batches(images, indices, batch_size, finish):
+    """`image_batches`' reader without TensorFlow: a thread pool decodes the next
+    `PREFETCH_BATCHES` batches while the caller uses this one (PIL decodes and resizes
+    without the GIL)."""
+    read, errors = _checked_reader(images)
+
+    def read_batch(batch_indices):
+        pixels, ok = zip(*map(read, batch_indices))
+        return (batch_indices, finish(np.stack(pixels)), np.array(ok),
+                images.labels[batch_indices], errors)
+
+    def read_parallel(pool, batch_indices):
+        parts = np.array_split(batch_indices, min(len(batch_indices), os.cpu_count() or 1))
+        return [pool.submit(read_batch, part) for part in parts]
+
+    starts = range(0, len(indices), batch_size)
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        pending = collections.deque()
+        for start in starts:
+            pending.append(read_parallel(pool, indices[start:start + batch_size]))
+            if len(pending) > PREFETCH_BATCHES:
+                yield _joined([part.result() for part in pending.popleft()])
+        while pending:
+            yield _joined([part.result() for part in pending.popleft()])
+
+
+def _joined(parts):
+    """One batch from the parts of it that threads read."""
+    return (*(np.concatenate(arrays) for arrays in list(zip(*parts))[:4]), parts[0][4])
 
 
 def dataset(name, split, batch_size, data_dir=None, limit=None, augment=False,

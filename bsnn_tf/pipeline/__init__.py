@@ -2,9 +2,12 @@
 
 The pipeline loads the ANN (a .keras checkpoint, torchvision weights, the
 model's published weights, downloaded once into Keras's cache, or random
-weights), checks that it fits the dataset, measures its test accuracy, then
-per method calibrates and converts it, simulates the test set with
-checkpoints, and verifies it layer by layer on a few images. Everything that
+weights), checks that it fits the dataset, per method calibrates and converts
+it, then makes one pass over the test images, a batch at a time (each decoded
+once): the ANN's accuracy, every SNN's at the checkpoints (logits only), and
+the spike statistics on the first of them; finished batches are kept beside
+the output directory so that `resume` continues a stopped run
+(`pipeline.partial`). Last, it verifies each SNN layer by layer on a few images. Everything that
 can fail on bad input (flags, weights, data) is checked or loaded before
 anything is written; the run directory is written at the end, in full in a
 staging directory beside it that then takes its place (`rundir.replace_directory`:
@@ -16,13 +19,16 @@ beside the directory keeps a second run out.
 
 One concern per module: `config` (ConvertConfig and its checks), `checkpoints`
 (which ANN), `images` (which images), `timesteps` (which T, and T*), `stages`
-(the run, stage by stage) and `results` (results.json and the run directory).
+(the run, stage by stage), `partial` (the finished batches of a stopped run) and
+`results` (results.json and the run directory).
 
 Example:
     >>> from bsnn_tf import pipeline
     >>> config = pipeline.ConvertConfig(methods=("bsnn",), phases=4, timesteps=32,
     ...                            limit=100, output_dir="runs/demo")
     >>> results = pipeline.run(config)
+    Converting with method=bsnn on 500 calibration images:
+    ...
     ANN accuracy 99.00%
     ...
     >>> results["timesteps"], sorted(results["methods"])   # from the first readout, (2 + 1) 4
@@ -38,7 +44,7 @@ from bsnn_tf.pipeline.config import (ANN_BATCH, CALIBRATION_IMAGES, FINETUNE_IMA
 from bsnn_tf.pipeline.images import CALIBRATION_SEED, CALIBRATION_SPLITS, Images, load_images
 from bsnn_tf.pipeline.results import (VERIFY_IMAGES, MethodRun, accuracy_table, method_results,
                                       write_run)
-from bsnn_tf.pipeline.stages import convert_method, predict, run, simulate_method
+from bsnn_tf.pipeline.stages import convert_method, one_pass, predict, run
 from bsnn_tf.pipeline.timesteps import (BASELINE_TIMESTEPS, EVERY_PERIOD_FOR, EXTRA_PERIODS,
                                         TOLERANCE, converged_at, default_checkpoints,
                                         default_timesteps, measured_timesteps)
@@ -52,5 +58,5 @@ __all__ = [
     "Images", "MethodRun", "accuracy_table", "check_convertible", "check_fits",
     "converged_at", "convert_method", "default_checkpoints", "default_timesteps",
     "download_published_weights", "load_ann", "load_images", "measured_timesteps",
-    "method_results", "predict", "run", "simulate_method", "validate", "write_run",
+    "method_results", "one_pass", "predict", "run", "validate", "write_run",
 ]

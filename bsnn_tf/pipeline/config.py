@@ -86,7 +86,12 @@ class ConvertConfig:
         distribute: split the batches of the ANN's evaluation and of the
             simulation over all local devices (data parallel; the accuracies
             are those of one device). Calibration and verification use one.
-        overwrite: replace the outputs of an earlier run in `output_dir`.
+        overwrite: replace the outputs of an earlier run in `output_dir` (and start an
+            unfinished one over).
+        resume: continue the unfinished run of `output_dir` from its last finished batch
+            (`partial`); without it, an unfinished run there is refused.
+        skip_unreadable: skip test images that cannot be decoded (counted and listed
+            in results.json); else the first one stops the run, naming its file.
         trained_phases: the K that the checkpoint's QuantizedReLU layers were trained
             for (train.py --snn_phases), set when it is loaded: the BSNN's K unless
             `phases` is given (`phases_of`).
@@ -115,6 +120,8 @@ class ConvertConfig:
     data_dir: str | None = None
     distribute: bool = False
     overwrite: bool = False
+    resume: bool = False
+    skip_unreadable: bool = False
     finetune_epochs: int | None = None
     finetune_labels: bool = False
     finetune_start: str = FineTuning.start

@@ -1,11 +1,14 @@
-"""A run's images: the evaluated test images and the calibration images, and where
-those came from (a training split, or test images held out of the evaluation).
+"""A run's images: the evaluated test images (streamed in batches, never held whole)
+and the calibration images, and where those came from (a training split, or test
+images held out of the evaluation).
 
 Example:
     >>> from bsnn_tf import pipeline
     >>> images = pipeline.load_images(pipeline.ConvertConfig(limit=100))
-    >>> images.x_test.shape, images.x_calibration.shape, images.calibration["split"]
-    ((100, 28, 28, 1), (500, 28, 28, 1), 'train')
+    >>> len(images.evaluated), images.x_calibration.shape, images.calibration["split"]
+    (100, (500, 28, 28, 1), 'train')
+    >>> next(images.batches(batch_size=32)).x.shape
+    (32, 28, 28, 1)
 """
 
 import typing
@@ -21,18 +24,27 @@ CALIBRATION_SEED = 0
 
 
 class Images(typing.NamedTuple):
-    """A run's images: the evaluated test images and labels, the calibration images and
-    labels, and `calibration`, results.json's record of where those came from."""
+    """A run's images: the test split (`data.LabeledImages`) and the `evaluated` indices
+    of it (ascending), the calibration images and labels, and `calibration`,
+    results.json's record of where those came from."""
 
-    x_test: np.ndarray
-    y_test: np.ndarray
+    dataset: str
+    test: data.LabeledImages
+    evaluated: np.ndarray
     x_calibration: np.ndarray
     y_calibration: np.ndarray
     calibration: dict
 
+    def batches(self, batch_size, start=0, skip_unreadable=False):
+        """The evaluated images from the `start`-th on, preprocessed, as `data.Batch`es
+        decoded in parallel with their use (`data.image_batches`)."""
+        return data.image_batches(self.dataset, self.test, self.evaluated[start:], batch_size,
+                                  skip_unreadable)
+
 
 def load_images(config):
-    """The evaluated test images, the calibration images, and where those came from.
+    """The evaluated test images (indices, read later in batches), the calibration
+    images (decoded), and where those came from.
 
     With `calibration_split` "test" (or "auto" and no training split found),
     `calibration_images` test images drawn by
@@ -81,6 +93,6 @@ def load_images(config):
                   f"no {config.dataset} training split in {config.data_dir or 'the default places'}")
         print(f"Calibrating on {size} {config.dataset} test images held out of the evaluation "
               f"({reason}; seed {CALIBRATION_SEED}); evaluating {len(evaluated)} others.")
-    return Images(data.preprocess(config.dataset, test.pixels(evaluated)),
-                  test.labels[evaluated], data.preprocess(config.dataset, source.pixels(indices)),
+    return Images(config.dataset, test, evaluated,
+                  data.preprocess(config.dataset, source.pixels(indices)),
                   source.labels[indices], record)

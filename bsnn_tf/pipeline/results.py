@@ -25,14 +25,16 @@ class MethodRun:
     converged_at: int
 
 
-def run_results(config, images, ann_accuracy, checkpoints, runs, command, seconds):
-    """results.json of a run: what was run on which images, and each method's results."""
-    return {
+def run_results(config, state, calibration_images, calibration, ann_accuracy, checkpoints,
+                runs, command, seconds):
+    """results.json of a run: what was run on which images (`state`, the one pass's
+    `partial.PassState`), and each method's results."""
+    results = {
         "model": config.model,
         "dataset": config.dataset,
-        "test_images": len(images.x_test),
-        "calibration_images": len(images.x_calibration),
-        "calibration": images.calibration,
+        "test_images": state.images,
+        "calibration_images": calibration_images,
+        "calibration": calibration,
         "ann_accuracy": ann_accuracy,
         "timesteps": checkpoints,
         "tolerance": TOLERANCE,
@@ -42,6 +44,9 @@ def run_results(config, images, ann_accuracy, checkpoints, runs, command, second
         "flags": dataclasses.asdict(config),
         "command": command,
     }
+    if config.skip_unreadable:
+        results["unreadable_images"] = {"count": len(state.unreadable), "files": state.unreadable}
+    return results
 
 
 def accuracy_figure(config, runs, ann_accuracy, images):
@@ -89,7 +94,8 @@ def method_results(method_run):
         "finetuning": getattr(snn, "calibration_record", None),
         "latency_search": snn.latency_search,  # convert(phases="auto")'s, else None
         "mode": snn.mode,
-        "statistics": {"images": len(result.outputs), "timesteps": result.timesteps,
+        "statistics": {"images": len(next(iter(result.spike_counts.values()))),
+                       "timesteps": result.timesteps,
                        "note": "firing rates, SIN and synaptic operations are from these "
                                "images; accuracy is from every evaluated image",
                        "count_window": result.count_window,
@@ -125,8 +131,8 @@ def write_run(output_dir, results, runs, figure, overwrite=False):
     See `replace_directory`: an interruption leaves `output_dir` holding the
     earlier run or this one, whole.
     """
-    rundir.replace_directory(output_dir, lambda staging: _write_outputs(staging, results, runs, figure),
-                      overwrite)
+    rundir.replace_directory(
+        output_dir, lambda staging: _write_outputs(staging, results, runs, figure), overwrite)
 
 
 def _write_outputs(directory, results, runs, figure):
