@@ -193,8 +193,9 @@ def test_memory_is_flat_in_t_on_a_deep_concatenating_net():
 
 
 @pytest.mark.jax
-@pytest.mark.parametrize("count_spikes", [True, False])
-def test_a_simulation_compiles_the_same_two_programs_for_any_t(count_spikes):
+@pytest.mark.parametrize("count_spikes, count_window", [(False, "schedule"), (True, "schedule"),
+                                                        (True, "whole")])
+def test_a_simulation_compiles_the_same_two_programs_for_any_t(count_spikes, count_window):
     keras.utils.set_random_seed(0)
     ann = keras.Sequential([keras.Input((4, 4, 1))] + [
         keras.layers.Conv2D(2, 3, padding="same", activation="relu") for _ in range(10)] + [
@@ -205,15 +206,17 @@ def test_a_simulation_compiles_the_same_two_programs_for_any_t(count_spikes):
     for periods in (3, 2 * snn.depth):  # ending inside the head, and long after it
         simulation._COMPILED.pop(snn, None)
         bsnn_tf.simulate(snn, x[:2], timesteps=2 * periods, chunk=1, count_spikes=count_spikes,
-                         verbose=0)
+                         count_window=count_window, verbose=0)
         (run_chunks, _), = simulation._COMPILED[snn].values()
         compiled.append(set(run_chunks))
     # Before, every chunk that skips a layer was compiled on its own, up to 8 at each end:
     # 3 programs, then 9 (17 in the logits-only run).
     assert snn.depth > 8
     assert [len(programs) for programs in compiled] == [2, 2], compiled
+    # The light cone's trailing edge too, unless spikes are counted over the whole run.
     dynamic = bsnn_tf.network.DYNAMIC
-    assert (dynamic, dynamic if not count_spikes else None) in compiled[0] & compiled[1]
+    whole = count_spikes and count_window == "whole"
+    assert (dynamic, None if whole else dynamic) in compiled[0] & compiled[1]
 
 
 if __name__ == "__main__":  # the measured process of simulation_peak_rss
