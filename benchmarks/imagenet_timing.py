@@ -63,7 +63,7 @@ def measure(args):
     keras.utils.set_random_seed(0)
     ann = pipeline.load_ann(config)
     images = pipeline.load_images(config)
-    x_test, y_test, x_calibration = images.x_test, images.y_test, images.x_calibration
+    (x_test, y_test), x_calibration = images.decoded(), images.x_calibration
     print(f"machine: {common.machine()}")
     print(f"ResNet-34 (random weights), {len(x_test)} test images, "
           f"{len(x_calibration)} calibration images, batch {args.batch}, K={args.phases}")

@@ -66,7 +66,7 @@ def ann_only(data_dir):
                                     data_dir=data_dir, output_dir=os.devnull)
     ann = models.get("resnet34", 1000, (224, 224, 3))
     images = pipeline.load_images(config)
-    pipeline.predict(ann, images.x_test, pipeline.ANN_BATCH)
+    pipeline.predict(ann, images.decoded()[0], pipeline.ANN_BATCH)
 
 
 def table(results):

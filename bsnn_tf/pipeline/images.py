@@ -41,6 +41,12 @@ class Images(typing.NamedTuple):
         return data.image_batches(self.dataset, self.test, self.evaluated[start:], batch_size,
                                   skip_unreadable)
 
+    def decoded(self):
+        """(x, y): every evaluated image, preprocessed, and its label as arrays, for small
+        runs and benchmarks (a run streams them instead)."""
+        parts = list(self.batches(batch_size=256))
+        return np.concatenate([b.x for b in parts]), np.concatenate([b.y for b in parts])
+
 
 def load_images(config):
     """The evaluated test images (indices, read later in batches), the calibration
