@@ -138,6 +138,7 @@ class SpikingNetwork(keras.Model):
 
     @property
     def timesteps(self):
+        """T, the steps that calling the model or `predict` simulates (settable)."""
         return self._timesteps
 
     @timesteps.setter
@@ -147,6 +148,7 @@ class SpikingNetwork(keras.Model):
 
     @property
     def mode(self):
+        """The default simulation mode, "period" (BSNN) or "step" (settable)."""
         return self._mode
 
     @mode.setter
@@ -158,14 +160,17 @@ class SpikingNetwork(keras.Model):
 
     @property
     def encoder(self):
+        """The input layer (`PhaseEncoder`)."""
         return self.graph_layers[0]
 
     @property
     def readout(self):
+        """The output layer (`Readout`), which accumulates the logits."""
         return self.graph_layers[-1]
 
     @property
     def phases(self):
+        """K, phases per period (1 for rate coding)."""
         return self.encoder.phases
 
     @property

@@ -115,6 +115,8 @@ class FineTuning:
         return self
 
     def epochs_for(self, images):
+        """Epochs over `images` training images: `epochs`, else about `image_budget`
+        images in all (2 to 30 epochs)."""
         if self.epochs is not None:
             return self.epochs
         return int(np.clip(math.ceil(self.image_budget / images), 2, 30))

@@ -132,6 +132,7 @@ class LabeledImages:
 
     @classmethod
     def from_arrays(cls, x, y, source):
+        """Images `x` (decoded) with labels `y`; `source` names them in messages."""
         return cls(y, lambda i: x[i], source, array=x)
 
 
