@@ -1,5 +1,5 @@
 """Independent, plain-numpy, step-by-step reference simulator for the spiking
-networks described in docs/DESIGN.md (and ../shared/design/BSNN-SPEC.md).
+networks described in docs/DESIGN.md (after Li, Zhao & Zeng 2022).
 
 It is written from the specification only (it does not import or mirror the
 bsnn_tf library) and is deliberately slow and obvious: one Python loop over the
