@@ -46,3 +46,17 @@ def test_the_script_runs_from_the_command_line():
     done = subprocess.run([sys.executable, "docs/make_api.py", "--check"], cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_readme_lists_every_public_name_and_convert_s_whole_signature():
+    import inspect
+
+    import bsnn_tf
+
+    readme = (REPO / "README.md").read_text()
+    for name in bsnn_tf.__all__:
+        assert f"bsnn_tf.{name}" in readme, name
+    block = readme.split("bsnn_tf.convert(model, calibration_data, *,", 1)[1].split("```", 1)[0]
+    for name, parameter in inspect.signature(bsnn_tf.convert).parameters.items():
+        if parameter.kind is parameter.KEYWORD_ONLY:
+            assert f"{name}={parameter.default!r}".replace("'", '"') in block, name
