@@ -27,16 +27,16 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
     """{K: (first readout, {T: accuracy}, T*)}: each K converted on its own and, where
     `searched`, simulated at every period of its grid; T* the smallest T from which, at
     every later grid T, the images the SNN loses against the ANN (the ANN right, the SNN
-    wrong) less those it gains are at most `allowed_images` + sqrt(losses + gains)."""
+    wrong) less those it gains are at most `allowed_images` + sqrt(losses + gains). A grid
+    holds `settings.periods` periods past the first readout; then, in ascending K, one
+    without a T* is measured again up to the last grid T below the best T* so far."""
     fit, held = _held_out_rows(len(x), settings)
     ann_right = np.argmax(ann.predict(x[held], verbose=0), -1) == targets[held]
-    found = {}
-    for k in settings.phases:
-        snn = bsnn_tf.convert(ann, x[fit], phases=k, verbose=0)
-        if k not in searched:  # only its first readout matters: no T before it
-            found[k] = (snn.first_readout, None, None)
-            continue
-        grid = [snn.first_readout + p * k for p in range(settings.periods + 1)]
+    snns = {k: bsnn_tf.convert(ann, x[fit], phases=k, verbose=0) for k in settings.phases}
+
+    def measure(k, end):
+        snn = snns[k]
+        grid = list(range(snn.first_readout, end + 1, k))
         outputs = bsnn_tf.simulate(snn, x[held], timesteps=grid[-1], checkpoints=grid,
                                    count_spikes=False, verbose=0).outputs_at
         right = {t: np.argmax(outputs[t], -1) == targets[held] for t in grid}
@@ -47,7 +47,17 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
             within[t] = losses - gains <= allowed_images + np.sqrt(losses + gains)
         lossless = [t for t in grid if all(within[u] for u in grid if u >= t)]
         curve = {t: float(np.mean(right[t])) for t in grid}
-        found[k] = (snn.first_readout, curve, min(lossless) if lossless else None)
+        return snn.first_readout, curve, min(lossless) if lossless else None
+
+    found = {k: (snns[k].first_readout, None, None) for k in settings.phases}
+    for k in sorted(searched):  # only a searched K's first readout matters otherwise
+        found[k] = measure(k, snns[k].first_readout + settings.periods * k)
+    for k in sorted(searched):
+        first, curve, t_star = found[k]
+        best = min((t for _, _, t in found.values() if t is not None), default=None)
+        end = None if best is None else first + (best - 1 - first) // k * k
+        if t_star is None and end is not None and end > max(curve):
+            found[k] = measure(k, end)
     return found
 
 
@@ -117,6 +127,20 @@ def test_residual_net_chooses_the_smallest_lossless_t_by_agreement(residual):
     allowed = max(settings.tolerance * 120 / 100, 1)
     _check_against(snn, _brute_force(ann, x, targets, settings, allowed, _searched(snn)))
     assert len(record["searched"]) >= 2  # more than one K compared
+
+
+def test_a_small_k_is_measured_past_its_periods_where_a_larger_k_leaves_room():
+    """With no period past each first readout, a small K is rarely lossless at once; it is
+    measured again up to below the best T*, and wins where it converges there."""
+    ann = residual_net(seed=1, blocks=2)
+    x = images(240, (8, 8, 2), seed=1)
+    settings = LatencySearch(phases=(2, 3, 4, 5, 6), periods=0, tolerance=1.0)
+    snn = bsnn_tf.convert(ann, x, phases="auto", latency=settings, verbose=0)
+    extended = [e for e in snn.latency_search["searched"] if e.get("extended")]
+    assert extended and all(len(e["curve"]) > 1 for e in extended)
+    targets = np.argmax(ann.predict(x, verbose=0), -1)
+    _check_against(snn, _brute_force(ann, x, targets, settings, max(1.0 * 120 / 100, 1),
+                                     _searched(snn)))
 
 
 def test_the_search_stops_where_a_larger_k_cannot_win():

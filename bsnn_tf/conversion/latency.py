@@ -18,6 +18,10 @@ residual nets need more bits than shallow ones). The search measures it:
 3. Choose the (K, T*) with the smallest T*, ties to the smaller K. A K's T*
    is at least its first readout (D + 1) K, which grows with K, so the search
    stops at the first K whose first readout is not below the best T* found.
+   Then each smaller K that had no T* within its `periods` is measured again,
+   in ascending order, on its grid up to the last T below the best T* (a small
+   K often needs more periods, yet still beats a larger K's first readout);
+   a T* found there becomes the best. Its record entry says `"extended"`.
 4. With calibration="finetune", steps 2-3 run with the fine-tuning's start
    calibration (`FineTuning.start`); then only the best K and the K below it
    are fine-tuned (at most two fine-tunes, each within `FineTuning`'s image
@@ -96,7 +100,8 @@ class LatencySearch:
         held_out: the fraction of the calibration images held out to measure
             accuracy (the rest calibrate).
         periods: periods beyond each K's first readout that are measured; T* must
-            hold up to the last of them.
+            hold up to the last of them. A K with no T* within them is measured
+            further where a larger K's T* leaves room (module docstring, step 3).
         seed: of the held-out slice.
     """
 
@@ -155,10 +160,12 @@ def search(model, data, labels, config, convert, settings, verbose="auto"):
     measure = _Measure(model, split, reference, config, convert, settings, allowed, verbose)
     first_pass = dataclasses.replace(config, calibration=config.scale_mode)
     best, stop = measure.over(settings.phases, first_pass, record["searched"], None)
+    best = measure.extend(best, first_pass, record["searched"])
     record["stopped_before"] = stop
     if finetuning:
         candidates = _finetune_candidates(best, record["searched"], settings.phases)
         best, _ = measure.over(candidates, config, record["searched"], best)
+        best = measure.extend(best, config, record["searched"])
         record["finetuned"] = candidates
     chosen = best or _fallback(measure, settings.phases)
     record["chosen"] = {"phases": chosen.phases, "timesteps": chosen.timesteps,
@@ -273,13 +280,35 @@ class _Measure:
     def _earliest(self, phases_k):
         return self.first_period * phases_k
 
-    def one(self, phases_k, config):
-        """(record entry, `_Candidate` or None) of K = `phases_k`."""
+    def extend(self, best, config, entries):
+        """The best candidate after measuring again, up to the last grid T below the best
+        T*, each K of `config`'s calibration whose grid ended short of it unconverged (its
+        T* may lie past `periods`: module docstring), in ascending order."""
+        for index, entry in enumerate(entries):
+            if (best is None or entry["calibration"] != config.calibration
+                    or entry["t_star"] is not None):
+                continue
+            phases_k, first = entry["phases"], entry["first_readout"]
+            end = first + (best.timesteps - 1 - first) // phases_k * phases_k
+            if end <= entry["curve"][-1][0]:
+                continue
+            snn = self.last[(phases_k, config.calibration)][0]
+            entries[index], candidate = self.one(phases_k, config, snn=snn, end=end)
+            entries[index]["extended"] = True
+            if candidate is not None and candidate.timesteps < best.timesteps:
+                best = candidate
+        return best
+
+    def one(self, phases_k, config, snn=None, end=None):
+        """(record entry, `_Candidate` or None) of K = `phases_k`, its grid from the first
+        readout to `end` (default: `periods` periods past it)."""
         start = time.time()
-        snn = self.convert(self.model, self.split.x_fit, config.with_phases(phases_k),
-                           self.split.y_fit, 0)
+        if snn is None:
+            snn = self.convert(self.model, self.split.x_fit, config.with_phases(phases_k),
+                               self.split.y_fit, 0)
         self.first_period = snn.first_readout // phases_k
-        grid = [snn.first_readout + p * phases_k for p in range(self.settings.periods + 1)]
+        end = end or snn.first_readout + self.settings.periods * phases_k
+        grid = list(range(snn.first_readout, end + 1, phases_k))
         right = self._right(snn, grid)
         counts = {t: _losses_and_gains(right[t], self.reference.ann_right) for t in grid}
         converged = _first_lossless(grid, counts, self.allowed)
