@@ -262,9 +262,10 @@ class _Measure:
                                     unit="K", verbose=self.verbose, plain=True, every=0)
         for done, phases_k in enumerate(phases):
             if best is not None and self._earliest(phases_k) >= best.timesteps:
-                progress.say(f"Stopped before K={phases_k}: its first readout "
-                             f"{self._earliest(phases_k)} is not below the best T* "
-                             f"{best.timesteps} (K={best.phases}).")
+                if not progress.silent:
+                    progress.say(f"Stopped before K={phases_k}: its first readout "
+                                 f"{self._earliest(phases_k)} is not below the best T* "
+                                 f"{best.timesteps} (K={best.phases}).")
                 return best, phases_k
             entry, candidate = self.one(phases_k, config)
             entries.append(entry)

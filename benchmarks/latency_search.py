@@ -1,0 +1,181 @@
+"""`phases="auto"` against every fixed K, on test images it never saw (issue 35).
+
+For each model: `bsnn_tf.convert(ann, x, phases="auto", calibration_labels=y)` on
+2 x `--held_out` JPEG CIFAR-10 training images (half calibrate, half are held
+out; the library's defaults otherwise), timed; then, on `--limit` test images
+(JPEG like the held-out ones by default: the JPEG copy shifts the ANN's and the
+SNN's errors alike, so held-out and test images must be of one kind; or the
+lossless ones), T* (the first T from which accuracy stays within 0.1 pp of the ANN's)
+of each fixed K in `--phases`, calibrated on the same images as the search's
+(`latency._split`), and of the K the search chose (that SNN itself). The
+search's own T is checked on the test images too, and the synaptic operations
+and energy per image at it are counted on the run's schedule
+(`--statistics_images` test images).
+
+Models: akamaster20 (weights in ../shared/data), akamaster32/44/56 (their .th
+files in $BSNN_AKAMASTER_DIR, default /tmp/akamaster, fetched from
+akamaster/pytorch_resnet_cifar10), ours20 (pretrained/cifar10_resnet20.keras).
+Results are merged into benchmarks/results/latency_search.json.
+
+Usage (from the repository root; time the search with nothing else running):
+    python benchmarks/latency_search.py --models akamaster20 akamaster56
+    python benchmarks/latency_search.py --models akamaster56 --search_only   # alone
+    python benchmarks/latency_search.py --smoke
+    python benchmarks/latency_search.py --report
+"""
+
+import argparse
+import json
+import time
+
+import common
+import finetune_study
+import numpy as np
+
+import bsnn_tf
+from bsnn_tf import data, metrics
+from bsnn_tf.conversion import latency
+from bsnn_tf.models import thirdparty
+
+OUTPUT = common.RESULTS_DIR / "latency_search.json"
+
+
+def study(name, args):
+    ann, x_test, y_test, x_train, y_train = finetune_study.load(name, 2 * args.held_out,
+                                                                args.data_dir)
+    if args.test_split == "test":  # the JPEG test images: the held-out images' kind
+        test = data.find("cifar10", "test", args.data_dir)
+        x_test, y_test = thirdparty.cifar10_akamaster_preprocess(
+            test.pixels(range(args.limit))), test.labels[:args.limit]
+    x_test, y_test = x_test[:args.limit], y_test[:args.limit]
+    ann_accuracy = float(np.mean(np.argmax(ann.predict(x_test, batch_size=256, verbose=0),
+                                           -1) == y_test))
+    settings = latency.LatencySearch(tolerance=args.tolerance, held_out=0.5)
+    start = time.perf_counter()
+    snn = bsnn_tf.convert(ann, x_train, phases="auto", calibration_labels=y_train,
+                          latency=settings, verbose=0)
+    search_seconds = time.perf_counter() - start
+    record = snn.latency_search
+    chosen_k, chosen_t = snn.phases, snn.timesteps
+    print(f"{name}: ANN {ann_accuracy:.2%} on {len(y_test)} test images; auto chose "
+          f"K={chosen_k}, T={chosen_t} in {search_seconds:.0f} s", flush=True)
+    if args.search_only:
+        return {"model": name, "depth": snn.depth, "held_out_images": record["held_out_images"],
+                "search_seconds": round(search_seconds, 1), "search": record,
+                "chosen": {"phases": chosen_k, "timesteps": chosen_t}, **common.run_header()}
+    x_fit = latency._split(x_train, y_train, settings, False).x_fit
+    fixed = {}
+    for phases in sorted(set(args.phases) | {chosen_k}):
+        snn_k = snn if phases == chosen_k else bsnn_tf.convert(ann, x_fit, phases=phases,
+                                                               verbose=0)
+        fixed[phases] = curve(snn_k, x_test, y_test, ann_accuracy, args.periods)
+        print(f"  K={phases}: first readout {fixed[phases]['first_readout']}, "
+              f"T* {fixed[phases]['t_star']}", flush=True)
+    at_chosen = bsnn_tf.simulate(snn, x_test, timesteps=chosen_t, count_spikes=False,
+                                 verbose=0).accuracy(y_test, chosen_t)
+    counted = bsnn_tf.simulate(snn, x_test[:args.statistics_images], timesteps=chosen_t,
+                               verbose=0)
+    energy = metrics.energy(snn, counted)
+    operations = sum(metrics.synaptic_operations(snn, counted).values())
+    best = min((row["t_star"] for k, row in fixed.items() if k in args.phases
+                and row["t_star"] is not None), default=None)
+    return {
+        "model": name, "depth": snn.depth, "ann_accuracy": ann_accuracy,
+        "test_images": len(y_test), "held_out_images": record["held_out_images"],
+        "calibration_images": record["calibration_images"], "tolerance": args.tolerance,
+        "search_seconds": round(search_seconds, 1), "search": record,
+        "chosen": {"phases": chosen_k, "timesteps": chosen_t,
+                   "test_accuracy_at_timesteps": at_chosen,
+                   "test_t_star": fixed[chosen_k]["t_star"]},
+        "fixed": {str(k): row for k, row in fixed.items()},
+        "best_fixed_t_star": best,
+        "energy_at_chosen": {"images": args.statistics_images,
+                             "synops_per_mac": operations / sum(metrics.ann_macs(snn).values()),
+                             "snn_per_ann": energy["snn_per_ann"],
+                             "snn_pj": energy["snn_pj"], "ann_pj": energy["ann_pj"],
+                             "count_window": counted.count_window},
+        **common.run_header()}
+
+
+def curve(snn, x_test, y_test, ann_accuracy, periods):
+    """The test accuracy at each period from the first readout, and T*."""
+    grid = list(range(snn.first_readout, snn.first_readout + (periods + 1) * snn.phases,
+                      snn.phases))
+    result = bsnn_tf.simulate(snn, x_test, timesteps=grid[-1], checkpoints=grid,
+                              count_spikes=False, verbose=0)
+    accuracy = {t: result.accuracy(y_test, t) for t in grid}
+    return {"first_readout": snn.first_readout, "accuracy": accuracy,
+            "t_star": common.t_star(accuracy, ann_accuracy)}
+
+
+def report(path):
+    if not path.exists():
+        print(f"No results in {path}.")
+        return
+    results = json.loads(path.read_text())["results"]
+    rows = []
+    for key, r in results.items():
+        if "fixed" not in r:
+            continue
+        fixed = {int(k): row["t_star"] for k, row in r["fixed"].items()}
+        chosen = r["chosen"]
+        rows.append([key, r["depth"] + 1, *[fixed.get(k, "-") or "none" for k in (3, 4, 5, 6)],
+                     f"K={chosen['phases']}, T={chosen['timesteps']}",
+                     chosen["test_t_star"] or "none",
+                     f"{100 * (chosen['test_accuracy_at_timesteps'] - r['ann_accuracy']):+.2f}",
+                     r["search_seconds"],
+                     f"{r['energy_at_chosen']['synops_per_mac']:.2f}",
+                     f"{r['energy_at_chosen']['snn_per_ann']:.3f}"])
+    print(common.markdown_table(
+        ["model", "layers", "T* K=3", "T* K=4", "T* K=5", "T* K=6", "auto's choice",
+         "auto's T* (test)", "test pp at auto's T", "search (s)", "synops / MAC at auto's T",
+         "energy SNN / ANN"], rows))
+    searches = [[key, r["held_out_images"], f"K={r['chosen']['phases']}, "
+                 f"T={r['chosen']['timesteps']}", r["search_seconds"],
+                 ", ".join(f"K={e['phases']}: {e['t_star']}" + (" (extended)" if e.get(
+                     "extended") else "") for e in r["search"]["searched"])]
+                for key, r in results.items() if "fixed" not in r]
+    if searches:
+        print()
+        print(common.markdown_table(["search alone", "held out", "choice", "seconds",
+                                     "held-out T* per K"], searches))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["akamaster20"])
+    parser.add_argument("--phases", type=int, nargs="+", default=[3, 4, 5, 6])
+    parser.add_argument("--held_out", type=int, default=1000,
+                        help="held-out images; as many again calibrate")
+    parser.add_argument("--tolerance", type=float, default=latency.LatencySearch.tolerance)
+    parser.add_argument("--test_split", choices=("test", "test_lossless"), default="test",
+                        help="the test images: JPEG like the training images the search "
+                        "holds out (default), or the 1,900 lossless ones")
+    parser.add_argument("--limit", type=int, default=1000, help="test images")
+    parser.add_argument("--periods", type=int, default=24,
+                        help="periods past each K's first readout measured on the test images")
+    parser.add_argument("--statistics_images", type=int, default=64)
+    parser.add_argument("--search_only", action="store_true",
+                        help="time the search alone (key suffix ' search')")
+    parser.add_argument("--data_dir", default=common.DATA_DIR)
+    parser.add_argument("--smoke", action="store_true",
+                        help="akamaster20, 100 held out, 32 test images, K 3 and 4")
+    common.add_output_arguments(parser, OUTPUT)
+    args = parser.parse_args()
+    if args.smoke:
+        common.apply_smoke(parser, args, dict(held_out=100, limit=32, periods=2,
+                                              statistics_images=8, phases=[3, 4]))
+
+    def run(args):
+        for name in args.models:
+            entry = study(name, args)
+            key = (f"{common.device_label()}, {name}, {args.test_split}"
+                   + (" search" if args.search_only else "")
+                   + (" (smoke)" if args.smoke else ""))
+            common.update_json(args.output, key, entry)
+
+    common.run_or_report(args, run, report)
+
+
+if __name__ == "__main__":
+    main()
