@@ -26,8 +26,10 @@ from bsnn_tf import batches, coding, quantized
 from bsnn_tf.validation import check_calibration_data
 from bsnn_tf.methods import DEFAULT_PHASES
 from bsnn_tf.conversion.build import build
-from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, ActivationStatistics,
-                                            calibrate, correct, default_batch_size)
+from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION, MODES
+from bsnn_tf.conversion.correction import correct
+from bsnn_tf.conversion.scale_search import calibrate
+from bsnn_tf.conversion.statistics import ActivationStatistics, default_batch_size
 from bsnn_tf.conversion.config import ConversionConfig
 from bsnn_tf.conversion.finetune import FineTuning, finetune
 from bsnn_tf.conversion.fold import fold
@@ -92,7 +94,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             valid output (BSNN: the spiking depth D; baselines: 0).
         timesteps: steps that calling the returned model simulates (and the
             baselines' calibration target).
-        batch_size: calibration batch size (default: `calibration.default_batch_size`,
+        batch_size: calibration batch size (default: `statistics.default_batch_size`,
             at most 64 images, fewer where their activations would not fit its budget).
         dtype: "float32", or "float64" for exact comparisons.
         calibration_labels: integer labels of `calibration_data`; "finetune" then

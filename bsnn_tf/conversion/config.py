@@ -20,10 +20,9 @@ import numbers
 import keras
 
 from bsnn_tf import coding, methods
-from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
+from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION, check_calibration_mode
 from bsnn_tf.conversion.finetune import FineTuning
 from bsnn_tf.conversion.latency import LatencySearch
-from bsnn_tf.conversion.calibration import check_mode as check_calibration_mode
 from bsnn_tf.validation import check_timesteps
 
 # Significand bits (below the leading one) of the float types too short for K up to 24.
