@@ -34,7 +34,8 @@ from bsnn_tf.conversion.config import ConversionConfig
 from bsnn_tf.conversion.finetune import FineTuning, finetune
 from bsnn_tf.conversion.fold import fold
 from bsnn_tf.conversion.latency import LatencySearch, search as search_latency
-from bsnn_tf.conversion.converters import LayerConverter, register, trace
+from bsnn_tf.conversion.converters import LayerConverter, register
+from bsnn_tf.conversion.trace import trace
 from bsnn_tf.conversion.graph import Graph, Node
 from bsnn_tf.conversion.keras_graph import to_keras
 from bsnn_tf.conversion.ops import Op, register_op
