@@ -27,7 +27,7 @@ RECONSTRUCTION_LEARNING_RATE = 1e-5
 BIAS_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def correct(graph, data, mode, quantizer, input_code=None, input_scale=1.0, batch_size=64,
+def correct(graph, data, config, input_code=None, input_scale=1.0, batch_size=64,
             verbose="auto"):
     """Bias correction ("light") and weight reconstruction ("advanced") of a normalised graph.
 
@@ -36,15 +36,18 @@ def correct(graph, data, mode, quantizer, input_code=None, input_scale=1.0, batc
     pre-activation is fitted to the normalised ANN's on `data`.
 
     Args:
-        graph: the normalised graph (stage 4); a corrected copy is returned.
-        mode: "light" or "advanced" (anything else returns `graph` unchanged).
-        quantizer: the neurons' mean output f.
+        graph: the normalised graph (after the normalize stage); a corrected copy is returned.
+        config: the conversion's `ConversionConfig`: its calibration mode, "light" or
+            "advanced" (any other returns `graph` unchanged), and its neurons'
+            mean output f (`config.quantizer()`).
         input_code: x -> what the input layer sends, in the graph's input scale
             (default: x / input_scale, real-valued input).
         input_scale: lambda_0, the scale of the graph's input.
     """
+    mode = config.calibration
     if mode not in ("light", "advanced"):
         return graph
+    quantizer = config.quantizer()
     inputs = _Inputs(
         reference=_input_layer(lambda x: x / input_scale) if input_scale != 1 else None,
         quantized=_input_layer(input_code) if input_code else (

@@ -1,4 +1,4 @@
-"""The calibrate stage's scales: each spiking layer's lambda from the ANN's activations.
+"""The calibrate stage: each spiking layer's lambda from the ANN's activations.
 
 "percentile" keeps the p-th percentile of a layer's activations
 (`statistics.ActivationStatistics`); the searching modes ("mse", "light",
