@@ -14,7 +14,6 @@ Example:
 """
 
 import dataclasses
-import warnings
 import numbers
 
 import keras
@@ -157,13 +156,6 @@ class ConversionConfig:
     def synchronize(self):
         """Whether synchronous layers go in: asked for, and part of the method."""
         return self.synchronous and self.method.synchronous
-
-    @property
-    def synchronise(self):
-        """Deprecated spelling of `synchronize`."""
-        warnings.warn("ConversionConfig.synchronise is deprecated; use .synchronize.",
-                      DeprecationWarning, stacklevel=2)
-        return self.synchronize
 
     def with_phases(self, phases, **changes):
         """This config at K = `phases` (and any other `changes`), checked."""

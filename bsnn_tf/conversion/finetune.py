@@ -99,11 +99,11 @@ class FineTuning:
              "a positive int"),
             ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1,
              "a positive int"),
-            ("learning_rate", _positive(self.learning_rate), "a positive number"),
-            ("threshold_rate", _positive(self.threshold_rate), "a positive number"),
+            ("learning_rate", _is_positive_number(self.learning_rate), "a positive number"),
+            ("threshold_rate", _is_positive_number(self.threshold_rate), "a positive number"),
             ("warmup", _fraction(self.warmup, closed=True), "in [0, 1)"),
             ("held_out", _fraction(self.held_out), "in (0, 1)"),
-            ("temperature", _positive(self.temperature), "a positive number"),
+            ("temperature", _is_positive_number(self.temperature), "a positive number"),
             ("label_weight", _fraction(self.label_weight, closed=True) or self.label_weight == 1,
              "in [0, 1]"),
             ("start", self.start in STARTS, " or ".join(map(repr, STARTS))),
@@ -120,7 +120,7 @@ class FineTuning:
         return int(np.clip(math.ceil(self.image_budget / images), 2, 30))
 
 
-def _positive(value):
+def _is_positive_number(value):
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
