@@ -99,7 +99,7 @@ class TrainConfig:
             self.epochs = DEFAULT_EPOCHS[self.dataset]
 
 
-def validate(config):
+def check_training_config(config):
     """Raises `ConfigError` for a configuration that cannot run."""
     check_shared(config, sizes=("epochs", "batch_size"))
     supported = SUPPORTED_DATASETS.get(config.model, tuple(data.DATASETS))
@@ -153,7 +153,7 @@ def train(config, command=None):
         DivergedError: the loss became NaN or infinite; nothing is written
             (an earlier run is kept).
     """
-    validate(config)
+    check_training_config(config)
     with rundir.run_lock(config.output_dir, rundir.TRAIN):
         keras.utils.set_random_seed(config.seed)
         train_batches, test_batches = _batches(config)

@@ -379,7 +379,7 @@ def test_training_configs_parse_and_validate(experiment):
     model, dataset = flags.FLAGS.model, flags.FLAGS.dataset
     assert experiment.startswith(dataset) and experiment.endswith(model)
     assert model in models.names(), f"configs/train/{experiment}.cfg names no zoo model"
-    training.validate(training.TrainConfig(
+    training.check_training_config(training.TrainConfig(
         model=model, dataset=dataset, output_dir=flags.FLAGS.output_dir,
         epochs=flags.FLAGS.epochs, batch_size=flags.FLAGS.batch_size, lr=flags.FLAGS.lr))
 
@@ -391,7 +391,7 @@ def test_cpu_recipe_parses_and_validates():
              "weight_decay", "rand_augment", "cutout", "warmup_epochs", "label_smoothing",
              "precision")
     config = training.TrainConfig(**{name: getattr(flags.FLAGS, name) for name in names})
-    training.validate(config)
+    training.check_training_config(config)
     assert (config.model, config.dataset, config.rand_augment, config.cutout) == (
         "resnet20", "cifar10", False, False)
 

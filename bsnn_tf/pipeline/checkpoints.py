@@ -3,7 +3,7 @@ ones; and the checks that it fits the dataset and converts, before any data is r
 
 Example:
     >>> from bsnn_tf import pipeline
-    >>> config = pipeline.ConvertConfig()          # the demo CNN on MNIST
+    >>> config = pipeline.RunConfig()          # the demo CNN on MNIST
     >>> ann = pipeline.load_ann(config)
     >>> pipeline.check_fits(ann, "mnist")          # raises ConfigError if it does not
 """
