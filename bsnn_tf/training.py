@@ -56,7 +56,7 @@ class TrainConfig:
         limit: train on the first `limit` training images only.
         distribute: data parallel over all local devices (`backend.distribution_scope`):
             each batch of `batch_size` is split over them.
-        warmup_epochs: the learning rate rises linearly from 0 to `lr` over
+        warmup_epochs: the learning rate rises linearly from 0 to `learning_rate` over
             these epochs, then decays along the cosine to 0.
         label_smoothing: of the cross-entropy loss.
         precision: one of `PRECISIONS`: "mixed_bfloat16" computes in
@@ -77,7 +77,7 @@ class TrainConfig:
     output_dir: str
     epochs: int | None = None
     batch_size: int = 128
-    lr: float = 0.1
+    learning_rate: float = 0.1  # train.py's --lr
     momentum: float = 0.9
     weight_decay: float = 5e-4
     data_dir: str | None = None
@@ -108,8 +108,9 @@ def check_training_config(config):
             f"Model {config.model!r} does not fit dataset {config.dataset!r}; "
             f"it is meant for: {', '.join(supported)}."
         )
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        raise ConfigError(f"lr must be a positive finite number, got {config.lr}.")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise ConfigError(f"learning_rate: --lr must be a positive finite number, got "
+                          f"{config.learning_rate}.")
     if config.precision not in PRECISIONS:
         raise ConfigError(
             f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}.")
@@ -199,7 +200,7 @@ def _check_finite(losses, config):
     if not all(math.isfinite(loss) for loss in losses):
         raise DivergedError(
             f"Training diverged: loss {losses[-1]} after {len(losses)} epoch(s); nothing "
-            f"was saved. Lower --lr (now {config.lr}).")
+            f"was saved. Lower --lr (now {config.learning_rate}).")
 
 
 def _results(config, history, clock, train_seconds, command):
@@ -417,7 +418,7 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
 
 def learning_rate_schedule(config, steps_per_epoch):
-    """Linear warm-up from 0 to `config.lr` over `warmup_epochs`, then a cosine decay to 0.
+    """Linear warm-up from 0 to `config.learning_rate` over `warmup_epochs`, then cosine decay to 0.
 
     Example:
         >>> schedule = learning_rate_schedule(TrainConfig("mnist_cnn", "mnist", "r"), 469)
@@ -426,9 +427,9 @@ def learning_rate_schedule(config, steps_per_epoch):
     """
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup_steps else config.lr, alpha=0.0,
+        0.0 if warmup_steps else config.learning_rate, alpha=0.0,
         decay_steps=config.epochs * steps_per_epoch - warmup_steps,
-        warmup_target=config.lr if warmup_steps else None, warmup_steps=warmup_steps,
+        warmup_target=config.learning_rate if warmup_steps else None, warmup_steps=warmup_steps,
     )
 
 

@@ -381,7 +381,8 @@ def test_training_configs_parse_and_validate(experiment):
     assert model in models.names(), f"configs/train/{experiment}.cfg names no zoo model"
     training.check_training_config(training.TrainConfig(
         model=model, dataset=dataset, output_dir=flags.FLAGS.output_dir,
-        epochs=flags.FLAGS.epochs, batch_size=flags.FLAGS.batch_size, lr=flags.FLAGS.lr))
+        epochs=flags.FLAGS.epochs, batch_size=flags.FLAGS.batch_size,
+        learning_rate=flags.FLAGS.lr))
 
 
 def test_cpu_recipe_parses_and_validates():
@@ -390,7 +391,9 @@ def test_cpu_recipe_parses_and_validates():
     names = ("model", "dataset", "output_dir", "epochs", "batch_size", "lr", "momentum",
              "weight_decay", "rand_augment", "cutout", "warmup_epochs", "label_smoothing",
              "precision")
-    config = training.TrainConfig(**{name: getattr(flags.FLAGS, name) for name in names})
+    settings = {name: getattr(flags.FLAGS, name) for name in names}
+    settings["learning_rate"] = settings.pop("lr")  # the flag --lr sets the field learning_rate
+    config = training.TrainConfig(**settings)
     training.check_training_config(config)
     assert (config.model, config.dataset, config.rand_augment, config.cutout) == (
         "resnet20", "cifar10", False, False)
@@ -409,7 +412,7 @@ def test_smoothed_sparse_crossentropy_equals_keras_categorical_with_smoothing(sm
 
 
 def test_warmup_rises_linearly_then_decays_along_the_cosine():
-    config = training.TrainConfig("mnist_cnn", "mnist", "unused", epochs=4, lr=0.2,
+    config = training.TrainConfig("mnist_cnn", "mnist", "unused", epochs=4, learning_rate=0.2,
                                   warmup_epochs=1)
     schedule = training.learning_rate_schedule(config, steps_per_epoch=10)
     rate = lambda step: float(schedule(step))
