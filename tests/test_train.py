@@ -12,7 +12,7 @@ import pytest
 from absl import app, flags
 
 import bsnn_tf
-from bsnn_tf import data, models, pipeline, quantized, training
+from bsnn_tf import data, models, pipeline, quantized, recipe, training
 from conftest import reference_net
 from reference import simulate_reference
 
@@ -352,7 +352,7 @@ def test_flagfile_with_unknown_flag(tmp_path, capsys):
 
 def test_weight_decay_is_an_l2_penalty_on_kernels():
     model = models.get("mnist_cnn", num_classes=10, input_shape=(28, 28, 1))
-    training.add_weight_decay(model, 5e-4)
+    recipe.add_weight_decay(model, 5e-4)
     kernels = [v for v in model.trainable_variables if v.name == "kernel"]
     expected = sum(2.5e-4 * float(np.sum(np.square(k.numpy()))) for k in kernels)
     assert len(model.losses) == len(kernels) == 3
@@ -407,14 +407,14 @@ def test_smoothed_sparse_crossentropy_equals_keras_categorical_with_smoothing(sm
     reference = keras.losses.CategoricalCrossentropy(from_logits=True,
                                                      label_smoothing=smoothing)
     expected = float(reference(np.eye(10)[labels], logits))
-    loss = float(training.SmoothedSparseCrossentropy(smoothing)(labels, logits))
+    loss = float(recipe.SmoothedSparseCrossentropy(smoothing)(labels, logits))
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
 def test_warmup_rises_linearly_then_decays_along_the_cosine():
     config = training.TrainConfig("mnist_cnn", "mnist", "unused", epochs=4, learning_rate=0.2,
                                   warmup_epochs=1)
-    schedule = training.learning_rate_schedule(config, steps_per_epoch=10)
+    schedule = recipe.learning_rate_schedule(config, steps_per_epoch=10)
     rate = lambda step: float(schedule(step))
     assert rate(0) == pytest.approx(0.0, abs=1e-7)
     assert rate(5) == pytest.approx(0.1, rel=1e-5)
