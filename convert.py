@@ -25,7 +25,7 @@ from bsnn_tf.conversion.finetune import STARTS as FINETUNE_STARTS
 from bsnn_tf.methods import METHODS
 from bsnn_tf.pipeline.config import AUTO_HELD_OUT
 
-DEFAULT = pipeline.ConvertConfig.default  # the run's settings and defaults are defined there
+DEFAULT = pipeline.RunConfig.default  # the run's settings and defaults are defined there
 
 flags.DEFINE_string("model", DEFAULT("model"), "Zoo model name: " + ", ".join(models.names()) + ".")
 flags.DEFINE_string("dataset", DEFAULT("dataset"), "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")
@@ -129,13 +129,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     checkpoints = FLAGS.checkpoints and tuple(int(t) for t in FLAGS.checkpoints)
-    # Every flag named as a ConvertConfig field sets it; --method/--methods,
+    # Every flag named as a RunConfig field sets it; --method/--methods,
     # --checkpoints and --phases (an int or auto) are read apart.
     settings = {field.name: FLAGS[field.name].value for field in
-                dataclasses.fields(pipeline.ConvertConfig) if field.name in FLAGS}
+                dataclasses.fields(pipeline.RunConfig) if field.name in FLAGS}
     settings.update(methods=tuple(FLAGS.methods or [FLAGS.method]), checkpoints=checkpoints,
                     phases=FLAGS.phases if FLAGS.phases in (None, "auto") else int(FLAGS.phases))
-    config = pipeline.ConvertConfig(**settings)
+    config = pipeline.RunConfig(**settings)
     # SIGTERM ends a run like Ctrl-C: the staging directory and the lock are removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

@@ -60,7 +60,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     config = training.TrainConfig(
         model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
-        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, lr=FLAGS.lr,
+        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.lr,
         momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
         data_dir=FLAGS.data_dir, limit=FLAGS.limit, augment=FLAGS.augment,
         rand_augment=FLAGS.rand_augment, cutout=FLAGS.cutout,

@@ -56,7 +56,7 @@ SMOKE = {"images": 4, "batch": 2, "calibration_size": 4}
 
 
 def measure(args):
-    config = pipeline.ConvertConfig(model="resnet34", dataset="imagenet", data_dir=args.data_dir,
+    config = pipeline.RunConfig(model="resnet34", dataset="imagenet", data_dir=args.data_dir,
                                random_weights=True, calibration_size=args.calibration_size,
                                calibration_split="test", limit=args.images,
                                batch_size=args.batch, phases=args.phases, output_dir=os.devnull)

@@ -62,7 +62,7 @@ def ann_only(data_dir):
     """What the ANN alone needs: the model, the 1,000 images, one prediction pass."""
     from bsnn_tf import models, pipeline
 
-    config = pipeline.ConvertConfig(model="resnet34", dataset="imagenet", random_weights=True,
+    config = pipeline.RunConfig(model="resnet34", dataset="imagenet", random_weights=True,
                                     data_dir=data_dir, output_dir=os.devnull)
     ann = models.get("resnet34", 1000, (224, 224, 3))
     images = pipeline.load_images(config)

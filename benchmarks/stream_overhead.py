@@ -43,7 +43,7 @@ OUTPUT = common.RESULTS_DIR / "stream_overhead.json"
 
 
 def measure(args):
-    config = pipeline.ConvertConfig(model=args.model, dataset="imagenet",
+    config = pipeline.RunConfig(model=args.model, dataset="imagenet",
                                     data_dir=args.data_dir, random_weights=True,
                                     calibration_size=args.calibration_size, limit=args.images,
                                     calibration_split="test")

@@ -33,12 +33,12 @@ def time_variant(overrides, steps):
     """Seconds per batch of the second of two `steps`-batch epochs."""
     import keras
 
-    from bsnn_tf import data, training
+    from bsnn_tf import data, recipe, training
 
     config = training.TrainConfig("resnet20", "cifar10", "/tmp/unused", epochs=20, **overrides)
     batches = data.train_dataset("cifar10", config.batch_size, common.DATA_DIR,
                                  augment=True, seed=0, rand_augment=config.rand_augment)
-    model = training.compiled_model(config, steps_per_epoch=len(batches))
+    model = recipe.compiled_model(config, steps_per_epoch=len(batches))
     starts = []
     timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: starts.append(time.time()))
     model.fit(batches, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[timer])

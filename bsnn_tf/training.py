@@ -1,9 +1,9 @@
 """Training the ANNs that get converted, with the recipe of paper section 4.2.
 
 SGD with momentum, cosine-decayed learning rate, weight decay as an L2
-penalty on kernels, the augmentation of `bsnn_tf.data`. The result is a
-directory holding `model.keras`, `results.json` and (when TensorFlow is
-installed) TensorBoard logs.
+penalty on kernels (the compiled model: `bsnn_tf.recipe`), the augmentation
+of `bsnn_tf.data`. The result is a directory holding `model.keras`,
+`results.json` and (when TensorFlow is installed) TensorBoard logs.
 
 Example:
     >>> from bsnn_tf import training
@@ -23,8 +23,8 @@ import time
 
 import keras
 
-from bsnn_tf import backend, coding, conversion, data, models, quantized, rundir, verification
-from bsnn_tf.pipeline.checkpoints import check_fits
+from bsnn_tf import backend, coding, data, rundir
+from bsnn_tf.recipe import build_model, compiled_model
 from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
 
 # The paper's experiments; other zoo models may be trained on any dataset.
@@ -37,8 +37,6 @@ SUPPORTED_DATASETS = {
 }
 PRECISIONS = ("float32", "mixed_bfloat16")
 DEFAULT_EPOCHS = {"mnist": 20, "cifar10": 300, "cifar100": 300, "imagenet": 100}
-# --snn_phases: the thresholds start at the 99.99th percentile of these many training images.
-THRESHOLD_IMAGES = 256
 
 
 class DivergedError(RuntimeError):
@@ -56,7 +54,7 @@ class TrainConfig:
         limit: train on the first `limit` training images only.
         distribute: data parallel over all local devices (`backend.distribution_scope`):
             each batch of `batch_size` is split over them.
-        warmup_epochs: the learning rate rises linearly from 0 to `lr` over
+        warmup_epochs: the learning rate rises linearly from 0 to `learning_rate` over
             these epochs, then decays along the cosine to 0.
         label_smoothing: of the cross-entropy loss.
         precision: one of `PRECISIONS`: "mixed_bfloat16" computes in
@@ -77,7 +75,7 @@ class TrainConfig:
     output_dir: str
     epochs: int | None = None
     batch_size: int = 128
-    lr: float = 0.1
+    learning_rate: float = 0.1  # train.py's --lr
     momentum: float = 0.9
     weight_decay: float = 5e-4
     data_dir: str | None = None
@@ -99,7 +97,7 @@ class TrainConfig:
             self.epochs = DEFAULT_EPOCHS[self.dataset]
 
 
-def validate(config):
+def check_training_config(config):
     """Raises `ConfigError` for a configuration that cannot run."""
     check_shared(config, sizes=("epochs", "batch_size"))
     supported = SUPPORTED_DATASETS.get(config.model, tuple(data.DATASETS))
@@ -108,8 +106,9 @@ def validate(config):
             f"Model {config.model!r} does not fit dataset {config.dataset!r}; "
             f"it is meant for: {', '.join(supported)}."
         )
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        raise ConfigError(f"lr must be a positive finite number, got {config.lr}.")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise ConfigError(f"learning_rate: --lr must be a positive finite number, got "
+                          f"{config.learning_rate}.")
     if config.precision not in PRECISIONS:
         raise ConfigError(
             f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}.")
@@ -153,7 +152,7 @@ def train(config, command=None):
         DivergedError: the loss became NaN or infinite; nothing is written
             (an earlier run is kept).
     """
-    validate(config)
+    check_training_config(config)
     with rundir.run_lock(config.output_dir, rundir.TRAIN):
         keras.utils.set_random_seed(config.seed)
         train_batches, test_batches = _batches(config)
@@ -176,7 +175,7 @@ def _fit_and_save(config, model, train_batches, test_batches, directory, command
                         shuffle=False, callbacks=[clock, *_callbacks(directory)])
     _check_finite(history.history["loss"], config)
     if config.precision != "float32":
-        trained, model = model, _build(config, data.DATASETS[config.dataset], "float32")
+        trained, model = model, build_model(config, "float32")
         model.set_weights(trained.get_weights())
     model.save(os.path.join(directory, "model.keras"))
     results = _results(config, history.history, clock, time.time() - start, command)
@@ -199,7 +198,7 @@ def _check_finite(losses, config):
     if not all(math.isfinite(loss) for loss in losses):
         raise DivergedError(
             f"Training diverged: loss {losses[-1]} after {len(losses)} epoch(s); nothing "
-            f"was saved. Lower --lr (now {config.lr}).")
+            f"was saved. Lower --lr (now {config.learning_rate}).")
 
 
 def _results(config, history, clock, train_seconds, command):
@@ -276,165 +275,6 @@ def _check_even_batches(config):
                 f"the {size} {split} images make batches of {uneven[0]}; choose a --batch_size "
                 f"(or --limit) that gives batches of multiples of {devices}."
             )
-
-
-def add_weight_decay(model, weight_decay):
-    """Adds PyTorch-style weight decay, `weight_decay * w` in the gradient, to every kernel.
-
-    The L2 penalties sit on the variables rather than in the layer configs,
-    so the saved model is the zoo model as built, free of training-only
-    settings.
-
-    Example:
-        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
-        ...                           keras.layers.Dense(2)])
-        >>> add_weight_decay(model, 5e-4)
-        >>> len(model.losses)   # one penalty per kernel
-        2
-    """
-    for variable in model.trainable_variables:
-        if variable.name.endswith("kernel"):
-            # L2(c) adds the gradient 2 c w.
-            variable.regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
-
-
-def compiled_model(config, steps_per_epoch):
-    """The zoo model of `config` (or its checkpoint), with weight decay, compiled for
-    training; with `snn_phases`, its ReLUs quantised, their thresholds fitted to
-    `THRESHOLD_IMAGES` training images.
-
-    Example:
-        >>> model = compiled_model(TrainConfig("mnist_cnn", "mnist", "runs/m"), 469)
-    """
-    model = _build(config, data.DATASETS[config.dataset], config.precision)
-    if config.snn_phases:
-        model = _with_quantizers(model, config)
-    add_weight_decay(model, config.weight_decay)
-    model.compile(
-        optimizer=_optimizer(config, steps_per_epoch),
-        loss=SmoothedSparseCrossentropy(config.label_smoothing),
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def _build(config, spec, precision):
-    """The zoo model (or `config.weights`), its layers computing in `precision` (weights
-    stay float32)."""
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        if config.weights:
-            try:
-                model = models.load_keras(config.weights)
-            except (OSError, ValueError) as error:
-                raise ConfigError(str(error)) from error
-            try:
-                check_fits(model, config.dataset)
-            except ConfigError as error:
-                raise ConfigError(f"--weights {config.weights}: {error}") from error
-            if verification.ends_in_softmax(model):
-                raise ConfigError(
-                    f"--weights {config.weights}: its output layer '{model.layers[-1].name}' "
-                    "is a softmax, but train.py's loss takes logits (it would train on "
-                    "probabilities). Save the model without its final softmax (convert.py "
-                    "takes either).")
-            return model
-        return models.get(config.model, num_classes=spec.num_classes,
-                          input_shape=spec.input_shape)
-    finally:
-        keras.config.set_dtype_policy(policy)
-
-
-def _with_quantizers(model, config):
-    """`model` with its ReLUs as QuantizedReLU (K = snn_phases); thresholds fitted to
-    `THRESHOLD_IMAGES` training images where they are new (a checkpoint may bring
-    trained ones)."""
-    trained = {layer.phases for layer in quantized.layers_of(model)
-               if isinstance(layer, quantized.QuantizedReLU)}
-    if trained - {config.snn_phases}:
-        raise ConfigError(f"--weights {config.weights} was trained with --snn_phases="
-                          f"{sorted(trained)[0]}; continue with that, or start from a "
-                          "checkpoint trained without it.")
-    _check_quantizable(model, config)
-    quantized_model = quantized.quantize_relus(model, config.snn_phases)
-    if not quantized.trained_settings(quantized_model):
-        raise ConfigError(f"--snn_phases quantises the ReLUs of {_source(config)}, but it has "
-                          "none: the saved model would hold no quantiser. Use a ReLU network, "
-                          "or train without --snn_phases.")
-    if not trained:
-        images = data.calibration_batch(config.dataset, THRESHOLD_IMAGES, config.data_dir,
-                                        seed=config.seed)
-        quantized.set_thresholds(quantized_model, images)
-    return quantized_model
-
-
-def _check_quantizable(model, config):
-    """Raises `ConfigError` unless `model` converts to a BSNN (ReLU activations only), the
-    model that --snn_phases trains for."""
-    try:
-        conversion.trace(model)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"--snn_phases trains a model for conversion to a BSNN, but "
-                          f"{_source(config)} does not convert:\n{error}\nTrain it without "
-                          "--snn_phases, or start from a ReLU network.") from error
-
-
-def _source(config):
-    """The flag that gave the model: --weights FILE, or --model NAME."""
-    return f"--weights {config.weights}" if config.weights else f"--model {config.model}"
-
-
-# Registered: a model saved by `train` holds its loss, and `keras.models.load_model`
-# (compile=True) rebuilds it by this name once bsnn_tf.training is imported.
-@keras.saving.register_keras_serializable(package="bsnn_tf")
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy of logits against integer labels smoothed by `smoothing`.
-
-    The target puts `1 - smoothing` on the label and spreads `smoothing`
-    evenly over all classes (as `keras.losses.CategoricalCrossentropy`'s
-    `label_smoothing`, which the sparse loss lacks).
-
-    Example:
-        >>> loss = SmoothedSparseCrossentropy(0.1)
-        >>> float(loss(np.array([0]), np.array([[0.0, 0.0]])))   # log 2
-        0.693...
-    """
-
-    def __init__(self, smoothing=0.0, name="smoothed_sparse_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.smoothing = smoothing
-
-    def call(self, y_true, y_pred):
-        log_probabilities = keras.ops.log_softmax(keras.ops.cast(y_pred, "float32"), axis=-1)
-        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
-        picked = keras.ops.take_along_axis(log_probabilities, labels[:, None], axis=-1)[:, 0]
-        spread = keras.ops.mean(log_probabilities, axis=-1)
-        return -((1.0 - self.smoothing) * picked + self.smoothing * spread)
-
-    def get_config(self):
-        return {**super().get_config(), "smoothing": self.smoothing}
-
-
-def learning_rate_schedule(config, steps_per_epoch):
-    """Linear warm-up from 0 to `config.lr` over `warmup_epochs`, then a cosine decay to 0.
-
-    Example:
-        >>> schedule = learning_rate_schedule(TrainConfig("mnist_cnn", "mnist", "r"), 469)
-        >>> round(float(schedule(0)), 6)
-        0.1
-    """
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup_steps else config.lr, alpha=0.0,
-        decay_steps=config.epochs * steps_per_epoch - warmup_steps,
-        warmup_target=config.lr if warmup_steps else None, warmup_steps=warmup_steps,
-    )
-
-
-def _optimizer(config, steps_per_epoch):
-    schedule = learning_rate_schedule(config, steps_per_epoch)
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
 
 
 def _callbacks(output_dir):

@@ -11,7 +11,7 @@ import pytest
 
 import bsnn_tf
 from bsnn_tf import conversion
-from bsnn_tf.conversion import calibration as calibrate_module
+from bsnn_tf.conversion import correction, scale_search
 from conftest import conv_net, dense_net, images, reference_net, residual_net
 from reference import simulate_reference
 
@@ -21,7 +21,7 @@ MODES = ("percentile", "mse", "light", "advanced")
 @pytest.fixture(autouse=True)
 def few_reconstruction_steps(monkeypatch):
     """Weight reconstruction in tens of steps, not hundreds: these nets are tiny."""
-    monkeypatch.setattr(calibrate_module, "RECONSTRUCTION_STEPS", 48)
+    monkeypatch.setattr(correction, "RECONSTRUCTION_STEPS", 48)
 
 
 def _logits(ann, x):
@@ -77,9 +77,9 @@ def test_mse_scale_never_has_a_larger_quantisation_error_than_the_percentile(K):
 def test_mse_search_measures_its_sample_of_the_images(monkeypatch, channelwise):
     """The scales are the best on the search's sample (within the grid's resolution), checked
     by a numpy search of 2,000 scales: the other images, 3 times larger, would pull them up."""
-    monkeypatch.setattr(calibrate_module, "SEARCH_IMAGES", 128)
+    monkeypatch.setattr(scale_search, "SEARCH_IMAGES", 128)
     ann, x = dense_net(seed=2, widths=(16, 12)), images(512, (6,), seed=2)
-    rows = calibrate_module.search_sample(np.arange(len(x)))
+    rows = scale_search.search_sample(np.arange(len(x)))
     x[np.setdiff1d(np.arange(len(x)), rows)] *= 3.0
     graph = conversion.fold(conversion.trace(ann))
     neuron = bsnn_tf.neurons.BistableIF(3, initial_membrane=0.5)

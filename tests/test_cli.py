@@ -266,7 +266,7 @@ def test_calibration_split_test_on_the_demo_data(end_to_end):
 @pytest.mark.jax
 def test_load_images_holds_the_calibration_slice_out(tmp_path):
     held_out = make_held_out_mnist(tmp_path / "data")
-    config = pipeline.ConvertConfig(data_dir=str(tmp_path / "data"), calibration_split="test",
+    config = pipeline.RunConfig(data_dir=str(tmp_path / "data"), calibration_split="test",
                                calibration_size=HELD_OUT_CALIBRATION)
     images = pipeline.load_images(config)
     x_calibration, record = images.x_calibration, images.calibration
@@ -289,7 +289,7 @@ def test_load_images_holds_the_calibration_slice_out(tmp_path):
     config.calibration_split = "val"
     with pytest.raises(pipeline.ConfigError, match=re.escape(
             "--calibration_split must be one of auto, train, test; got 'val'.")):
-        pipeline.validate(config)
+        pipeline.check_run_config(config)
 
 
 # (id, convert.py arguments, message); {inputs} is a folder of prepared bad
@@ -509,9 +509,9 @@ def test_scripts_start_quietly_unless_verbosity_asks(script):
     (64.0, "--timesteps must be a positive int, got 64.0."),
 ])
 def test_timesteps_the_simulation_cannot_count_are_refused(tmp_path, timesteps, message):
-    config = pipeline.ConvertConfig(timesteps=timesteps, phases=1, output_dir=str(tmp_path / "out"))
+    config = pipeline.RunConfig(timesteps=timesteps, phases=1, output_dir=str(tmp_path / "out"))
     with pytest.raises(pipeline.ConfigError, match=re.escape(message)):
-        pipeline.validate(config)
+        pipeline.check_run_config(config)
 
 
 @pytest.mark.jax
@@ -627,14 +627,14 @@ def test_a_checkpoint_trained_with_snn_phases_converts_with_its_k(tmp_path):
     path = tmp_path / "quantized_k3.keras"
     demo_ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
     quantized.quantize_relus(demo_ann, 3).save(path)
-    config = pipeline.ConvertConfig(weights=str(path), methods=("bsnn", "rate"))
+    config = pipeline.RunConfig(weights=str(path), methods=("bsnn", "rate"))
     pipeline.load_ann(config)
     assert (config.phases_of("bsnn"), config.phases_of("rate")) == (3, 8)
     assert config.period_steps == 3  # (rate is simulated step by step)
 
 
 def test_default_config_is_the_offline_demo():
-    config = pipeline.ConvertConfig()
+    config = pipeline.RunConfig()
     assert config.weights == pipeline.DEMO_CHECKPOINT and os.path.isfile(config.weights)
     assert config.timesteps is None and config.batch_size is None  # chosen per model
     assert config.output_dir == os.path.join("outputs", "mnist_mnist_cnn")
@@ -650,7 +650,7 @@ def test_default_timesteps_are_the_first_readout_plus_a_few_periods():
     assert pipeline.default_timesteps([bsnn], "mnist") == 12 + 4 * pipeline.EXTRA_PERIODS
     assert pipeline.default_timesteps([bsnn, rate], "mnist") == max(
         12 + 4 * pipeline.EXTRA_PERIODS, pipeline.BASELINE_TIMESTEPS["mnist"])
-    config = pipeline.ConvertConfig(methods=("bsnn", "rate"), phases=4)
+    config = pipeline.RunConfig(methods=("bsnn", "rate"), phases=4)
     # The rate baseline's powers of two from one period, the BSNN's every period from 12.
     assert pipeline.measured_timesteps(config, [bsnn, rate], 64) == [4, 8, *range(12, 64 + 1, 4)]
 
@@ -790,20 +790,20 @@ def test_convert_py_fine_tunes_the_first_readout(tmp_path):
 
 
 def test_every_run_setting_is_a_flag_with_the_settings_default():
-    """One record: each ConvertConfig field is a convert.py flag of the same name and
+    """One record: each RunConfig field is a convert.py flag of the same name and
     default, and the library's settings take the library's defaults."""
     script = ("import json, convert\nfrom absl import flags\n"
               "print(json.dumps({name: flags.FLAGS[name].default for name in flags.FLAGS}))")
     process = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                              text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     defaults = json.loads(process.stdout.splitlines()[-1])
-    for field in dataclasses.fields(pipeline.ConvertConfig):
+    for field in dataclasses.fields(pipeline.RunConfig):
         if field.name == "methods":  # --methods defaults to --method's one
             assert [defaults["method"]] == list(field.default)
         else:
             wanted = list(field.default) if isinstance(field.default, tuple) else field.default
             assert defaults[field.name] == wanted, field.name
     for name in ("calibration", "percentile", "channelwise", "synchronous"):
-        assert pipeline.ConvertConfig.default(name) == ConversionConfig.default(name)
+        assert pipeline.RunConfig.default(name) == ConversionConfig.default(name)
         assert inspect.signature(bsnn_tf.convert).parameters[name].default == \
             ConversionConfig.default(name)

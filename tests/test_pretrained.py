@@ -83,6 +83,6 @@ def test_trained_resnet20_keeps_its_recorded_ann_and_bsnn_accuracy():
 
 
 def test_convert_py_defaults_to_the_trained_resnet20_on_cifar10():
-    config = pipeline.ConvertConfig(model="resnet20", dataset="cifar10")
+    config = pipeline.RunConfig(model="resnet20", dataset="cifar10")
     assert os.path.samefile(config.weights, RESNET20)
-    assert pipeline.ConvertConfig(model="resnet20", dataset="cifar10", random_weights=True).weights is None
+    assert pipeline.RunConfig(model="resnet20", dataset="cifar10", random_weights=True).weights is None

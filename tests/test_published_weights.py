@@ -73,7 +73,7 @@ def cached_files(cache):
 def test_published_weights_download_once_load_and_convert(demo_weights, tmp_path, capsys,
                                                           monkeypatch):
     demo, source, cache = demo_weights
-    config = pipeline.ConvertConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
+    config = pipeline.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
     assert config.weights is None
     results = pipeline.run(config)
     assert cached_files(cache) == [source.name]
@@ -92,7 +92,7 @@ def test_published_weights_download_once_load_and_convert(demo_weights, tmp_path
 def test_with_downloads_off_only_the_cache_is_read(demo_weights, monkeypatch, tmp_path):
     _, source, cache = demo_weights
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
-    config = pipeline.ConvertConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
+    config = pipeline.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
     with pytest.raises(pipeline.ConfigError) as error:
         pipeline.run(config)
     message = str(error.value)
@@ -106,7 +106,7 @@ def test_with_downloads_off_only_the_cache_is_read(demo_weights, monkeypatch, tm
 def test_a_file_with_the_wrong_hash_is_refused_and_deleted(demo_weights, monkeypatch, tmp_path):
     _, source, cache = demo_weights
     publish(monkeypatch, source.as_uri(), "0badc0de")
-    config = pipeline.ConvertConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
+    config = pipeline.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
     with pytest.raises(pipeline.ConfigError) as error:
         pipeline.run(config)
     message = str(error.value)
@@ -124,7 +124,7 @@ def test_an_unreachable_url_says_what_it_tried_and_how_to_go_on(demo_weights, mo
     _, source, cache = demo_weights
     url = (tmp_path / "offline" / source.name).as_uri()
     publish(monkeypatch, url, "f37072fd")
-    config = pipeline.ConvertConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
+    config = pipeline.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
     with pytest.raises(pipeline.ConfigError) as error:
         pipeline.run(config)
     message = str(error.value)
@@ -183,10 +183,10 @@ def test_the_published_table():
 @pytest.mark.jax
 @pytest.mark.parametrize("model", ["resnet18", "resnet34"])
 def test_imagenet_resnets_need_no_weights_flag(model, tmp_path):
-    pipeline.validate(pipeline.ConvertConfig(model=model, dataset="imagenet",
+    pipeline.check_run_config(pipeline.RunConfig(model=model, dataset="imagenet",
                                    output_dir=str(tmp_path / "run")))
     with pytest.raises(pipeline.ConfigError, match=re.escape(
             "Published weights, downloaded when --weights is not given, exist for resnet18 on "
             "imagenet, resnet34 on imagenet.")):
-        pipeline.validate(pipeline.ConvertConfig(model=model, dataset="cifar10",
+        pipeline.check_run_config(pipeline.RunConfig(model=model, dataset="cifar10",
                                        output_dir=str(tmp_path / "run")))

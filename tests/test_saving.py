@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import bsnn_tf
-from bsnn_tf import pipeline, quantized, training
+from bsnn_tf import pipeline, quantized, recipe, training
 from conftest import images, residual_net
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_every_saved_model_loads_after_import_bsnn_tf_alone(tmp_path):
     bsnn_tf only, and predict what they predicted before saving."""
     config = training.TrainConfig("mnist_cnn", "mnist", str(tmp_path / "run"),
                                   snn_phases=3, label_smoothing=0.1, warmup_epochs=0.5)
-    checkpoint = training.compiled_model(config, steps_per_epoch=4)
+    checkpoint = recipe.compiled_model(config, steps_per_epoch=4)
     unfolded_bn = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.BatchNormalization(),
                                     keras.layers.Conv2D(4, 3, activation="relu"),
                                     keras.layers.Flatten(), keras.layers.Dense(3)])

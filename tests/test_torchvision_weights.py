@@ -154,7 +154,7 @@ def test_convert_py_loads_a_torchvision_resnet34_file_for_imagenet(tmp_path):
     assert len(torch_model.state_dict()) == 218
     path = tmp_path / "resnet34-0123abcd.pth"
     torch.save(torch_model.state_dict(), path)
-    config = pipeline.ConvertConfig(model="resnet34", dataset="imagenet", weights=str(path),
+    config = pipeline.RunConfig(model="resnet34", dataset="imagenet", weights=str(path),
                                output_dir=str(tmp_path / "run"))
 
     ann = pipeline.load_ann(config)

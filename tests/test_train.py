@@ -12,7 +12,7 @@ import pytest
 from absl import app, flags
 
 import bsnn_tf
-from bsnn_tf import data, models, pipeline, quantized, training
+from bsnn_tf import data, models, pipeline, quantized, recipe, training
 from conftest import reference_net
 from reference import simulate_reference
 
@@ -352,7 +352,7 @@ def test_flagfile_with_unknown_flag(tmp_path, capsys):
 
 def test_weight_decay_is_an_l2_penalty_on_kernels():
     model = models.get("mnist_cnn", num_classes=10, input_shape=(28, 28, 1))
-    training.add_weight_decay(model, 5e-4)
+    recipe.add_weight_decay(model, 5e-4)
     kernels = [v for v in model.trainable_variables if v.name == "kernel"]
     expected = sum(2.5e-4 * float(np.sum(np.square(k.numpy()))) for k in kernels)
     assert len(model.losses) == len(kernels) == 3
@@ -379,9 +379,10 @@ def test_training_configs_parse_and_validate(experiment):
     model, dataset = flags.FLAGS.model, flags.FLAGS.dataset
     assert experiment.startswith(dataset) and experiment.endswith(model)
     assert model in models.names(), f"configs/train/{experiment}.cfg names no zoo model"
-    training.validate(training.TrainConfig(
+    training.check_training_config(training.TrainConfig(
         model=model, dataset=dataset, output_dir=flags.FLAGS.output_dir,
-        epochs=flags.FLAGS.epochs, batch_size=flags.FLAGS.batch_size, lr=flags.FLAGS.lr))
+        epochs=flags.FLAGS.epochs, batch_size=flags.FLAGS.batch_size,
+        learning_rate=flags.FLAGS.lr))
 
 
 def test_cpu_recipe_parses_and_validates():
@@ -390,8 +391,10 @@ def test_cpu_recipe_parses_and_validates():
     names = ("model", "dataset", "output_dir", "epochs", "batch_size", "lr", "momentum",
              "weight_decay", "rand_augment", "cutout", "warmup_epochs", "label_smoothing",
              "precision")
-    config = training.TrainConfig(**{name: getattr(flags.FLAGS, name) for name in names})
-    training.validate(config)
+    settings = {name: getattr(flags.FLAGS, name) for name in names}
+    settings["learning_rate"] = settings.pop("lr")  # the flag --lr sets the field learning_rate
+    config = training.TrainConfig(**settings)
+    training.check_training_config(config)
     assert (config.model, config.dataset, config.rand_augment, config.cutout) == (
         "resnet20", "cifar10", False, False)
 
@@ -404,14 +407,14 @@ def test_smoothed_sparse_crossentropy_equals_keras_categorical_with_smoothing(sm
     reference = keras.losses.CategoricalCrossentropy(from_logits=True,
                                                      label_smoothing=smoothing)
     expected = float(reference(np.eye(10)[labels], logits))
-    loss = float(training.SmoothedSparseCrossentropy(smoothing)(labels, logits))
+    loss = float(recipe.SmoothedSparseCrossentropy(smoothing)(labels, logits))
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
 def test_warmup_rises_linearly_then_decays_along_the_cosine():
-    config = training.TrainConfig("mnist_cnn", "mnist", "unused", epochs=4, lr=0.2,
+    config = training.TrainConfig("mnist_cnn", "mnist", "unused", epochs=4, learning_rate=0.2,
                                   warmup_epochs=1)
-    schedule = training.learning_rate_schedule(config, steps_per_epoch=10)
+    schedule = recipe.learning_rate_schedule(config, steps_per_epoch=10)
     rate = lambda step: float(schedule(step))
     assert rate(0) == pytest.approx(0.0, abs=1e-7)
     assert rate(5) == pytest.approx(0.1, rel=1e-5)

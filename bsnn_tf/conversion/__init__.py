@@ -1,17 +1,25 @@
-"""ANN-to-SNN conversion, `bsnn_tf.convert`, in a fixed order of stages, one module each:
+"""ANN-to-SNN conversion, `bsnn_tf.convert`: the named stages of STAGES, in order, one module each.
 
-1. converters.trace   validate: every layer has a converter, or a clear error
-2. fold.fold          BatchNormalization into Conv/Dense, identities removed
-3. calibration      each spiking layer's scale (percentile or quantisation-error search)
-4. normalize          data-norm of weights and biases, residual scaling
-5. calibration      bias correction and weight reconstruction (calibration modes)
-6. synchronize        synchronous layers on short merge branches, start periods
-7. build              the SpikingNetwork (a keras.Model)
+- trace        `trace.py`: every layer has a converter (`converters.py`,
+               `weightless.py`), or one error lists those that do not; the graph
+- fold         `fold.py`: BatchNormalization into Conv/Dense, identities removed
+- calibrate    `scale_search.py`: each spiking layer's scale lambda, from the
+               ANN's activation statistics (`statistics.py`) by percentile or
+               quantisation-error search (the modes: `calibration.py`)
+- finetune     `finetune.py` (calibration="finetune"): the first readout trained
+               against the ANN, from the calibrated scales
+- normalize    `normalize.py`: data-norm of weights and biases, residual scaling
+- correct      `correction.py` (calibration "light", "advanced"): bias correction
+               and weight reconstruction
+- synchronize  `synchronize.py`: synchronous layers on short merge branches,
+               start periods
+- build        `build.py`: the SpikingNetwork (a keras.Model)
 
 What each kind of graph node means to these stages is its record in the op
 table (`ops.py`), registered beside its converter (`converters.py`); what
 each method changes is its record in `bsnn_tf.methods`; the settings of one
-conversion, checked before stage 1, are a `ConversionConfig` (`config.py`).
+conversion, checked before the first stage, are a `ConversionConfig`
+(`config.py`), which the stages that need several settings receive whole.
 
 Example:
     >>> snn = bsnn_tf.convert(ann, x_train[:500], phases=4)
@@ -26,19 +34,25 @@ from bsnn_tf import batches, coding, quantized
 from bsnn_tf.validation import check_calibration_data
 from bsnn_tf.methods import DEFAULT_PHASES
 from bsnn_tf.conversion.build import build
-from bsnn_tf.conversion.calibration import (DEFAULT_CALIBRATION, MODES, ActivationStatistics,
-                                            calibrate, correct, default_batch_size)
+from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION, MODES
+from bsnn_tf.conversion.correction import correct
+from bsnn_tf.conversion.scale_search import calibrate
+from bsnn_tf.conversion.statistics import ActivationStatistics, default_batch_size
 from bsnn_tf.conversion.config import ConversionConfig
 from bsnn_tf.conversion.finetune import FineTuning, finetune
 from bsnn_tf.conversion.fold import fold
 from bsnn_tf.conversion.latency import LatencySearch, search as search_latency
-from bsnn_tf.conversion.converters import LayerConverter, register, trace
+from bsnn_tf.conversion.converters import LayerConverter, register
+from bsnn_tf.conversion.trace import trace
 from bsnn_tf.conversion.graph import Graph, Node
 from bsnn_tf.conversion.keras_graph import to_keras
 from bsnn_tf.conversion.ops import Op, register_op
 from bsnn_tf.conversion.normalize import normalize
 from bsnn_tf.conversion.synchronize import spiking_depths, synchronize
 
+# The stages of `convert`, by name, in the order `_convert` runs them (one module each).
+STAGES = ("trace", "fold", "calibrate", "finetune", "normalize", "correct", "synchronize",
+          "build")
 
 _DEFAULT = ConversionConfig.default  # each setting's default is defined there, once
 
@@ -92,7 +106,7 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
             valid output (BSNN: the spiking depth D; baselines: 0).
         timesteps: steps that calling the returned model simulates (and the
             baselines' calibration target).
-        batch_size: calibration batch size (default: `calibration.default_batch_size`,
+        batch_size: calibration batch size (default: `statistics.default_batch_size`,
             at most 64 images, fewer where their activations would not fit its budget).
         dtype: "float32", or "float64" for exact comparisons.
         calibration_labels: integer labels of `calibration_data`; "finetune" then
@@ -136,7 +150,6 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
 
 def _convert(model, calibration_data, config, calibration_labels, verbose):
     """`convert` at the fixed K of `config`, a checked `ConversionConfig`."""
-    quantizer = config.quantizer()
     graph = fold(trace(model))
     if batches.is_stream(calibration_data):
         calibration_data, _ = batches.collect(calibration_data,
@@ -146,23 +159,18 @@ def _convert(model, calibration_data, config, calibration_labels, verbose):
     input_scale = _input_scale(data, config.input_encoding)
     batch_size = config.batch_size or default_batch_size(graph)
     lambdas = calibrate(graph, data, config.percentile, config.per_channel, batch_size,
-                        verbose, mode=config.scale_mode, quantizer=quantizer)
+                        verbose, mode=config.scale_mode, quantizer=config.quantizer())
     input_code = _input_code(config.input_encoding, input_scale, config.phases)
     record = None
     if config.calibration == "finetune":
         graph, lambdas, record = finetune(
-            graph, lambdas, data, calibration_labels, config.finetuning,
-            dict(phases=config.phases, initial_membrane=config.initial_membrane,
-                 channelwise=config.per_channel,
-                 input_code=input_code and (lambda x: input_code(x) * input_scale)),
-            verbose)
+            graph, lambdas, data, calibration_labels, config,
+            input_code and (lambda x: input_code(x) * input_scale), verbose)
     graph = normalize(graph, lambdas, input_scale)
-    graph = correct(graph, data, config.calibration, quantizer, input_code, input_scale,
-                    batch_size, verbose)
+    graph = correct(graph, data, config, input_code, input_scale, batch_size, verbose)
     graph = synchronize(graph, enabled=config.synchronize)
-    snn = build(graph, config, input_scale, name=f"{model.name}_{config.method.name}")
-    snn.calibration_record = record  # what fine-tuning did, if it ran (not saved)
-    return snn
+    return build(graph, config, input_scale, name=f"{model.name}_{config.method.name}",
+                 calibration_record=record)
 
 
 def _trained_settings(model, method, phases, initial_membrane):
@@ -207,7 +215,7 @@ def _input_scale(data, input_encoding):
     return float(data.max()) or 1.0
 
 
-__all__ = ["convert", "ConversionConfig", "FineTuning", "LatencySearch", "DEFAULT_PHASES", "trace", "fold", "calibrate",
+__all__ = ["convert", "STAGES", "ConversionConfig", "FineTuning", "LatencySearch", "DEFAULT_PHASES", "trace", "fold", "calibrate",
            "correct", "MODES", "normalize", "synchronize", "build", "to_keras", "Graph", "Node",
            "LayerConverter", "register", "ActivationStatistics", "spiking_depths", "Op",
            "register_op"]

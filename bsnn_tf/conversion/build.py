@@ -1,4 +1,4 @@
-"""Stage 6, build: the prepared graph as a SpikingNetwork (a keras.Model).
+"""The build stage: the prepared graph as a SpikingNetwork (a keras.Model).
 
 Linear nodes become bias-free Keras synapses; ReLU nodes become neurons of
 the chosen method; max-pool nodes become spiking max gates. Biases move to
@@ -6,7 +6,7 @@ the neurons: a neuron's bias is the constant part of its input, what its
 synapses deliver when every spiking source is silent and the input is zero.
 """
 
-import types
+import dataclasses
 
 import numpy as np
 from keras import ops
@@ -17,9 +17,23 @@ from bsnn_tf.conversion.keras_graph import make_layer, set_weights
 from bsnn_tf.network import SpikingNetwork
 
 
-def build(graph, config, input_scale=1.0, name=None):
+@dataclasses.dataclass(frozen=True)
+class LayerContext:
+    """What an op's `snn_layer(node, context)` needs to make its neuron or gate: the
+    conversion's method record, K, membrane at rest and dtype, and the node's bias."""
+
+    method: object
+    phases: int
+    initial_membrane: float
+    dtype: str
+    bias: object = None
+
+
+def build(graph, config, input_scale=1.0, name=None, calibration_record=None):
     """Builds the SNN of a normalised, synchronized graph as `config` (a
-    `ConversionConfig`) says: its method, K, membrane, readout delay and dtype."""
+    `ConversionConfig`) says: its method, K, membrane, readout delay and dtype.
+    `calibration_record`: what the finetune stage did, if it ran (kept as
+    `snn.calibration_record`, not saved)."""
     method, phases, dtype = config.method, config.phases, config.dtype
     biases = {name: _compact(offset) for name, offset in _bias_offsets(graph).items()}
     snn_layers = [coding.PhaseEncoder(phases, config.input_encoding, input_scale, name="input",
@@ -49,6 +63,7 @@ def build(graph, config, input_scale=1.0, name=None):
         elif node.spec.owns_bias:
             snn.get_layer(node.name).bias.assign(biases[node.inputs[0]])
     readout.bias.assign(biases[graph.output])
+    snn.calibration_record = calibration_record
     return snn
 
 
@@ -58,9 +73,8 @@ def _layer_for(node, config, bias):
         return make_layer(node, use_bias=False, dtype=config.dtype)
     if node.spec.snn_layer is None:
         raise ValueError(f"Node '{node.name}' ({node.op}) has no SNN layer.")
-    context = types.SimpleNamespace(method=config.method, phases=config.phases, bias=bias,
-                                    initial_membrane=config.initial_membrane,
-                                    dtype=config.dtype)
+    context = LayerContext(method=config.method, phases=config.phases, bias=bias,
+                           initial_membrane=config.initial_membrane, dtype=config.dtype)
     return node.spec.snn_layer(node, context)
 
 

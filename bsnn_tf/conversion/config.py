@@ -14,16 +14,14 @@ Example:
 """
 
 import dataclasses
-import warnings
 import numbers
 
 import keras
 
 from bsnn_tf import coding, methods
-from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION
+from bsnn_tf.conversion.calibration import DEFAULT_CALIBRATION, check_calibration_mode
 from bsnn_tf.conversion.finetune import FineTuning
 from bsnn_tf.conversion.latency import LatencySearch
-from bsnn_tf.conversion.calibration import check_mode as check_calibration_mode
 from bsnn_tf.validation import check_timesteps
 
 # Significand bits (below the leading one) of the float types too short for K up to 24.
@@ -158,13 +156,6 @@ class ConversionConfig:
     def synchronize(self):
         """Whether synchronous layers go in: asked for, and part of the method."""
         return self.synchronous and self.method.synchronous
-
-    @property
-    def synchronise(self):
-        """Deprecated spelling of `synchronize`."""
-        warnings.warn("ConversionConfig.synchronise is deprecated; use .synchronize.",
-                      DeprecationWarning, stacklevel=2)
-        return self.synchronize
 
     def with_phases(self, phases, **changes):
         """This config at K = `phases` (and any other `changes`), checked."""

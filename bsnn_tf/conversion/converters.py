@@ -1,17 +1,18 @@
-"""Stage 1, validate: Keras layers to graph nodes, one converter and one op record per kind.
+"""Keras layers to graph nodes: one converter and one op record per kind of layer.
 
 Each Keras layer class has a registered `LayerConverter` that can say why a
 given layer cannot be converted (`unsupported_reason`) or turn it into
 graph nodes (`convert`). Beside each converter stands the `ops.Op` record of
 the nodes it makes: how the stages treat them and which Keras layer computes
 them. Supporting a new layer type means adding both here (docs/DESIGN.md,
-"Adding a layer type"). `trace` checks every layer first and raises one
-ValueError listing every layer that cannot convert, with its class and why.
+"Adding a layer type"). This module holds the registry and the layers with
+weights or activations; the weightless layers' converters are in
+`weightless.py`. The trace stage (`trace.py`) asks `converter_for` each layer.
 
 Example:
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu")])
-    >>> [node.op for node in trace(model)]
-    ['input', 'dense', 'relu']
+    >>> layer = keras.layers.ReLU(max_value=6.0)
+    >>> [(node.op, node.config) for node in converter_for(layer).convert(layer, ["input"])]
+    [('relu', {'max_value': 6.0})]
 """
 
 import dataclasses
@@ -22,10 +23,8 @@ import numpy as np
 from bsnn_tf import layers as snn_layers
 from bsnn_tf.quantized import QuantizedReLU
 from bsnn_tf.conversion import ops
-from bsnn_tf.conversion.graph import Graph, Node
-from bsnn_tf.conversion.ops import (CHANNEL, FOLDED, GATE, INPUT, NEURON, RESHAPE, STACK, SUM,
-                                    SYNAPSE, WEIGHTS, Op, register_op)
-from bsnn_tf.validation import check_finite_weights
+from bsnn_tf.conversion.graph import Node
+from bsnn_tf.conversion.ops import FOLDED, INPUT, NEURON, SYNAPSE, WEIGHTS, Op, register_op
 
 # The weights are always set after building: zeros skip compiling random initialisers.
 _ZEROS = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
@@ -78,11 +77,16 @@ def register(*layer_classes):
     """Class decorator: registers a LayerConverter for Keras layer classes."""
 
     def decorate(converter_class):
-        for layer_class in layer_classes:
-            _CONVERTERS[layer_class] = converter_class()
+        add_converter(converter_class(), layer_classes)
         return converter_class
 
     return decorate
+
+
+def add_converter(converter, layer_classes):
+    """Registers the instance `converter` for each of `layer_classes`."""
+    for layer_class in layer_classes:
+        _CONVERTERS[layer_class] = converter
 
 
 def converter_for(layer):
@@ -103,6 +107,11 @@ def converter_for(layer):
                 f"{type(layer).__name__} with bsnn_tf.conversion.register")
             return refused
     return None
+
+
+def supported_class_names():
+    """The names of the Keras layer classes with a registered converter, sorted."""
+    return sorted(c.__name__ for c in _CONVERTERS)
 
 
 def _activation_name(layer):
@@ -191,7 +200,7 @@ register_op(Op(
 @register(keras.layers.DepthwiseConv2D)
 class DepthwiseConv2DConverter(LayerConverter):
     def unsupported_reason(self, layer):
-        return _channels_last_reason(layer) or _activation_reason(layer)
+        return channels_last_reason(layer) or _activation_reason(layer)
 
     def convert(self, layer, inputs):
         return _kernel_nodes(layer, "depthwise", inputs, ("kernel_size", "strides", "padding",
@@ -203,7 +212,7 @@ class SeparableConv2DConverter(LayerConverter):
     """A depthwise node, then a 1 x 1 conv2d node (which gets the bias and activation)."""
 
     def unsupported_reason(self, layer):
-        return _channels_last_reason(layer) or _activation_reason(layer)
+        return channels_last_reason(layer) or _activation_reason(layer)
 
     def convert(self, layer, inputs):
         config = layer.get_config()
@@ -321,249 +330,8 @@ class BatchNormalizationConverter(LayerConverter):
                      origin=layer.name)]
 
 
-def _channels_last_reason(layer):
+def channels_last_reason(layer):
+    """Why a channels_first layer cannot convert (None for channels_last)."""
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return "data_format 'channels_first' is not supported; rebuild the model channels_last"
     return None
-
-
-class ParameterFreeConverter(LayerConverter):
-    """A layer that becomes one node of kind `op`, with `config(layer)` as its settings.
-
-    Refuses channels_first layers, and whatever `reason(layer)` explains.
-    """
-
-    def __init__(self, op, config=None, reason=None):
-        self.op, self.config, self.reason = op, config, reason
-
-    def unsupported_reason(self, layer):
-        return _channels_last_reason(layer) or (self.reason(layer) if self.reason else None)
-
-    def convert(self, layer, inputs):
-        config = self.config(layer) if self.config else {}
-        return [Node(layer.name, self.op, inputs, config, origin=layer.name)]
-
-
-def register_parameter_free(op, keras_classes, config=None, reason=None, role=SYNAPSE,
-                            scaling=CHANNEL, layer_arguments=None, **op_fields):
-    """Registers a weightless op and its converter in one go.
-
-    The node's settings are `config(layer)`; the Keras layer of the node is
-    `keras_classes[0](**settings, **layer_arguments)`, and the reference op
-    reads the same settings.
-    """
-    keras_class, layer_arguments = keras_classes[0], layer_arguments or {}
-
-    def layer(node, use_bias, **kwargs):
-        return keras_class(**node.config, **layer_arguments, **kwargs)
-
-    synapse = role == SYNAPSE
-    register_op(Op(op, role, scaling, layer=layer, layer_class=keras_class if synapse else None,
-                   reference=(lambda lay: {"op": op, **(config(lay) if config else {})})
-                   if synapse else None, **op_fields))
-    converter = ParameterFreeConverter(op, config, reason)
-    for layer_class in keras_classes:
-        _CONVERTERS[layer_class] = converter
-
-
-def _pool_config(layer):
-    return {"pool_size": tuple(layer.pool_size), "strides": tuple(layer.strides),
-            "padding": layer.padding}
-
-
-def _pairs(values):
-    """((top, bottom), (left, right)) as plain ints."""
-    return tuple(tuple(int(v) for v in axis) for axis in values)
-
-
-register_parameter_free(
-    "maxpool", [keras.layers.MaxPooling2D], _pool_config, role=GATE,
-    snn_layer=lambda node, context: snn_layers.SpikingMaxPool(
-        **node.config, per_period=context.method.max_pool_per_period, phases=context.phases,
-        name=node.name, dtype=context.dtype))
-register_parameter_free("avgpool", [keras.layers.AveragePooling2D], _pool_config)
-
-
-@register(keras.layers.GlobalMaxPooling2D)
-class GlobalMaxPoolingConverter(LayerConverter):
-    """Global max pooling is the spiking max gate ("maxpool") with one window, the whole
-    image; then a flatten unless `keepdims`."""
-
-    def unsupported_reason(self, layer):
-        return _channels_last_reason(layer)
-
-    def convert(self, layer, inputs):
-        size = tuple(int(d) for d in layer.input.shape[1:3])
-        window = {"pool_size": size, "strides": size, "padding": "valid"}
-        if layer.keepdims:
-            return [Node(layer.name, "maxpool", inputs, window, origin=layer.name)]
-        gate = Node(f"{layer.name}_gate", "maxpool", inputs, window)
-        return [gate, Node(layer.name, "flatten", [gate.name], origin=layer.name)]
-register_parameter_free("gap", [keras.layers.GlobalAveragePooling2D],
-                        lambda layer: {"keepdims": layer.keepdims})
-register_parameter_free("flatten", [keras.layers.Flatten], scaling=RESHAPE)
-register_parameter_free("reshape", [keras.layers.Reshape],
-                        lambda layer: {"target_shape": tuple(layer.target_shape)},
-                        scaling=RESHAPE)
-register_parameter_free("zeropad", [keras.layers.ZeroPadding2D],
-                        lambda layer: {"padding": _pairs(layer.padding)})
-register_parameter_free("crop", [keras.layers.Cropping2D],
-                        lambda layer: {"cropping": _pairs(layer.cropping)})
-register_parameter_free(
-    "upsample", [keras.layers.UpSampling2D], lambda layer: {"size": tuple(layer.size)},
-    reason=lambda layer: None if layer.interpolation == "nearest" else (
-        f"interpolation '{layer.interpolation}' mixes neighbouring spikes; only 'nearest' "
-        "(each unit repeated) converts"))
-register_parameter_free("add", [keras.layers.Add], scaling=SUM, merge=True)
-register_parameter_free(
-    "concat", [keras.layers.Concatenate], scaling=STACK, merge=True,
-    layer_arguments={"axis": -1},
-    reason=lambda layer: None if layer.axis in (-1, len(layer.output.shape) - 1) else (
-        f"Concatenate on axis {layer.axis}; only the channel (last) axis converts"))
-# Removed by fold: identities at inference time, and the output's softmax.
-register_parameter_free("identity", [keras.layers.Identity, keras.layers.Dropout,
-                                     keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
-                                     keras.layers.GaussianDropout], role=FOLDED, scaling=None)
-register_parameter_free("softmax", [keras.layers.Softmax], role=FOLDED, scaling=None)
-
-
-# ------------------------------------------------------------------- tracing
-
-
-def trace(model):
-    """Validates `model` and returns its graph.
-
-    A subclassed keras.Model that has been built (called on a batch) is
-    traced as the Functional model of its `call` on a symbolic input
-    (`as_functional`).
-
-    Raises:
-        TypeError: `model` is not a Keras model.
-        ValueError: the model has several inputs or outputs, is not built, or
-            has layers that cannot convert (all of them are listed, each with
-            its class and the reason).
-    """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
-    if hasattr(model, "ann_layers"):  # a SpikingNetwork (the network imports conversion)
-        raise TypeError(f"Model '{model.name}' is a SpikingNetwork, converted already "
-                        f"(method={model.method!r}); convert the ANN it came from instead.")
-    model = as_functional(model)
-    if not model.built or not getattr(model, "inputs", None):
-        raise ValueError(
-            f"Model '{model.name}' has no defined input; build it with keras.Input(...) "
-            "or call it on a batch before converting."
-        )
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            f"Model '{model.name}' has {len(model.inputs)} inputs and {len(model.outputs)} "
-            "outputs; conversion needs exactly one of each."
-        )
-    problems = list(_unsupported(model))
-    if problems:
-        lines = "\n".join(f"  - '{name}' ({cls}): {why}" for name, cls, why in problems)
-        raise ValueError(f"Model '{model.name}' cannot be converted:\n{lines}")
-    check_finite_weights(model)
-    graph = Graph(model.inputs[0].shape[1:])
-    graph.add(Node("input", "input", []))
-    graph.output = _trace_into(graph, model, "input")
-    return graph
-
-
-def as_functional(model):
-    """`model`, or for a built subclassed keras.Model (no `inputs`) the Functional model
-    of its `call` on a `keras.Input` of the shape it was built with.
-
-    The Functional model shares the subclass's layers and weights, so it
-    computes the same as long as `call` is a graph of layers (Python control
-    flow on the input's values cannot be traced).
-    """
-    if getattr(model, "inputs", None) or not model.built:
-        return model
-    shapes = list((getattr(model, "_build_shapes_dict", None) or {}).values())
-    if len(shapes) != 1 or not isinstance(shapes[0], (tuple, list)) or not shapes[0]:
-        raise ValueError(
-            f"Model '{model.name}' is a subclassed keras.Model built on {shapes or 'no'} "
-            "input shapes; conversion needs one image input. Rebuild it as a Sequential "
-            "or Functional model with keras.Input(...).")
-    inputs = keras.Input(tuple(shapes[0])[1:], name="input")
-    try:
-        outputs = model.call(inputs)
-    except Exception as error:  # whatever the user's call() raises on a symbolic input
-        raise ValueError(
-            f"Model '{model.name}' is a subclassed keras.Model whose call() cannot be traced "
-            f"on a symbolic input ({type(error).__name__}: {error}). Rebuild it as a "
-            "Sequential or Functional model with keras.Input(...).") from error
-    return keras.Model(inputs, outputs, name=model.name)
-
-
-def _unsupported(model):
-    """Yields (layer name, class name, reason) for every layer that cannot convert."""
-    for op in _operations(model):
-        if isinstance(op, keras.Model):
-            yield from _unsupported(op)
-            continue
-        if isinstance(op, keras.layers.InputLayer):
-            continue
-        if not isinstance(op, keras.layers.Layer):
-            yield (op.name, type(op).__name__,
-                   "a keras.ops operation, not a layer; use the equivalent keras.layers layer "
-                   "(e.g. keras.layers.Add instead of `a + b`)")
-            continue
-        converter = converter_for(op)
-        if converter is None:
-            yield (op.name, type(op).__name__,
-                   "no converter is registered for this layer class; supported: "
-                   + ", ".join(sorted(c.__name__ for c in _CONVERTERS)))
-            continue
-        reason = converter.unsupported_reason(op)
-        if reason:
-            yield op.name, type(op).__name__, reason
-        elif len(_own_nodes(model, op)) > 1:
-            yield op.name, type(op).__name__, "the layer is shared (called more than once)"
-
-
-def _operations(model):
-    return model.layers if isinstance(model, keras.Sequential) else model.operations
-
-
-def _own_nodes(model, op):
-    if isinstance(model, keras.Sequential):
-        return [None]
-    nodes = [node for depth_nodes in model._nodes_by_depth.values() for node in depth_nodes]
-    return [node for node in nodes if node.operation is op]
-
-
-def _trace_into(graph, model, input_name):
-    """Adds `model`'s layers to `graph`, fed by node `input_name`; returns the output node name."""
-    if isinstance(model, keras.Sequential):
-        current = input_name
-        for layer in model.layers:
-            current = _add_layer(graph, layer, [current])
-        return current
-    produced = {}
-    for op in model.operations:
-        (node,) = _own_nodes(model, op)
-        if isinstance(op, keras.layers.InputLayer):
-            produced[id(node.output_tensors[0])] = input_name
-            continue
-        inputs = [produced[id(t)] for t in node.input_tensors]
-        produced[id(node.output_tensors[0])] = _add_layer(graph, op, inputs)
-    return produced[id(model.outputs[0])]
-
-
-def _add_layer(graph, layer, inputs):
-    if isinstance(layer, keras.Model):
-        return _trace_into(graph, layer, inputs[0])
-    if isinstance(layer, keras.layers.InputLayer):
-        return inputs[0]
-    nodes = converter_for(layer).convert(layer, inputs)
-    renamed = {}
-    for node in nodes:
-        node.inputs = [renamed.get(name, name) for name in node.inputs]
-        renamed[node.name] = graph.unique_name(node.name)
-        node.name = renamed[node.name]
-        graph.add(node)
-    return nodes[-1].name
-
-

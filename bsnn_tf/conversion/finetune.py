@@ -1,4 +1,4 @@
-"""Stage 3b, fine-tune (calibration="finetune"): the first readout trained against the ANN.
+"""The finetune stage (calibration="finetune"): the first readout trained against the ANN.
 
 A BSNN's output at its first readout is the ANN with every spiking layer's
 output rounded to K bits of [0, lambda] (docs/DESIGN.md, "Calibration").
@@ -14,7 +14,7 @@ and horizontal flips for colour images), the learning rate follows a cosine
 schedule with a short warm-up, and a held-out slice of the images picks the
 best epoch (epoch 0, the calibrated start, included). What is trained is what
 is simulated: BN is folded first, the trained lambdas become the
-normalisation (stage 4) and the weights the synapses, so the converted
+normalisation (the normalize stage) and the weights the synapses, so the converted
 network's first readout is the trained network (`SpikingNetwork.first_readout_model`).
 
 Example:
@@ -99,11 +99,11 @@ class FineTuning:
              "a positive int"),
             ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1,
              "a positive int"),
-            ("learning_rate", _positive(self.learning_rate), "a positive number"),
-            ("threshold_rate", _positive(self.threshold_rate), "a positive number"),
+            ("learning_rate", _is_positive_number(self.learning_rate), "a positive number"),
+            ("threshold_rate", _is_positive_number(self.threshold_rate), "a positive number"),
             ("warmup", _fraction(self.warmup, closed=True), "in [0, 1)"),
             ("held_out", _fraction(self.held_out), "in (0, 1)"),
-            ("temperature", _positive(self.temperature), "a positive number"),
+            ("temperature", _is_positive_number(self.temperature), "a positive number"),
             ("label_weight", _fraction(self.label_weight, closed=True) or self.label_weight == 1,
              "in [0, 1]"),
             ("start", self.start in STARTS, " or ".join(map(repr, STARTS))),
@@ -122,7 +122,7 @@ class FineTuning:
         return int(np.clip(math.ceil(self.image_budget / images), 2, 30))
 
 
-def _positive(value):
+def _is_positive_number(value):
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
@@ -140,17 +140,18 @@ def check_images(data_count, settings):
             "CIFAR-10 net), or use calibration='percentile'.")
 
 
-def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="auto"):
+def finetune(graph, lambdas, x, labels, config, input_code=None, verbose="auto"):
     """Trains the quantised network of folded `graph` at `lambdas` against its ANN.
 
     Args:
-        graph: the folded graph (stage 2); a copy with the trained weights is returned.
+        graph: the folded graph (after the fold stage); a copy with the trained weights is returned.
         lambdas: {spiking node: lambda} from calibration: the starting thresholds.
         x: the calibration images.
         labels: integer labels of `x`, or None (distillation from the ANN alone).
-        settings: a `FineTuning`.
-        quantizer_settings: dict(phases=K, initial_membrane=m0, channelwise=bool, and
-            input_code=None or x -> the phase-coded input), the neurons' first output.
+        config: the conversion's `ConversionConfig`: its `finetuning` (a `FineTuning`)
+            says how to train; its K, membrane at rest and `per_channel`, the
+            neurons' first output.
+        input_code: None (real-valued input), or x -> the phase-coded input.
 
     Returns:
         (graph with the trained weights and biases, {spiking node: trained lambda}, record)
@@ -160,6 +161,7 @@ def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="a
         ValueError: too few images, labels that do not fit, images the ANN cannot
             tell apart (wrong preprocessing), or a loss that became NaN.
     """
+    settings = config.finetuning
     check_images(len(x), settings)
     graph = graph.copy()
     for node in graph:  # every weighted layer learns a bias, as bias correction would
@@ -167,7 +169,7 @@ def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="a
             node.weights.setdefault("bias", np.zeros(node.spec.output_channels(node.weights),
                                                      "float32"))
     teacher = to_keras(graph)[0]
-    student = _student(graph, lambdas, quantizer_settings, settings.threshold_rate)
+    student = _student(graph, lambdas, config, input_code)
     rng = np.random.default_rng(settings.seed)
     order = rng.permutation(len(x))
     held = max(settings.batch_size, int(round(settings.held_out * len(x))))
@@ -207,15 +209,14 @@ def finetune(graph, lambdas, x, labels, settings, quantizer_settings, verbose="a
     return _read_back(graph, student), trained, record
 
 
-def _student(graph, lambdas, settings, threshold_rate):
+def _student(graph, lambdas, config, input_code):
     """The quantised network: `graph` with every spiking node a QuantizedReLU at its lambda."""
     def quantizer(node):
-        return QuantizedReLU(settings["phases"], settings["initial_membrane"],
-                             threshold=lambdas[node.name], channelwise=settings["channelwise"],
+        return QuantizedReLU(config.phases, config.initial_membrane,
+                             threshold=lambdas[node.name], channelwise=config.per_channel,
                              max_value=node.config.get("max_value"),
-                             threshold_rate=threshold_rate, name=node.name)
+                             threshold_rate=config.finetuning.threshold_rate, name=node.name)
 
-    input_code = settings.get("input_code")
     input_layer = (lambda: keras.layers.Lambda(input_code, name="input_code")) if input_code \
         else None
     model = to_keras(graph, spiking_layer=quantizer, input_layer=input_layer)[0]

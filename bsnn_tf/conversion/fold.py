@@ -1,4 +1,4 @@
-"""Stage 2, fold: simplify the graph to what the SNN computes; the ANN function is unchanged.
+"""The fold stage: simplify the graph to what the SNN computes; the ANN function is unchanged.
 
 - Inference-time identities (Dropout, linear activations) are removed.
 - A softmax on the output is dropped: the SNN reads out logits.

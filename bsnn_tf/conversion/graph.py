@@ -1,6 +1,6 @@
 """The conversion graph: nodes in topological order, one input and one output.
 
-`converters.trace` builds it from a Keras model; each stage returns a changed
+`trace.trace` builds it from a Keras model; each stage returns a changed
 copy; `keras_graph.to_keras` turns it back into the ANN it computes. What a
 node's kind means to the stages is its `Op` record (`node.spec`, `ops.py`).
 

@@ -6,7 +6,7 @@ are ReLU and the max gate MaxPooling2D. Calibration uses the ANN of a graph
 conversion stage leaves the ANN's function unchanged.
 
 Example:
-    >>> from bsnn_tf.conversion.converters import trace
+    >>> from bsnn_tf.conversion.trace import trace
     >>> from bsnn_tf.conversion.fold import fold
     >>> model, tensors = to_keras(fold(trace(ann)))
     >>> np.allclose(model.predict(x, verbose=0), ann.predict(x, verbose=0), atol=1e-4)

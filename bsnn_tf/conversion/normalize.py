@@ -1,4 +1,4 @@
-"""Stage 4, normalise: data-norm (Rueckauer et al. 2017; paper 3.2 and 3.5).
+"""The normalize stage: data-norm (Rueckauer et al. 2017; paper 3.2 and 3.5).
 
 After normalisation every ReLU output a is carried as y = a / lambda, with
 lambda the ReLU's calibration statistic, so activations are at most about 1

@@ -1,4 +1,4 @@
-"""Stage 5, rewrite merges: spiking depth, synchronous layers and start periods.
+"""The synchronize stage, rewriting merges: spiking depth, synchronous layers and start periods.
 
 A BIF layer passes information on one period after it receives it, so a
 signal that has crossed d spiking layers is valid from period d on. At an

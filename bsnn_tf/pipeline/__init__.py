@@ -17,14 +17,14 @@ TensorBoard logs under `tensorboard/<method>`. An earlier run's directory is
 replaced only with `overwrite` (its other files are kept), and a lock file
 beside the directory keeps a second run out.
 
-One concern per module: `config` (ConvertConfig and its checks), `checkpoints`
+One concern per module: `config` (RunConfig and its checks), `checkpoints`
 (which ANN), `images` (which images), `timesteps` (which T, and T*), `stages`
 (the run, stage by stage), `partial` (the finished batches of a stopped run) and
 `results` (results.json and the run directory).
 
 Example:
     >>> from bsnn_tf import pipeline
-    >>> config = pipeline.ConvertConfig(methods=("bsnn",), phases=4, timesteps=32,
+    >>> config = pipeline.RunConfig(methods=("bsnn",), phases=4, timesteps=32,
     ...                            limit=100, output_dir="runs/demo")
     >>> results = pipeline.run(config)
     Converting with method=bsnn on 500 calibration images:
@@ -40,7 +40,7 @@ from bsnn_tf.pipeline.checkpoints import (BUNDLED_CHECKPOINTS, DEMO_CHECKPOINT, 
                                           check_convertible, check_fits,
                                           download_published_weights, load_ann)
 from bsnn_tf.pipeline.config import (ANN_BATCH, CALIBRATION_IMAGES, FINETUNE_IMAGES,
-                                     STATISTICS_IMAGES, ConvertConfig, validate)
+                                     STATISTICS_IMAGES, RunConfig, check_run_config)
 from bsnn_tf.pipeline.images import CALIBRATION_SEED, CALIBRATION_SPLITS, Images, load_images
 from bsnn_tf.pipeline.results import (VERIFY_IMAGES, MethodRun, accuracy_table, method_results,
                                       write_run)
@@ -54,9 +54,10 @@ __all__ = [
     "ANN_BATCH", "BASELINE_TIMESTEPS", "BUNDLED_CHECKPOINTS", "CALIBRATION_IMAGES",
     "CALIBRATION_SEED", "CALIBRATION_SPLITS", "DEMO_CHECKPOINT", "EVERY_PERIOD_FOR",
     "EXTRA_PERIODS", "FINETUNE_IMAGES", "KERAS_SUFFIX", "PRETRAINED_DIR", "STATISTICS_IMAGES",
-    "TOLERANCE", "TORCHVISION_SUFFIXES", "VERIFY_IMAGES", "ConfigError", "ConvertConfig",
+    "TOLERANCE", "TORCHVISION_SUFFIXES", "VERIFY_IMAGES", "ConfigError", "RunConfig",
     "Images", "MethodRun", "accuracy_table", "check_convertible", "check_fits",
+    "check_run_config",
     "converged_at", "convert_method", "default_checkpoints", "default_timesteps",
     "download_published_weights", "load_ann", "load_images", "measured_timesteps",
-    "method_results", "one_pass", "predict", "run", "validate", "write_run",
+    "method_results", "one_pass", "predict", "run", "write_run",
 ]

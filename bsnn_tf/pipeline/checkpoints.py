@@ -3,7 +3,7 @@ ones; and the checks that it fits the dataset and converts, before any data is r
 
 Example:
     >>> from bsnn_tf import pipeline
-    >>> config = pipeline.ConvertConfig()          # the demo CNN on MNIST
+    >>> config = pipeline.RunConfig()          # the demo CNN on MNIST
     >>> ann = pipeline.load_ann(config)
     >>> pipeline.check_fits(ann, "mnist")          # raises ConfigError if it does not
 """
@@ -13,8 +13,9 @@ import pathlib
 
 import keras
 
-import bsnn_tf
 from bsnn_tf import data, models, quantized
+from bsnn_tf.conversion.trace import trace
+from bsnn_tf.network import SpikingNetwork
 from bsnn_tf.run_checks import ConfigError
 from bsnn_tf.validation import check_whole_periods, shape_fits
 
@@ -140,7 +141,7 @@ def check_trained_phases(ann, config):
 
 def check_fits(ann, dataset):
     """Raises `ConfigError` unless `ann` takes the dataset's images and predicts its classes."""
-    if isinstance(ann, bsnn_tf.SpikingNetwork):
+    if isinstance(ann, SpikingNetwork):
         raise ConfigError(
             f"Model {ann.name!r} is a converted SpikingNetwork (method={ann.method!r}; "
             "convert.py saves them as snn_<method>.keras), not an ANN; pass the ANN checkpoint "
@@ -166,7 +167,7 @@ def check_convertible(ann):
     first; run here, before the data is read and the ANN evaluated.
     """
     try:
-        bsnn_tf.conversion.trace(ann)
+        trace(ann)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{error}\nOnly ReLU networks convert (docs/DESIGN.md); retrain "
                           "the model with ReLU activations, or pass another --weights.") from error

@@ -1,12 +1,12 @@
-"""convert.py's record: `ConvertConfig`, everything a run depends on, and `validate`,
+"""convert.py's record: `RunConfig`, everything a run depends on, and `check_run_config`,
 its checks before anything is read or written.
 
 Example:
     >>> from bsnn_tf import pipeline
-    >>> config = pipeline.ConvertConfig(model="resnet20", dataset="cifar10", phases=3)
+    >>> config = pipeline.RunConfig(model="resnet20", dataset="cifar10", phases=3)
     >>> config.output_dir, config.period_steps
     ('outputs/cifar10_resnet20', 3)
-    >>> pipeline.validate(pipeline.ConvertConfig(phases=0))
+    >>> pipeline.check_run_config(pipeline.RunConfig(phases=0))
     Traceback (most recent call last):
     ...
     bsnn_tf.run_checks.ConfigError: phases must be in 1..24, got 0.
@@ -43,7 +43,7 @@ AUTO_HELD_OUT = 500
 
 
 @dataclasses.dataclass
-class ConvertConfig:
+class RunConfig:
     """Everything a conversion run depends on (stored in results.json).
 
     Attributes:
@@ -190,7 +190,7 @@ class ConvertConfig:
         self._searched_phases[method] = phases
 
 
-def validate(config):
+def check_run_config(config):
     """Raises `ConfigError` for a configuration that cannot run; reads no data."""
     check_shared(config, sizes=("calibration_size", "batch_size"))
     if not config.methods:
@@ -271,7 +271,7 @@ def _check_auto_phases(config):
 def _check_no_finetune_flags(config):
     """Refuses --finetune_* flags that --calibration (not finetune) would leave unused."""
     given = [f"--{name}" for name in ("finetune_epochs", "finetune_labels", "finetune_start")
-             if getattr(config, name) != ConvertConfig.default(name)]
+             if getattr(config, name) != RunConfig.default(name)]
     if given:
         names = " and ".join(given)
         raise ConfigError(f"{names} {'is a setting' if len(given) == 1 else 'are settings'} "

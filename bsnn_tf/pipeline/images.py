@@ -4,7 +4,7 @@ images held out of the evaluation).
 
 Example:
     >>> from bsnn_tf import pipeline
-    >>> images = pipeline.load_images(pipeline.ConvertConfig(limit=100))
+    >>> images = pipeline.load_images(pipeline.RunConfig(limit=100))
     >>> len(images.evaluated), images.x_calibration.shape, images.calibration["split"]
     (100, (500, 28, 28, 1), 'train')
     >>> next(images.batches(batch_size=32)).x.shape

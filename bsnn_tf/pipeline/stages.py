@@ -17,7 +17,7 @@ import bsnn_tf
 from bsnn_tf import backend, console, data, metrics, rundir
 from bsnn_tf.pipeline import partial
 from bsnn_tf.pipeline.checkpoints import check_convertible, check_fits, load_ann
-from bsnn_tf.pipeline.config import ANN_BATCH, validate
+from bsnn_tf.pipeline.config import ANN_BATCH, check_run_config
 from bsnn_tf.pipeline.images import load_images
 from bsnn_tf.pipeline.results import (VERIFY_IMAGES, MethodRun, accuracy_figure,
                                       accuracy_table, run_results, write_run)
@@ -31,7 +31,7 @@ def run(config, command=None):
     """Converts, simulates and verifies `config.model`, then writes `config.output_dir`.
 
     Args:
-        config: a `ConvertConfig`.
+        config: a `RunConfig`.
         command: the command line, recorded in results.json.
 
     Returns:
@@ -43,7 +43,7 @@ def run(config, command=None):
             `rundir.run_lock(config.output_dir)`).
     """
     start = time.time()
-    validate(config)
+    check_run_config(config)
     with rundir.run_lock(config.output_dir):
         return _run(config, command, start)
 
