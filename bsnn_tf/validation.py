@@ -5,7 +5,7 @@ labels, weights) get a ValueError or TypeError that names the bad value and
 says what to do. This module knows no dataset or model zoo: the command-line
 runs' checks (flags, files, output directories) are in `bsnn_tf.run_checks`.
 Checks of one module's own vocabulary stay with it (`coding.check_phases`,
-`calibration.check_mode`, `data.check_limit`, `FineTuning.check`).
+`calibration.check_calibration_mode`, `data.check_limit`, `FineTuning.check`).
 
 Example:
     >>> from bsnn_tf.validation import check_timesteps, check_whole_periods
