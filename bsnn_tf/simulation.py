@@ -21,7 +21,8 @@ import keras
 import numpy as np
 
 from bsnn_tf import backend, batches, console, observers
-from bsnn_tf.network import Chunk
+from bsnn_tf.engine import run_chunks
+from bsnn_tf.schedule import Chunk
 from bsnn_tf.validation import (check_inputs, check_labels, check_mode, check_spiking_network,
                                 check_timesteps, check_whole_periods, warn_before_first_readout)
 
@@ -48,7 +49,7 @@ class SimulationResult:
             (from its `active_from` to its `needed_until` T); "whole", all T;
             None with `count_spikes=False`.
         counted_steps: {layer: steps its spikes were counted in}
-            (`SpikingNetwork.count_steps`); the firing rates divide by these.
+            (`Schedule.count_steps`); the firing rates divide by these.
         neurons: {layer: neurons per sample} (a BIF unit has two).
         values: {layer: (N, *units)} each unit's output per period in ANN
             units (emitted value / periods * lambda); only with `record_values`.
@@ -192,9 +193,9 @@ class Simulator:
         self.snn = snn
         self.period_mode = check_mode(snn, mode or snn.mode)
         self.timesteps = check_timesteps(timesteps)
-        self.span = snn.time_units(self.timesteps, self.period_mode)  # periods or steps
+        self.span = snn.schedule.time_units(self.timesteps, self.period_mode)  # in units
         self.checkpoints = _check_checkpoints(checkpoints, self.timesteps,
-                                              snn.phases if self.period_mode else 1)
+                                              snn.schedule.steps_per_unit(self.period_mode))
         warn_before_first_readout(snn, self.checkpoints)
         if ann is not None and not count_spikes:
             raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
@@ -225,6 +226,8 @@ class Simulator:
         self.chunk_length = _chunk_length(snn, self.batch_size // self.devices.count,
                                           self.span, settings["chunk"], self.period_mode,
                                           self.light_cone)
+        self._chunks = snn.chunk_starts(self.span, self.chunk_length, self.period_mode,
+                                        self.light_cone)
         self._run_chunk, self._start_state = _compiled(
             snn, self.chunk_length, self.period_mode, settings["trace"],
             settings["count_spikes"], settings["record_values"], settings["jit_compile"],
@@ -241,14 +244,42 @@ class Simulator:
             images = x[begin:begin + self.batch_size]
             batch = _pad(images, self.batch_size)
             placed = self.devices.put(batch)
-            outputs_at, state, traced = _simulate_batch(
-                self.snn, placed, self._run_chunk, self._start_state(placed), self.span,
-                self.chunk_length, self.period_mode, self.checkpoints,
-                self._settings["trace"], self.devices, self.light_cone)
+            outputs_at, state, traced = self._simulate_batch(placed)
             self._totals.add(batch, len(images), outputs_at, state, traced)
             for t in self.checkpoints:
                 outputs[t].append(outputs_at[t][:len(images)])
         return {t: np.concatenate(parts) for t, parts in outputs.items()}
+
+    def _simulate_batch(self, batch):
+        """One batch: ({T: logits}, the observers' totals as numpy, the trace or None)."""
+        snn, devices, length = self.snn, self.devices, self.chunk_length
+        trace = self._settings["trace"]
+        steps_per_unit = snn.schedule.steps_per_unit(self.period_mode)
+        wanted = {t // steps_per_unit - 1: t for t in self.checkpoints}
+        totals_at, traces = {}, []
+
+        def advance(state, start, skew, stop):
+            state, totals, traced = self._run_chunk[skew, stop](batch, state, np.int32(start),
+                                                                np.int32(self.span))
+            in_chunk = {t: position - start for position, t in wanted.items()
+                        if start <= position < start + length}
+            if in_chunk:
+                host_totals = devices.to_numpy(totals)
+                totals_at.update({t: host_totals[:, index] for t, index in in_chunk.items()})
+            if trace:
+                traces.append(devices.to_numpy(traced))
+            return state
+
+        state = run_chunks(self._chunks, length, advance, self._start_state(batch))
+        outputs_at = {t: keras.ops.convert_to_numpy(snn.readout.logits(totals_at[t], t))
+                      for t in self.checkpoints}
+        observed = devices.to_numpy({o.key: state[o.key] for o in observers.OBSERVERS
+                                     if o.key in state})
+        trace_arrays = None
+        if trace:
+            trace_arrays = {k: np.concatenate([c[k] for c in traces], axis=1)[:, :self.span]
+                            for k in traces[0]}
+        return outputs_at, observed, trace_arrays
 
     def result(self):
         """The `SimulationResult` of every image fed so far."""
@@ -274,14 +305,15 @@ def default_batch_size(snn, count_spikes=True, record_values=False, timesteps=No
                        mode=None, budget=STATE_BYTES, count_window="schedule"):
     """Images per batch: at most MAX_BATCH, as many as keep the simulation state
     (`snn.state_bytes`) within `budget` bytes, and, given `timesteps`, as many as let one
-    chunk span the periods each layer runs (`SpikingNetwork.batch_for_chunks`), so that
+    chunk span the periods each layer runs (`Schedule.batch_for_chunks`), so that
     few chunks are compiled. Memory then depends on the network, not on N or T."""
     batch = budget // max(snn.state_bytes(count_spikes, record_values), 1)
     if timesteps is not None:
         period_mode = check_mode(snn, mode or snn.mode)
         light_cone = _light_cone(count_spikes, record_values, False, count_window)
-        batch = min(batch, snn.batch_for_chunks(snn.time_units(timesteps, period_mode),
-                                                period_mode, light_cone))
+        batch = min(batch, snn.schedule.batch_for_chunks(
+            snn.schedule.time_units(timesteps, period_mode), period_mode,
+            snn.chunk_bytes(period_mode), light_cone))
     return int(np.clip(batch, 1, MAX_BATCH))
 
 
@@ -360,7 +392,7 @@ def _batch_size(count, batch_size, devices, default):
 
 def _light_cone(count_spikes, record_values, trace, count_window):
     """Whether a run may stop each layer at the light cone's trailing edge
-    (`SpikingNetwork.chunk_starts(logits_only=True)`): it keeps nothing but the
+    (`Schedule.chunk_starts(logits_only=True)`): it keeps nothing but the
     logits and the spike counts on the schedule."""
     return not (record_values or trace) and (not count_spikes or count_window == "schedule")
 
@@ -371,8 +403,8 @@ def _chunk_length(snn, batch_size, span, chunk, period_mode, logits_only):
         return snn.chunk_length(batch_size, span, period_mode, logits_only)
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk <= 0:
         raise ValueError(f"chunk must be a positive number of periods, got {chunk!r}.")
-    per_unit = 1 if period_mode else snn.phases
-    return min(int(chunk) * per_unit, -(-span // per_unit) * per_unit)
+    units_per_period = snn.schedule.units_per_period(period_mode)
+    return min(int(chunk) * units_per_period, -(-span // units_per_period) * units_per_period)
 
 
 def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_compile, devices,
@@ -380,7 +412,7 @@ def _compiled(snn, length, period_mode, trace, count_spikes, record_values, jit_
     """Compiled ({(skew, stop): run_chunk}, start_state) for this chunk shape and devices,
     cached per SNN.
 
-    A run_chunk is compiled per (skew, stop) of `SpikingNetwork.chunk_starts` on
+    A run_chunk is compiled per (skew, stop) of `Schedule.chunk_starts` on
     first use. Everything they return is batch-major (the readout totals and the
     trace too), so that `devices` can split and gather it along axis 0.
     """
@@ -425,34 +457,6 @@ def _pad(batch, size):
         return batch
     padding = np.zeros((size - len(batch),) + batch.shape[1:], batch.dtype)
     return np.concatenate([batch, padding])
-
-
-def _simulate_batch(snn, batch, run_chunk, state, span, chunk_length, period_mode,
-                    checkpoints, trace, devices, light_cone=False):
-    """One batch: ({T: logits}, the observers' totals as numpy, the trace or None).
-    `light_cone`: stop each layer where it can no longer reach the readout (`_light_cone`)."""
-    per_unit = snn.phases if period_mode else 1
-    wanted = {t // per_unit - 1: t for t in checkpoints}
-    totals_at, traces = {}, []
-    for start, skew, stop in snn.chunk_starts(span, chunk_length, period_mode, light_cone):
-        state, totals, traced = run_chunk[skew, stop](batch, state, np.int32(start),
-                                                      np.int32(span))
-        in_chunk = {t: position - start for position, t in wanted.items()
-                    if start <= position < start + chunk_length}
-        if in_chunk:
-            host_totals = devices.to_numpy(totals)
-            totals_at.update({t: host_totals[:, index] for t, index in in_chunk.items()})
-        if trace:
-            traces.append(devices.to_numpy(traced))
-    outputs_at = {t: keras.ops.convert_to_numpy(snn.readout.logits(totals_at[t], t))
-                  for t in checkpoints}
-    observed = devices.to_numpy({o.key: state[o.key] for o in observers.OBSERVERS
-                                 if o.key in state})
-    trace_arrays = None
-    if trace:
-        trace_arrays = {k: np.concatenate([c[k] for c in traces], axis=1)[:, :span]
-                        for k in traces[0]}
-    return outputs_at, observed, trace_arrays
 
 
 class _Totals:
@@ -523,7 +527,7 @@ class _Totals:
             trace={n: np.concatenate(p) for n, p in self.traces.items()} or None,
             count_window=self.count_window,
             counted_steps=(None if self.count_window is None
-                           else snn.count_steps(self.timesteps, self.count_window)),
+                           else snn.schedule.count_steps(self.timesteps, self.count_window)),
         )
 
 

@@ -3,7 +3,7 @@
 `bsnn_tf.simulate` reduces spike counts and SIN batch by batch and keeps only
 per-image totals; the default batch keeps the simulation state within
 `simulation.STATE_BYTES`; a chunk holds a few copies of the largest layer's
-output over its periods, up to `network.CHUNK_BYTES`. convert.py, run in a
+output over its periods, up to `schedule.CHUNK_BYTES`. convert.py, run in a
 fresh process under benchmarks/peak_rss.py, must then peak at the same memory
 for 200 or 3,000 images and for 256 or 1,024 time steps. (The code before issue 23 kept every
 image's spike count and ANN activation per unit until a block of images was
@@ -55,13 +55,13 @@ def test_convert_py_memory_does_not_grow_with_images_or_periods(tmp_path, shared
                       "--statistics_images=0")
     mb = lambda b: f"{b / 2**20:.0f} MB"
     assert images - base < SLACK_BYTES, f"200 images: {mb(base)}, 3,000: {mb(images)}"
-    # A chunk grows with T up to its budget (network.CHUNK_BYTES), reached here by T = 256.
+    # A chunk grows with T up to its budget (schedule.CHUNK_BYTES), reached here by T = 256.
     short = peak_rss(tmp_path, shared_data, "short", "--limit=100", "--timesteps=256",
                      "--statistics_images=50")
     long = peak_rss(tmp_path, shared_data, "long", "--limit=100", "--timesteps=1024",
                     "--statistics_images=50")
     assert long - short < SLACK_BYTES, f"T = 256: {mb(short)}, T = 1,024: {mb(long)}"
-    assert long - base < bsnn_tf.network.CHUNK_BYTES + SLACK_BYTES
+    assert long - base < bsnn_tf.schedule.CHUNK_BYTES + SLACK_BYTES
 
 
 def test_statistics_reduced_batch_by_batch_match_the_trace_and_the_ann(demo):
@@ -108,7 +108,7 @@ def test_a_logits_only_run_to_the_first_readout_is_one_compiled_chunk(demo):
     assert len(snn.chunk_starts(periods, length, True, logits_only=True)) == 1
     # Counting spikes, every layer runs to the end: chunks are sized by the budget.
     largest = max(int(np.prod(s)) for s in snn.unit_shapes.values())
-    one_period = bsnn_tf.network.LIVE_OUTPUTS * 64 * largest * 4
+    one_period = bsnn_tf.schedule.LIVE_OUTPUTS * 64 * largest * 4
     assert snn.chunk_length(64, 40, True, budget=4 * one_period) == 4
     assert snn.chunk_length(64, 40, True, budget=3 * one_period) == 3  # 40 in 14 chunks of 3
 
@@ -214,7 +214,7 @@ def test_a_simulation_compiles_the_same_two_programs_for_any_t(count_spikes, cou
     assert snn.depth > 8
     assert [len(programs) for programs in compiled] == [2, 2], compiled
     # The light cone's trailing edge too, unless spikes are counted over the whole run.
-    dynamic = bsnn_tf.network.DYNAMIC
+    dynamic = bsnn_tf.schedule.DYNAMIC
     whole = count_spikes and count_window == "whole"
     assert (dynamic, None if whole else dynamic) in compiled[0] & compiled[1]
 
