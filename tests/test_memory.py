@@ -2,7 +2,7 @@
 
 `bsnn_tf.simulate` reduces spike counts and SIN batch by batch and keeps only
 per-image totals; the default batch keeps the simulation state within
-`simulation.STATE_BYTES`; a chunk holds a few copies of the largest layer's
+`simulator.STATE_BYTES`; a chunk holds a few copies of the largest layer's
 output over its periods, up to `schedule.CHUNK_BYTES`. convert.py, run in a
 fresh process under benchmarks/peak_rss.py, must then peak at the same memory
 for 200 or 3,000 images and for 256 or 1,024 time steps. (The code before issue 23 kept every
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import bsnn_tf
-from bsnn_tf import data, pipeline, simulation
+from bsnn_tf import data, pipeline, simulator
 from bsnn_tf.conversion import ActivationStatistics
 from conftest import REPO
 
@@ -94,10 +94,10 @@ def test_the_default_batch_keeps_the_state_within_its_budget(demo):
     floats += sum(units(inputs[name][0]) for name in ("pool1", "pool2"))
     assert snn.state_bytes() == 4 * floats
     per_image = snn.state_bytes()
-    assert simulation.default_batch_size(snn, budget=10 * per_image) == 10
-    assert simulation.default_batch_size(snn, budget=10 * per_image - 1) == 9
-    assert simulation.default_batch_size(snn, budget=1) == 1
-    assert simulation.default_batch_size(snn) == simulation.MAX_BATCH  # a small net
+    assert simulator.default_batch_size(snn, budget=10 * per_image) == 10
+    assert simulator.default_batch_size(snn, budget=10 * per_image - 1) == 9
+    assert simulator.default_batch_size(snn, budget=1) == 1
+    assert simulator.default_batch_size(snn) == simulator.MAX_BATCH  # a small net
 
 
 def test_a_logits_only_run_to_the_first_readout_is_one_compiled_chunk(demo):
@@ -204,10 +204,10 @@ def test_a_simulation_compiles_the_same_two_programs_for_any_t(count_spikes, cou
     snn = bsnn_tf.convert(ann, x, phases=2, verbose=0)
     compiled = []
     for periods in (3, 2 * snn.depth):  # ending inside the head, and long after it
-        simulation._COMPILED.pop(snn, None)
+        simulator._COMPILED.pop(snn, None)
         bsnn_tf.simulate(snn, x[:2], timesteps=2 * periods, chunk=1, count_spikes=count_spikes,
                          count_window=count_window, verbose=0)
-        (run_chunks, _), = simulation._COMPILED[snn].values()
+        (run_chunks, _), = simulator._COMPILED[snn].values()
         compiled.append(set(run_chunks))
     # Before, every chunk that skips a layer was compiled on its own, up to 8 at each end:
     # 3 programs, then 9 (17 in the logits-only run).
