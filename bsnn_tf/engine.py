@@ -153,7 +153,22 @@ class Engine:
                    for leaf in keras.tree.flatten(state))
 
     def run_chunk(self, x, state, chunk):
-        """Advances the simulation over one `Chunk` (`SpikingNetwork.run_chunk`)."""
+        """Advances the simulation over one `Chunk` of time units (periods or steps).
+
+        Every layer runs through the same interface (`bsnn_tf.clock`), in
+        topological order, over the whole chunk (or its window of it, in a
+        skewed chunk); the observers in `state` watch the neuron layers.
+
+        Args:
+            x: the input batch (N, ...).
+            state: from `start_state` or the previous `run_chunk`.
+            chunk: a `Chunk`: which time units, whether they are periods, the
+                end of counting, the skew and stop of the schedule, the trace.
+
+        Returns:
+            A `ChunkResult`: the new state, the running readout totals
+            (length, N, classes) and the trace ({layer: emitted values}).
+        """
         x = ops.cast(x, self.dtype)
         batch = ops.shape(x)[0]
         clock = Clock(ops.cast(chunk.start, "int32") + ops.arange(chunk.length, dtype="int32"),

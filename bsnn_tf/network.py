@@ -61,7 +61,6 @@ class SpikingNetwork(keras.Model):
         self.scales = {k: np.asarray(v, "float32") for k, v in (scales or {}).items()}
         self.latency_search = latency_search
         self._engine = Engine(self.graph_layers, self.topology, self.compute_dtype)
-        self._schedule = self._engine.schedule
 
     # ------------------------------------------------------------ settings
 
@@ -148,18 +147,18 @@ class SpikingNetwork(keras.Model):
     @property
     def schedule(self):
         """The light cone and the chunk plans of this network (`bsnn_tf.schedule.Schedule`)."""
-        return self._schedule
+        return self._engine.schedule
 
     @property
     def active_from(self):
         """{layer: first period in which it can change} (`Schedule.active_from`):
         `run_chunk` skips a layer at rest before it."""
-        return dict(self._schedule.active_from)
+        return dict(self.schedule.active_from)
 
     def needed_until(self, end):
         """{layer: period from which its output can no longer reach the readout before
         period `end`} (`Schedule.needed_until`): the light cone's trailing edge."""
-        return self._schedule.needed_until(end)
+        return self.schedule.needed_until(end)
 
     def start_state(self, x, count_spikes=True, record_values=False):
         """State at rest for input batch `x`, with the constant input currents.
@@ -172,40 +171,25 @@ class SpikingNetwork(keras.Model):
         return self._engine.start_state(x, count_spikes, record_values)
 
     def run_chunk(self, x, state, chunk):
-        """Advances the simulation over one `Chunk` of time units (periods or steps).
-
-        Every layer runs through the same interface (`bsnn_tf.clock`), in
-        topological order, over the whole chunk (or its window of it, in a
-        skewed chunk); the observers in `state` watch the neuron layers.
-
-        Args:
-            x: the input batch (N, ...).
-            state: from `start_state` or the previous `run_chunk`.
-            chunk: a `Chunk`: which time units, whether they are periods, the
-                end of counting, the skew and stop of the schedule, the trace.
-
-        Returns:
-            A `ChunkResult` (`bsnn_tf.engine`): the new state, the running readout
-            totals (length, N, classes) and the trace ({layer: emitted values}).
-        """
+        """Advances the simulation of input batch `x` from `state` (from `start_state` or
+        the previous `run_chunk`) over one `Chunk` of time units (periods or steps);
+        returns a `ChunkResult`: the new state, the running readout totals and the
+        trace (`Engine.run_chunk`)."""
         return self._engine.run_chunk(x, state, chunk)
 
     def chunk_starts(self, units, chunk, period_mode, logits_only=False):
         """[(start, skew, stop)] of the chunks of `chunk` time units that simulate `units`
         (`Schedule.chunk_starts`)."""
-        return self._schedule.chunk_starts(units, chunk, period_mode, logits_only)
+        return self.schedule.chunk_starts(units, chunk, period_mode, logits_only)
 
     def chunk_length(self, batch_size, units, period_mode, logits_only=False,
                      budget=CHUNK_BYTES):
         """Time units per compiled chunk of a run of `units` time units for `batch_size`
         images, within `budget` bytes (`Schedule.chunk_length`)."""
-        return self._schedule.chunk_length(batch_size, units, period_mode,
-                                           self.chunk_bytes(period_mode), logits_only, budget)
-
-    def chunk_bytes(self, period_mode):
-        """Bytes a chunk holds per image and period (`schedule.chunk_bytes`)."""
-        return chunk_bytes(self.unit_shapes, self._schedule.units_per_period(period_mode),
-                           self.compute_dtype)
+        per_period = chunk_bytes(self.unit_shapes, self.schedule.units_per_period(period_mode),
+                                 self.compute_dtype)
+        return self.schedule.chunk_length(batch_size, units, period_mode, per_period,
+                                          logits_only, budget)
 
     def state_bytes(self, count_spikes=True, record_values=False):
         """Bytes of simulation state per image (membranes, gates, readout, constant

@@ -20,7 +20,7 @@ import numpy as np
 from bsnn_tf import backend, observers
 from bsnn_tf.engine import run_chunks
 from bsnn_tf.result import Totals, activation_probe
-from bsnn_tf.schedule import Chunk
+from bsnn_tf.schedule import Chunk, chunk_bytes
 from bsnn_tf.validation import (check_inputs, check_mode, check_spiking_network,
                                 check_timesteps, check_whole_periods, warn_before_first_readout)
 
@@ -175,7 +175,8 @@ def default_batch_size(snn, count_spikes=True, record_values=False, timesteps=No
         light_cone = _light_cone(count_spikes, record_values, False, count_window)
         batch = min(batch, snn.schedule.batch_for_chunks(
             snn.schedule.time_units(timesteps, period_mode), period_mode,
-            snn.chunk_bytes(period_mode), light_cone))
+            chunk_bytes(snn.unit_shapes, snn.schedule.units_per_period(period_mode),
+                        snn.compute_dtype), light_cone))
     return int(np.clip(batch, 1, MAX_BATCH))
 
 
