@@ -6,7 +6,7 @@ process per row (benchmarks/peak_rss.py reads the kernel's peak RSS) with 16,
 T = 8 and at the default T (the first readout plus pipeline.EXTRA_PERIODS
 periods), next to the ANN's own peak (`--ann_only`: load the model and the
 images, predict). Memory must not grow with the images or the periods: it is
-bounded by the model and the batch (simulation.STATE_BYTES, network.CHUNK_BYTES).
+bounded by the model and the batch (simulator.STATE_BYTES, schedule.CHUNK_BYTES).
 Each row is merged into benchmarks/results/memory.json with its wall time.
 
 Usage (from the repository root, nothing else running):

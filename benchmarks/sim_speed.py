@@ -77,13 +77,13 @@ def speed(args):
 @contextlib.contextmanager
 def _simulator(variant):
     """'before': the simulator before issue 10 (every layer from period 0, spikes counted)."""
-    skewed = bsnn_tf.network.MAX_SKEWED_CHUNKS
+    skewed = bsnn_tf.schedule.MAX_SKEWED_CHUNKS
     if variant == "before":
-        bsnn_tf.network.MAX_SKEWED_CHUNKS = 0
+        bsnn_tf.schedule.MAX_SKEWED_CHUNKS = 0
     try:
         yield
     finally:
-        bsnn_tf.network.MAX_SKEWED_CHUNKS = skewed
+        bsnn_tf.schedule.MAX_SKEWED_CHUNKS = skewed
 
 
 def peak_memory(args, timesteps):

@@ -16,7 +16,9 @@ with console.quiet_start():  # the first import of Keras imports TensorFlow (the
 from bsnn_tf import layers, metrics, models  # noqa: E402
 from bsnn_tf.conversion import DEFAULT_PHASES, convert  # noqa: E402
 from bsnn_tf.network import SpikingNetwork  # noqa: E402
-from bsnn_tf.simulation import SimulationResult, Simulator, evaluate, simulate  # noqa: E402
+from bsnn_tf.result import SimulationResult  # noqa: E402
+from bsnn_tf.simulation import evaluate, simulate  # noqa: E402
+from bsnn_tf.simulator import Simulator  # noqa: E402
 from bsnn_tf.verification import Verification, verify  # noqa: E402
 # Registers every Keras object the library saves (train.py's loss among them), so that
 # keras.models.load_model reads any saved model once bsnn_tf is imported.

@@ -155,9 +155,12 @@ def check_calibration_data(x, input_shape):
 
 
 def check_spiking_network(snn, function):
-    """Raises a TypeError unless `snn` is a SpikingNetwork; `function` names the caller."""
-    from bsnn_tf.network import SpikingNetwork  # (the network imports this module)
-    if not isinstance(snn, SpikingNetwork):
+    """Raises a TypeError unless `snn` is a SpikingNetwork; `function` names the caller.
+
+    A SpikingNetwork is known by what it does, a keras.Model that runs chunks of time
+    (`run_chunk`), so that this module needs no network class.
+    """
+    if not (isinstance(snn, keras.Model) and callable(getattr(snn, "run_chunk", None))):
         kind = (f"a plain Keras model ({type(snn).__name__} '{snn.name}')"
                 if isinstance(snn, keras.Model) else f"a {type(snn).__name__}")
         raise TypeError(f"{function} needs a SpikingNetwork, got {kind}. Convert it first: "

@@ -17,7 +17,8 @@ import numpy as np
 
 from bsnn_tf import batches
 from bsnn_tf.network import SpikingNetwork
-from bsnn_tf.simulation import default_batch_size, simulate
+from bsnn_tf.simulation import simulate
+from bsnn_tf.simulator import default_batch_size
 from bsnn_tf.validation import check_spiking_network, shape_fits
 
 
@@ -67,7 +68,7 @@ def verify(ann, snn, x, timesteps, *, mode=None, atol=None, batch_size=None):
 
     Args:
         x: images (an array), or a stream of batches (`bsnn_tf.batches`).
-        batch_size: images per batch (default: `simulation.default_batch_size`).
+        batch_size: images per batch (default: `simulator.default_batch_size`).
         atol: if given, raise a ValueError when the worst output error exceeds it.
 
     Returns:

@@ -51,7 +51,7 @@ def test_schedule_counts_match_the_reference_on_its_schedule(net, extra_periods,
         assert_counts_equal(result, counts, steps)
         np.testing.assert_allclose(result.outputs, reference["logits"][:, -1], rtol=1e-9,
                                    err_msg=label)
-    monkeypatch.setattr(bsnn_tf.network, "MAX_SKEWED_CHUNKS", 0)
+    monkeypatch.setattr(bsnn_tf.schedule, "MAX_SKEWED_CHUNKS", 0)
     plain = bsnn_tf.simulate(snn, x, timesteps=timesteps, chunk=1, verbose=0)
     assert_counts_equal(plain, counts, steps)
 

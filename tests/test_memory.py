@@ -2,8 +2,8 @@
 
 `bsnn_tf.simulate` reduces spike counts and SIN batch by batch and keeps only
 per-image totals; the default batch keeps the simulation state within
-`simulation.STATE_BYTES`; a chunk holds a few copies of the largest layer's
-output over its periods, up to `network.CHUNK_BYTES`. convert.py, run in a
+`simulator.STATE_BYTES`; a chunk holds a few copies of the largest layer's
+output over its periods, up to `schedule.CHUNK_BYTES`. convert.py, run in a
 fresh process under benchmarks/peak_rss.py, must then peak at the same memory
 for 200 or 3,000 images and for 256 or 1,024 time steps. (The code before issue 23 kept every
 image's spike count and ANN activation per unit until a block of images was
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import bsnn_tf
-from bsnn_tf import data, pipeline, simulation
+from bsnn_tf import data, pipeline, simulator
 from bsnn_tf.conversion import ActivationStatistics
 from conftest import REPO
 
@@ -55,13 +55,13 @@ def test_convert_py_memory_does_not_grow_with_images_or_periods(tmp_path, shared
                       "--statistics_images=0")
     mb = lambda b: f"{b / 2**20:.0f} MB"
     assert images - base < SLACK_BYTES, f"200 images: {mb(base)}, 3,000: {mb(images)}"
-    # A chunk grows with T up to its budget (network.CHUNK_BYTES), reached here by T = 256.
+    # A chunk grows with T up to its budget (schedule.CHUNK_BYTES), reached here by T = 256.
     short = peak_rss(tmp_path, shared_data, "short", "--limit=100", "--timesteps=256",
                      "--statistics_images=50")
     long = peak_rss(tmp_path, shared_data, "long", "--limit=100", "--timesteps=1024",
                     "--statistics_images=50")
     assert long - short < SLACK_BYTES, f"T = 256: {mb(short)}, T = 1,024: {mb(long)}"
-    assert long - base < bsnn_tf.network.CHUNK_BYTES + SLACK_BYTES
+    assert long - base < bsnn_tf.schedule.CHUNK_BYTES + SLACK_BYTES
 
 
 def test_statistics_reduced_batch_by_batch_match_the_trace_and_the_ann(demo):
@@ -94,10 +94,10 @@ def test_the_default_batch_keeps_the_state_within_its_budget(demo):
     floats += sum(units(inputs[name][0]) for name in ("pool1", "pool2"))
     assert snn.state_bytes() == 4 * floats
     per_image = snn.state_bytes()
-    assert simulation.default_batch_size(snn, budget=10 * per_image) == 10
-    assert simulation.default_batch_size(snn, budget=10 * per_image - 1) == 9
-    assert simulation.default_batch_size(snn, budget=1) == 1
-    assert simulation.default_batch_size(snn) == simulation.MAX_BATCH  # a small net
+    assert simulator.default_batch_size(snn, budget=10 * per_image) == 10
+    assert simulator.default_batch_size(snn, budget=10 * per_image - 1) == 9
+    assert simulator.default_batch_size(snn, budget=1) == 1
+    assert simulator.default_batch_size(snn) == simulator.MAX_BATCH  # a small net
 
 
 def test_a_logits_only_run_to_the_first_readout_is_one_compiled_chunk(demo):
@@ -108,7 +108,7 @@ def test_a_logits_only_run_to_the_first_readout_is_one_compiled_chunk(demo):
     assert len(snn.chunk_starts(periods, length, True, logits_only=True)) == 1
     # Counting spikes, every layer runs to the end: chunks are sized by the budget.
     largest = max(int(np.prod(s)) for s in snn.unit_shapes.values())
-    one_period = bsnn_tf.network.LIVE_OUTPUTS * 64 * largest * 4
+    one_period = bsnn_tf.schedule.LIVE_OUTPUTS * 64 * largest * 4
     assert snn.chunk_length(64, 40, True, budget=4 * one_period) == 4
     assert snn.chunk_length(64, 40, True, budget=3 * one_period) == 3  # 40 in 14 chunks of 3
 
@@ -204,17 +204,17 @@ def test_a_simulation_compiles_the_same_two_programs_for_any_t(count_spikes, cou
     snn = bsnn_tf.convert(ann, x, phases=2, verbose=0)
     compiled = []
     for periods in (3, 2 * snn.depth):  # ending inside the head, and long after it
-        simulation._COMPILED.pop(snn, None)
+        simulator._COMPILED.pop(snn, None)
         bsnn_tf.simulate(snn, x[:2], timesteps=2 * periods, chunk=1, count_spikes=count_spikes,
                          count_window=count_window, verbose=0)
-        (run_chunks, _), = simulation._COMPILED[snn].values()
+        (run_chunks, _), = simulator._COMPILED[snn].values()
         compiled.append(set(run_chunks))
     # Before, every chunk that skips a layer was compiled on its own, up to 8 at each end:
     # 3 programs, then 9 (17 in the logits-only run).
     assert snn.depth > 8
     assert [len(programs) for programs in compiled] == [2, 2], compiled
     # The light cone's trailing edge too, unless spikes are counted over the whole run.
-    dynamic = bsnn_tf.network.DYNAMIC
+    dynamic = bsnn_tf.schedule.DYNAMIC
     whole = count_spikes and count_window == "whole"
     assert (dynamic, None if whole else dynamic) in compiled[0] & compiled[1]
 

@@ -159,11 +159,11 @@ def test_wavefront_schedule_skips_only_silent_layers(monkeypatch):
     for layer in snn.spiking_layers():  # a BIF layer waits for its input: start_period
         assert snn.active_from[layer.name] == layer.start_period
     assert snn.active_from[snn.readout.name] == snn.depth == snn.readout_start
-    dynamic = bsnn_tf.network.DYNAMIC
+    dynamic = bsnn_tf.schedule.DYNAMIC
     chunks = snn.chunk_starts(snn.depth + 4, 1, period_mode=True)
     assert [skew for _, skew, _ in chunks] == [0] + [dynamic] * (snn.depth + 3)
     assert {stop for _, _, stop in chunks} == {None}  # counted runs simulate every layer
-    monkeypatch.setattr(bsnn_tf.network, "MAX_SKEWED_CHUNKS", snn.depth + 4)
+    monkeypatch.setattr(bsnn_tf.schedule, "MAX_SKEWED_CHUNKS", snn.depth + 4)
     chunks = snn.chunk_starts(snn.depth + 4, 1, period_mode=True)
     assert [skew for _, skew, _ in chunks] == list(range(snn.depth)) + [None] * 4
 
@@ -171,7 +171,7 @@ def test_wavefront_schedule_skips_only_silent_layers(monkeypatch):
                   trace=True, record_values=True, verbose=0)
     schedules = {}
     for skewed in (1, snn.depth + 4, 0):  # the default, every chunk its own, none
-        monkeypatch.setattr(bsnn_tf.network, "MAX_SKEWED_CHUNKS", skewed)
+        monkeypatch.setattr(bsnn_tf.schedule, "MAX_SKEWED_CHUNKS", skewed)
         for chunk in (1, 3):
             schedules[skewed, chunk] = bsnn_tf.simulate(snn, x, chunk=chunk, **kwargs)
     plain = schedules.pop((0, 1))
@@ -194,9 +194,9 @@ def test_logits_only_runs_stop_each_layer_once_it_can_no_longer_reach_the_readou
         assert until[layer.name] == end - (snn.depth - 1 - layer.start_period), layer.name
     chunks = snn.chunk_starts(end, 1, period_mode=True, logits_only=True)
     assert chunks[0] == (0, 0, None)
-    dynamic = bsnn_tf.network.DYNAMIC
+    dynamic = bsnn_tf.schedule.DYNAMIC
     assert {chunk[1:] for chunk in chunks[1:]} == {(dynamic, dynamic)}
-    monkeypatch.setattr(bsnn_tf.network, "MAX_SKEWED_CHUNKS", end)
+    monkeypatch.setattr(bsnn_tf.schedule, "MAX_SKEWED_CHUNKS", end)
     chunks = snn.chunk_starts(end, 1, period_mode=True, logits_only=True)
     first_stop = end - (snn.depth - 1)  # where the first spiking layer stops
     assert [stop for _, _, stop in chunks] == [None] * first_stop + [end] * (end - first_stop)
@@ -206,11 +206,11 @@ def test_logits_only_runs_stop_each_layer_once_it_can_no_longer_reach_the_readou
                   count_spikes=False, verbose=0)
     cut = {}
     for skewed in (1, end):  # the default (one program for all chunks but the first), all own
-        monkeypatch.setattr(bsnn_tf.network, "MAX_SKEWED_CHUNKS", skewed)
+        monkeypatch.setattr(bsnn_tf.schedule, "MAX_SKEWED_CHUNKS", skewed)
         cut.update({(skewed, chunk, mode): bsnn_tf.simulate(snn, x, chunk=chunk, mode=mode,
                                                             **kwargs)
                     for chunk, mode in periods})
-    monkeypatch.setattr(bsnn_tf.network, "MAX_SKEWED_CHUNKS", 0)
+    monkeypatch.setattr(bsnn_tf.schedule, "MAX_SKEWED_CHUNKS", 0)
     plain = bsnn_tf.simulate(snn, x, chunk=1, **kwargs)
     for key, result in cut.items():
         for t, logits in plain.outputs_at.items():

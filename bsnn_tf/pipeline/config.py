@@ -80,7 +80,7 @@ class RunConfig:
             left after any held-out calibration slice).
         batch_size: images per batch in the ANN, calibration and simulation; `None`:
             `ANN_BATCH` for the ANN, and for the calibration and the simulation as
-            many as fit their memory budgets (`bsnn_tf.simulation.default_batch_size`),
+            many as fit their memory budgets (`bsnn_tf.simulator.default_batch_size`),
             so that memory is bounded by the model, not by the data or T.
         output_dir: `None` takes `outputs/<dataset>_<model>`.
         distribute: split the batches of the ANN's evaluation and of the

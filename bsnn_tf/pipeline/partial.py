@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from bsnn_tf import rundir
-from bsnn_tf.simulation import SimulationResult
+from bsnn_tf.result import SimulationResult
 
 STATE_FILE = "state.json"
 
