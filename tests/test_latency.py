@@ -27,7 +27,8 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
     """{K: (first readout, {T: accuracy}, T*)}: each K converted on its own and, where
     `searched`, simulated at every period of its grid; T* the smallest T from which, at
     every later grid T, the images the SNN loses against the ANN (the ANN right, the SNN
-    wrong) less those it gains are at most `allowed_images` + sqrt(losses + gains). A grid
+    wrong) less those it gains are at most `allowed_images` + sqrt(losses + gains), and at
+    T itself at most `allowed_images`. A grid
     holds `settings.periods` periods past the first readout; then, in ascending K, one
     without a T* is measured again up to the last grid T below the best T* so far."""
     fit, held = _held_out_rows(len(x), settings)
@@ -40,12 +41,14 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
         outputs = bsnn_tf.simulate(snn, x[held], timesteps=grid[-1], checkpoints=grid,
                                    count_spikes=False, verbose=0).outputs_at
         right = {t: np.argmax(outputs[t], -1) == targets[held] for t in grid}
-        within = {}
+        within, strictly = {}, {}
         for t in grid:
             losses = int(np.sum(ann_right & ~right[t]))
             gains = int(np.sum(right[t] & ~ann_right))
             within[t] = losses - gains <= allowed_images + np.sqrt(losses + gains)
-        lossless = [t for t in grid if all(within[u] for u in grid if u >= t)]
+            strictly[t] = losses - gains <= allowed_images
+        lossless = [t for t in grid
+                    if strictly[t] and all(within[u] for u in grid if u >= t)]
         curve = {t: float(np.mean(right[t])) for t in grid}
         return snn.first_readout, curve, min(lossless) if lossless else None
 
@@ -134,10 +137,11 @@ def test_a_small_k_is_measured_past_its_periods_where_a_larger_k_leaves_room():
     measured again up to below the best T*, and wins where it converges there."""
     ann = residual_net(seed=1, blocks=2)
     x = images(240, (8, 8, 2), seed=1)
-    settings = LatencySearch(phases=(2, 3, 4, 5, 6), periods=0, tolerance=1.0)
+    settings = LatencySearch(phases=(2, 3, 4, 5, 6, 7, 8), periods=0, tolerance=1.0)
     snn = bsnn_tf.convert(ann, x, phases="auto", latency=settings, verbose=0)
     extended = [e for e in snn.latency_search["searched"] if e.get("extended")]
     assert extended and all(len(e["curve"]) > 1 for e in extended)
+    assert snn.phases in {e["phases"] for e in extended}  # a small K won past its periods
     targets = np.argmax(ann.predict(x, verbose=0), -1)
     _check_against(snn, _brute_force(ann, x, targets, settings, max(1.0 * 120 / 100, 1),
                                      _searched(snn)))
