@@ -65,9 +65,8 @@ Example:
     ...                       latency=LatencySearch(phases=(2, 3, 4)), verbose=0)
     >>> snn.latency_search["criterion"], snn.latency_search["held_out_images"]
     ('agreement with the ANN', 100)
-    >>> snn.timesteps == snn.latency_search["chosen"]["timesteps"]
-    True
-    >>> snn.phases == snn.latency_search["chosen"]["phases"]
+    >>> chosen = snn.latency_search["chosen"]
+    >>> (snn.phases, snn.timesteps) == (chosen["phases"], chosen["timesteps"])
     True
 """
 
@@ -332,7 +331,7 @@ class _Measure:
         """{T: per held-out image, whether the SNN gets its target} on `grid`: the first
         readout from the twin where it is exact, every other T from one logits-only
         simulation."""
-        from bsnn_tf.simulation import Simulator  # imported here: no import cycle
+        from bsnn_tf.simulator import Simulator  # imported here: no import cycle
 
         x, targets = self.split.x_held, self.reference.targets
         right, simulated = {}, grid
