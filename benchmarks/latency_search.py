@@ -145,7 +145,7 @@ def report(path):
                 for key, r in results.items() if "fixed" not in r]
     if searches:
         print()
-        print(common.markdown_table(["search alone", "held out", "choice", "seconds",
+        print(common.markdown_table(["search only", "held out", "choice", "seconds",
                                      "held-out T* per K"], searches))
 
 
