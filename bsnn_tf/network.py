@@ -39,6 +39,8 @@ class SpikingNetwork(keras.Model):
         scales: {neuron layer: lambda}, to read outputs in ANN units.
         latency_search: the record of `convert(phases="auto")`'s search (None
             otherwise), kept by a save.
+        calibration_range: [lowest, highest] value of the calibration images
+            (None: unknown); `simulate` warns for images far outside it.
 
     Example:
         >>> snn = bsnn_tf.convert(ann, x_calibration)
@@ -49,7 +51,8 @@ class SpikingNetwork(keras.Model):
     """
 
     def __init__(self, graph_layers, topology, method="bsnn", timesteps=256, mode=None,
-                 ann_layers=None, scales=None, latency_search=None, **kwargs):
+                 ann_layers=None, scales=None, latency_search=None, calibration_range=None,
+                 **kwargs):
         super().__init__(**kwargs)
         default_mode = methods.get(method).default_mode  # (raises for an unknown method)
         self.graph_layers = list(graph_layers)
@@ -60,6 +63,8 @@ class SpikingNetwork(keras.Model):
         self.ann_layers = dict(ann_layers or {})
         self.scales = {k: np.asarray(v, "float32") for k, v in (scales or {}).items()}
         self.latency_search = latency_search
+        self.calibration_range = None if calibration_range is None else [
+            float(v) for v in calibration_range]
         self._engine = Engine(self.graph_layers, self.topology, self.compute_dtype)
 
     # ------------------------------------------------------------ settings
@@ -251,8 +256,9 @@ class SpikingNetwork(keras.Model):
             "ann_layers": self.ann_layers,
             "scales": {k: v.tolist() for k, v in self.scales.items()},
         }
-        if self.latency_search is not None:
-            config["latency_search"] = self.latency_search
+        for key in ("latency_search", "calibration_range"):
+            if getattr(self, key) is not None:
+                config[key] = getattr(self, key)
         return config
 
     @classmethod

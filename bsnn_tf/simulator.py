@@ -21,8 +21,9 @@ from bsnn_tf import backend, observers
 from bsnn_tf.engine import run_chunks
 from bsnn_tf.result import Totals, activation_probe
 from bsnn_tf.schedule import Chunk, chunk_bytes
-from bsnn_tf.validation import (check_inputs, check_mode, check_spiking_network,
-                                check_timesteps, check_whole_periods, warn_before_first_readout)
+from bsnn_tf.validation import (check_input_range, check_inputs, check_mode,
+                                check_spiking_network, check_timesteps, check_whole_periods,
+                                warn_before_first_readout)
 
 _COMPILED = weakref.WeakKeyDictionary()
 # The default batch keeps the simulation state (membranes, counters) within STATE_BYTES.
@@ -72,6 +73,7 @@ class Simulator:
         self.light_cone = _light_cone(count_spikes, record_values, trace, count_window)
         self._requested_batch = _check_batch_size(batch_size)
         self.batch_size = None
+        self._range_checked = False
         if images is not None or batch_size is not None:
             self._compile(images)
         self._totals = Totals(snn, activation_probe(snn, ann), self.timesteps,
@@ -101,6 +103,9 @@ class Simulator:
         """Simulates the images `x` (any number); returns {T: their logits} at every
         checkpoint and at `timesteps`."""
         x = checked_images(self.snn, x)
+        if not self._range_checked:
+            check_input_range(x, self.snn.calibration_range)
+            self._range_checked = True
         if self.batch_size is None:
             self._compile(len(x))
         outputs = {t: [] for t in self.checkpoints}

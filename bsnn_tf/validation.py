@@ -167,6 +167,27 @@ def check_spiking_network(snn, function):
                         "snn = bsnn_tf.convert(model, calibration_images).")
 
 
+class InputRangeWarning(UserWarning):
+    """Images to simulate far outside the range of the images the SNN was calibrated on."""
+
+
+def check_input_range(x, calibration_range):
+    """Warns (`InputRangeWarning`) when the images `x` reach beyond the calibration images'
+    range [lo, hi] by more than its width: preprocessed otherwise (0-255 against 0-1, say),
+    the layers' scales no longer fit them and the SNN drifts from the ANN."""
+    if calibration_range is None or not len(x):
+        return
+    low, high = calibration_range
+    width = max(high - low, 1e-12)
+    x_low, x_high = float(np.min(x)), float(np.max(x))
+    if x_high > high + width or x_low < low - width:
+        warnings.warn(
+            f"The images to simulate span [{x_low:.4g}, {x_high:.4g}], far outside the "
+            f"[{low:.4g}, {high:.4g}] of the images the SNN was calibrated on: preprocess "
+            "them alike (the same scaling and normalisation), or convert with images like "
+            "these.", InputRangeWarning, stacklevel=4)
+
+
 class EarlyReadoutWarning(UserWarning):
     """Outputs asked for where they say nothing about the input: before a BSNN's first
     readout, or before any method's readout starts counting (they are the readout bias)."""

@@ -38,7 +38,8 @@ SECTIONS = [
                         "mnist_cnn", "vgg16", "resnet20", "resnet18", "resnet34"],
      "The model zoo and weight loaders."),
     ("bsnn_tf.data", None, "Datasets: finding, decoding, preprocessing, streaming."),
-    ("bsnn_tf.validation", ["EarlyReadoutWarning"], "Warnings the library emits."),
+    ("bsnn_tf.validation", ["EarlyReadoutWarning", "InputRangeWarning"],
+     "Warnings the library emits."),
 ]
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

@@ -325,6 +325,25 @@ def test_simulating_before_the_first_readout_warns_naming_it():
         snn.predict(x, verbose=0)
 
 
+def test_images_far_outside_the_calibration_range_warn_naming_both(tmp_path):
+    """Calibrated on [0, 1] images, simulated on the same images times 255: the warning
+    names both ranges; images a little past the calibration range pass; a save keeps it."""
+    x = images(64, (6,), low=0.0)
+    snn = bsnn_tf.convert(dense_net(seed=0), x, verbose=0)
+    low, high = float(x.min()), float(x.max())
+    assert snn.calibration_range == [low, high]
+    with pytest.warns(bsnn_tf.validation.InputRangeWarning,
+                      match=rf"span \[0, 255\].* the \[{low:.4g}, {high:.4g}\] of the images "
+                            "the SNN was calibrated on"):
+        bsnn_tf.simulate(snn, np.concatenate([x, [[0] * 5 + [255]]]), timesteps=16,
+                         verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bsnn_tf.validation.InputRangeWarning)
+        bsnn_tf.simulate(snn, x * 1.5, timesteps=16, verbose=0)
+    snn.save(tmp_path / "snn.keras")
+    assert keras.models.load_model(tmp_path / "snn.keras").calibration_range == [low, high]
+
+
 def test_no_warning_from_the_first_readout_on():
     snn, x = one_layer_snn(), images(2, (8,))
     with warnings.catch_warnings():

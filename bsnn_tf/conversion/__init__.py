@@ -170,7 +170,8 @@ def _convert(model, calibration_data, config, calibration_labels, verbose):
     graph = correct(graph, data, config, input_code, input_scale, batch_size, verbose)
     graph = synchronize(graph, enabled=config.synchronize)
     return build(graph, config, input_scale, name=f"{model.name}_{config.method.name}",
-                 calibration_record=record)
+                 calibration_record=record,
+                 calibration_range=(float(data.min()), float(data.max())))
 
 
 def _trained_settings(model, method, phases, initial_membrane):

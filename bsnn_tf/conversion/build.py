@@ -29,7 +29,8 @@ class LayerContext:
     bias: object = None
 
 
-def build(graph, config, input_scale=1.0, name=None, calibration_record=None):
+def build(graph, config, input_scale=1.0, name=None, calibration_record=None,
+          calibration_range=None):
     """Builds the SNN of a normalised, synchronized graph as `config` (a
     `ConversionConfig`) says: its method, K, membrane, readout delay and dtype.
     `calibration_record`: what the finetune stage did, if it ran (kept as
@@ -54,7 +55,7 @@ def build(graph, config, input_scale=1.0, name=None, calibration_record=None):
         method=method.name, timesteps=config.timesteps, name=name,
         ann_layers={n.name: n.origin for n in graph.spiking_nodes() if n.origin},
         scales={n.name: n.config["lambda"] for n in graph.spiking_nodes()},
-        dtype=dtype,
+        calibration_range=calibration_range, dtype=dtype,
     )
     snn.build((None,) + graph.input_shape)
     for node in graph:
