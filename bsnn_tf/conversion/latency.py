@@ -41,19 +41,18 @@ against the SNN).
 Sampling noise. On n held-out images one image is 100 / n percentage points;
 the tolerance is applied in images, as max(tolerance * n / 100, 1) images
 (0.1 pp of 1,000 images is one image; of 500 images it is still one image).
-The SNN and the ANN are scored on the same images, so what is noisy is their
-paired difference: at each T, of the images exactly one of them gets right,
-the SNN loses b (the ANN right, the SNN wrong) and gains c (the reverse). A T
-counts as lossless when b - c <= the tolerance in images + sqrt(b + c): the
-loss may exceed the tolerance by one standard error of the paired difference
-(McNemar's), the size of the dips that sampling alone makes from period to
-period. T* is the first grid T at which b - c is within the tolerance itself
-and from which every later grid T is lossless. So a K is not rejected for a
-later dip of the size of the noise, while the T chosen loses no more than the
-tolerance on the held-out images (the margin alone would accept a loss of a
-standard error there: on 500 held-out images and 28 disagreements, 1.2 pp). Without labels (agreement) c is 0 and b counts the
-images whose top-1 class differs from the ANN's. The search refuses fewer
-than `MIN_HELD_OUT` held-out images, on which a single image is over 1 pp;
+The SNN and the ANN are scored on the same images, so what is noisy is their paired
+difference: at each T, of the images exactly one of them gets right, the SNN loses b
+(the ANN right, the SNN wrong) and gains c (the reverse). A T counts as lossless when b
+- c <= the tolerance in images + sqrt(b + c): the loss may exceed the tolerance by one
+standard error of the paired difference (McNemar's), the size of the dips that sampling
+alone makes from period to period. T* is the first grid T at which b - c is within the
+tolerance itself and from which every later grid T is lossless. So a K is not rejected
+for a later dip of the size of the noise, while the T chosen loses no more than the
+tolerance on the held-out images (the margin alone would accept a loss of a standard
+error there: 1.2 pp on 500 images with 28 disagreements). Without labels (agreement) c
+is 0 and b counts the images whose top-1 class differs from the ANN's. The search
+refuses fewer than `MIN_HELD_OUT` held-out images, on which a single image is over 1 pp;
 more held-out images make the noise, and so the margin, smaller.
 
 The search's record (`SpikingNetwork.latency_search`, kept by a .keras save)
