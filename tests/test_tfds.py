@@ -129,7 +129,7 @@ def test_a_missing_module_of_tfds_is_named_with_its_install_command(monkeypatch,
         raise ModuleNotFoundError("No module named 'importlib_resources'",
                                   name="importlib_resources")
 
-    monkeypatch.setattr(data.files, "_tfds_images", without_module)
+    monkeypatch.setattr(data.tfds_splits, "tfds_images", without_module)
     with pytest.raises(data.DatasetNotFoundError, match=(
             "ModuleNotFoundError: No module named 'importlib_resources' "
             r"\(pip install importlib_resources\)")):

@@ -50,8 +50,10 @@ Example:
 
 from bsnn_tf.data.datasets import (DATASETS, Augmentation, CorruptDataError, DatasetNotFoundError,
                                    DatasetSpec, spec)
-from bsnn_tf.data.files import (DATA_DIR_ENV, DEMO_DIR, IMAGE_SUFFIXES, OFFLINE_ENV,
-                                LabeledImages, find, offline)
+from bsnn_tf.data.files import DATA_DIR_ENV, DEMO_DIR, find
+from bsnn_tf.data.imagenet import IMAGE_SUFFIXES
+from bsnn_tf.data.labeled import LabeledImages
+from bsnn_tf.data.tfds_splits import OFFLINE_ENV, offline
 from bsnn_tf.data.splits import calibration_batch, check_limit, load
 from bsnn_tf.data.streams import (MAX_DECODED_BYTES, PREFETCH_BATCHES, Batch, dataset,
                                   image_batches, train_dataset)

@@ -12,7 +12,8 @@ import keras
 import numpy as np
 
 from bsnn_tf.data.datasets import CorruptDataError, spec
-from bsnn_tf.data.files import find, optional_import
+from bsnn_tf.data.files import find
+from bsnn_tf.data.labeled import optional_import
 from bsnn_tf.data.splits import check_limit
 from bsnn_tf.data.transforms import augment, preprocess
 
