@@ -29,6 +29,9 @@ setup(
     extras_require={
         "dev": [
             "pytest",
+            # Runs the tests on both cores (a file's tests stay on one worker, so its
+            # module fixtures are built once): the suite is mostly single-threaded Python.
+            "pytest-xdist",
             "hypothesis",
             # The torchvision weight import is tested against torch (CPU build; pinned so
             # pip does not pull a multi-GB CUDA build).
