@@ -15,7 +15,8 @@ import pytest
 
 from bsnn_tf import data, roles
 from bsnn_tf.roles import Role
-from bsnn_tf.conversion import ops
+
+import reference
 
 L = keras.layers
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -155,10 +156,7 @@ def _reference_op(layer):
                 "padding": layer.padding}
     if isinstance(layer, L.Conv2D):
         assert tuple(layer.dilation_rate) == (1, 1)
-    spec = ops.for_layer(layer)  # the op table says how each synapse reads
-    if spec is not None and spec.reference is not None:
-        return spec.reference(layer)
-    raise AssertionError(f"no reference op for {type(layer).__name__}")
+    return reference.synapse_op(layer)
 
 
 @pytest.fixture(scope="session")

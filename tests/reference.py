@@ -321,6 +321,54 @@ STATELESS = {
 }
 
 
+# --------------------------------------------------------------------------
+# Reading a synapse layer: the op it is, keyed by its class's name
+# --------------------------------------------------------------------------
+# Written here from the Keras layers' own attributes, not taken from the library's
+# op table, so that the oracle does not share the code it checks. Only duck-typed
+# attribute reads: this module imports nothing of Keras or bsnn_tf.
+
+def _weights64(layer):
+    return [np.asarray(w, np.float64) for w in layer.get_weights()]
+
+
+def _pool_fields(layer):
+    return {"pool_size": tuple(layer.pool_size), "strides": tuple(layer.strides),
+            "padding": layer.padding}
+
+
+def _int_pairs(values):
+    return tuple(tuple(int(v) for v in axis) for axis in values)
+
+
+SYNAPSE_OPS = {
+    "Conv2D": lambda layer: {"op": "conv2d", "kernel": _weights64(layer)[0],
+                             "strides": tuple(layer.strides), "padding": layer.padding},
+    "DepthwiseConv2D": lambda layer: {"op": "depthwise", "kernel": _weights64(layer)[0],
+                                      "strides": tuple(layer.strides),
+                                      "padding": layer.padding},
+    "Dense": lambda layer: {"op": "dense", "kernel": _weights64(layer)[0]},
+    "ChannelAffine": lambda layer: {"op": "scale", "scale": _weights64(layer)[0]},
+    "AveragePooling2D": lambda layer: {"op": "avgpool", **_pool_fields(layer)},
+    "GlobalAveragePooling2D": lambda layer: {"op": "gap", "keepdims": layer.keepdims},
+    "Flatten": lambda layer: {"op": "flatten"},
+    "Reshape": lambda layer: {"op": "reshape", "target_shape": tuple(layer.target_shape)},
+    "ZeroPadding2D": lambda layer: {"op": "zeropad", "padding": _int_pairs(layer.padding)},
+    "Cropping2D": lambda layer: {"op": "crop", "cropping": _int_pairs(layer.cropping)},
+    "UpSampling2D": lambda layer: {"op": "upsample", "size": tuple(layer.size)},
+    "Add": lambda layer: {"op": "add"},
+    "Concatenate": lambda layer: {"op": "concat"},
+}
+
+
+def synapse_op(layer):
+    """The node description of a synapse layer (an op of `STATELESS`), by its class."""
+    for cls in type(layer).__mro__:
+        if cls.__name__ in SYNAPSE_OPS:
+            return SYNAPSE_OPS[cls.__name__](layer)
+    raise KeyError(f"no reference op for {type(layer).__name__}")
+
+
 def _maxpool(node, ins, st, step):
     """The max gate: (output, output recorded as the gate's)."""
     v = ins[0]

@@ -30,10 +30,6 @@ from bsnn_tf.conversion.ops import FOLDED, INPUT, NEURON, SYNAPSE, WEIGHTS, Op, 
 _ZEROS = {"kernel_initializer": "zeros", "bias_initializer": "zeros"}
 
 
-def _weights(layer):
-    return [np.asarray(w, "float64") for w in layer.get_weights()]
-
-
 # ---------------------------------------------------------------- nodes stages insert
 
 register_op(Op("input", INPUT))
@@ -50,7 +46,6 @@ register_op(Op(
     layer_class=snn_layers.ChannelAffine, rescale=ops.rescale_channels,
     output_channels=ops.scale_channels,
     macs=lambda layer, in_shape, out_shape: int(np.prod(out_shape)),
-    reference=lambda layer: {"op": "scale", "scale": _weights(layer)[0]},
 ))
 # A rescaling synapse (normalize.py): an affine map without shift.
 register_op(dataclasses.replace(ops.get("affine"), name="scale", calibrated=False))
@@ -162,8 +157,6 @@ register_op(Op(
     output_channels=ops.kernel_channels,
     macs=lambda layer, in_shape, out_shape: (
         int(np.prod(out_shape)) * int(np.prod(layer.kernel_size)) * in_shape[-1]),
-    reference=lambda layer: {"op": "conv2d", "kernel": _weights(layer)[0],
-                             "strides": layer.strides, "padding": layer.padding},
 ))
 
 
@@ -192,8 +185,6 @@ register_op(Op(
     # Each output reads one input channel through a kh x kw window.
     macs=lambda layer, in_shape, out_shape: (
         int(np.prod(out_shape)) * int(np.prod(layer.kernel_size))),
-    reference=lambda layer: {"op": "depthwise", "kernel": _weights(layer)[0],
-                             "strides": layer.strides, "padding": layer.padding},
 ))
 
 
@@ -237,7 +228,6 @@ register_op(Op(
     layer_class=keras.layers.Dense, rescale=ops.rescale_kernel,
     output_channels=ops.kernel_channels,
     macs=lambda layer, in_shape, out_shape: int(np.prod(in_shape)) * layer.units,
-    reference=lambda layer: {"op": "dense", "kernel": _weights(layer)[0]},
 ))
 
 

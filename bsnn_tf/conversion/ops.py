@@ -65,7 +65,6 @@ class Op:
         output_channels: `weights -> number of output channels`.
         macs: `(layer, in_shape, out_shape) -> multiply-accumulates per image`
             (synapses with weights).
-        reference: `layer -> dict`, the op as `tests/reference.py` reads it.
     """
 
     name: str
@@ -82,7 +81,6 @@ class Op:
     rescale: object = None
     output_channels: object = None
     macs: object = None
-    reference: object = None
 
     @property
     def spike_source(self):

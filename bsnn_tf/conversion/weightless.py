@@ -44,18 +44,15 @@ def register_parameter_free(op, keras_classes, config=None, reason=None, role=SY
     """Registers a weightless op and its converter in one go.
 
     The node's settings are `config(layer)`; the Keras layer of the node is
-    `keras_classes[0](**settings, **layer_arguments)`, and the reference op
-    reads the same settings.
+    `keras_classes[0](**settings, **layer_arguments)`.
     """
     keras_class, layer_arguments = keras_classes[0], layer_arguments or {}
 
     def layer(node, use_bias, **kwargs):
         return keras_class(**node.config, **layer_arguments, **kwargs)
 
-    synapse = role == SYNAPSE
-    register_op(Op(op, role, scaling, layer=layer, layer_class=keras_class if synapse else None,
-                   reference=(lambda lay: {"op": op, **(config(lay) if config else {})})
-                   if synapse else None, **op_fields))
+    register_op(Op(op, role, scaling, layer=layer,
+                   layer_class=keras_class if role == SYNAPSE else None, **op_fields))
     add_converter(ParameterFreeConverter(op, config, reason), keras_classes)
 
 
