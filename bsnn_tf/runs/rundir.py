@@ -11,7 +11,7 @@ removes the staging directories that dead runs (a SIGKILL) left beside it; a
 live run's are kept (each run holds a lock on its own).
 
 Example:
-    >>> from bsnn_tf import rundir
+    >>> from bsnn_tf.runs import rundir
     >>> def write(directory):
     ...     with open(os.path.join(directory, "results.json"), "w") as f:
     ...         f.write("{}")
@@ -31,7 +31,7 @@ import signal
 import threading
 import uuid
 
-from bsnn_tf.run_checks import ConfigError
+from bsnn_tf.runs.checks import ConfigError
 
 # What a convert.py run writes into its output directory.
 RUN_OUTPUTS = ("results.json", "accuracy_vs_timesteps.png", "snn_*.keras", "tensorboard")

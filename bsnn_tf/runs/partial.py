@@ -26,8 +26,8 @@ import os
 
 import numpy as np
 
-from bsnn_tf import rundir
 from bsnn_tf.result import SimulationResult
+from bsnn_tf.runs import rundir
 
 STATE_FILE = "state.json"
 
