@@ -10,6 +10,7 @@ runs it; the settings are a `training.TrainConfig`.
 import keras
 
 from bsnn_tf import conversion, data, models, quantized, verification
+from bsnn_tf.learning_rate import warmup_cosine
 from bsnn_tf.losses import SmoothedSparseCrossentropy
 from bsnn_tf.runs.checkpoints import check_fits
 from bsnn_tf.runs.checks import ConfigError
@@ -136,12 +137,8 @@ def learning_rate_schedule(config, steps_per_epoch):
         >>> round(float(schedule(0)), 6)
         0.1
     """
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup_steps else config.learning_rate, alpha=0.0,
-        decay_steps=config.epochs * steps_per_epoch - warmup_steps,
-        warmup_target=config.learning_rate if warmup_steps else None, warmup_steps=warmup_steps,
-    )
+    return warmup_cosine(config.learning_rate, config.epochs * steps_per_epoch,
+                         int(config.warmup_epochs * steps_per_epoch))
 
 
 def _optimizer(config, steps_per_epoch):
