@@ -258,9 +258,9 @@ def update_json(path, key, entry):
 
 
 def write_atomically(path, text):
-    """Writes `text` to `path` through a file beside it (`bsnn_tf.runs.training.write_atomically`),
+    """Writes `text` to `path` through a file beside it (`bsnn_tf.runs.rundir.write_atomically`),
     so readers never see half of it."""
-    from bsnn_tf.runs.training import write_atomically as write_file_atomically
+    from bsnn_tf.runs.rundir import write_atomically as write_file_atomically
 
     write_file_atomically(str(path), lambda temporary: pathlib.Path(temporary).write_text(text))
 

@@ -193,7 +193,7 @@ SIGTERM_DRIVER = """
 import os, signal, sys
 from absl import app
 import train
-from bsnn_tf.runs import training
+from bsnn_tf.runs import rundir, training
 
 def save_terminated(path):
     with open(path, "wb") as f:
@@ -203,7 +203,7 @@ def save_terminated(path):
 
 def train_until_the_save(config, command=None):  # no training: straight to the save
     os.makedirs(config.output_dir, exist_ok=True)
-    training.write_atomically(os.path.join(config.output_dir, "model.keras"), save_terminated)
+    rundir.write_atomically(os.path.join(config.output_dir, "model.keras"), save_terminated)
 
 training.train = train_until_the_save
 sys.argv = ["train.py", *sys.argv[1:]]

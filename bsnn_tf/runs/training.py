@@ -18,7 +18,6 @@ import importlib.util
 import json
 import math
 import os
-import tempfile
 import time
 
 import keras
@@ -233,28 +232,6 @@ class EpochClock(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.time() - self.start)
-
-
-def write_atomically(path, write):
-    """Calls `write(temporary path)` beside `path`, then renames it to `path`.
-
-    A failure or an interruption while writing leaves any earlier `path` as
-    it was and removes the temporary file (a SIGTERM too where it is turned
-    into KeyboardInterrupt, as train.py does; a SIGKILL cannot be cleaned up).
-
-    Example:
-        >>> write_atomically("model.keras", model.save)
-    """
-    directory, name = os.path.split(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}-",
-                                         suffix=os.path.splitext(name)[1])
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def _check_even_batches(config):
