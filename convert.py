@@ -18,14 +18,14 @@ import sys
 
 from absl import app, flags
 
-from bsnn_tf import coding, data, models, pipeline
+from bsnn_tf import coding, data, models, runs
 from bsnn_tf.conversion import DEFAULT_PHASES, FineTuning
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.conversion.finetune import STARTS as FINETUNE_STARTS
 from bsnn_tf.methods import METHODS
-from bsnn_tf.pipeline.config import AUTO_HELD_OUT
+from bsnn_tf.runs.config import AUTO_HELD_OUT
 
-DEFAULT = pipeline.RunConfig.default  # the run's settings and defaults are defined there
+DEFAULT = runs.RunConfig.default  # the run's settings and defaults are defined there
 
 flags.DEFINE_string("model", DEFAULT("model"), "Zoo model name: " + ", ".join(models.names()) + ".")
 flags.DEFINE_string("dataset", DEFAULT("dataset"), "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")
@@ -57,12 +57,12 @@ flags.DEFINE_float("auto_tolerance", DEFAULT("auto_tolerance"),
                    "latency.py).")
 flags.DEFINE_integer("timesteps", None,
                      "The largest T simulated. Default: for BSNN the first readout (D + 1) K "
-                     f"plus {pipeline.EXTRA_PERIODS} periods; for the rate and phase baselines "
+                     f"plus {runs.EXTRA_PERIODS} periods; for the rate and phase baselines "
                      "per dataset: " + ", ".join(
-                         f"{k} {v}" for k, v in pipeline.BASELINE_TIMESTEPS.items()) + ".")
+                         f"{k} {v}" for k, v in runs.BASELINE_TIMESTEPS.items()) + ".")
 flags.DEFINE_list("checkpoints", None,
                   "The T at which accuracy is measured (default: for BSNN every period from "
-                  f"the first readout for {pipeline.EVERY_PERIOD_FOR} periods, then powers "
+                  f"the first readout for {runs.EVERY_PERIOD_FOR} periods, then powers "
                   "of two; for the baselines powers of two from one period; and --timesteps).")
 flags.register_validator("checkpoints", lambda values: all(v.isdigit() for v in values or ()),
                          message="--checkpoints takes positive integers, e.g. 8,16,64.")
@@ -77,8 +77,8 @@ flags.DEFINE_boolean("synchronous", DEFAULT("synchronous"),
                      "Synchronous layers on short merge branches (BSNN); off for ablations.")
 flags.DEFINE_integer("calibration_size", None,
                      "Images for the calibration, drawn at random (seed 0) from "
-                     f"--calibration_split. Default: {pipeline.CALIBRATION_IMAGES}; "
-                     f"{pipeline.FINETUNE_IMAGES} for --calibration=finetune, which trains "
+                     f"--calibration_split. Default: {runs.CALIBRATION_IMAGES}; "
+                     f"{runs.FINETUNE_IMAGES} for --calibration=finetune, which trains "
                      "on them.")
 flags.DEFINE_integer("finetune_epochs", None,
                      "Epochs of --calibration=finetune (default: enough for about "
@@ -91,7 +91,7 @@ flags.DEFINE_enum("finetune_start", DEFAULT("finetune_start"), list(FINETUNE_STA
                   "Where --calibration=finetune's lambdas start: mse (the K-bit scale "
                   "search of --calibration=mse; the better start in docs/RESULTS.md) or "
                   "percentile.")
-flags.DEFINE_enum("calibration_split", DEFAULT("calibration_split"), list(pipeline.CALIBRATION_SPLITS),
+flags.DEFINE_enum("calibration_split", DEFAULT("calibration_split"), list(runs.CALIBRATION_SPLITS),
                   "Where the calibration images come from: train; test, held out of the "
                   "evaluation (it needs more than --calibration_size test images); auto, train "
                   "if the dataset has it, else test (e.g. ImageNet with only val images).")
@@ -103,7 +103,7 @@ flags.DEFINE_integer("statistics_images", DEFAULT("statistics_images"),
                      "come from a second simulation, which counts every spike, of the first N "
                      "evaluated images; 0 takes them all. Accuracy comes from all of them.")
 flags.DEFINE_integer("batch_size", None,
-                     f"Images per batch. Default: {pipeline.ANN_BATCH} for the ANN; for the "
+                     f"Images per batch. Default: {runs.ANN_BATCH} for the ANN; for the "
                      "calibration and the simulation as many as fit their memory budgets.")
 flags.DEFINE_string("output_dir", None, "Where the results go (default outputs/<dataset>_<model>).")
 flags.DEFINE_string("data_dir", None,
@@ -132,15 +132,15 @@ def main(argv):
     # Every flag named as a RunConfig field sets it; --method/--methods,
     # --checkpoints and --phases (an int or auto) are read apart.
     settings = {field.name: FLAGS[field.name].value for field in
-                dataclasses.fields(pipeline.RunConfig) if field.name in FLAGS}
+                dataclasses.fields(runs.RunConfig) if field.name in FLAGS}
     settings.update(methods=tuple(FLAGS.methods or [FLAGS.method]), checkpoints=checkpoints,
                     phases=FLAGS.phases if FLAGS.phases in (None, "auto") else int(FLAGS.phases))
-    config = pipeline.RunConfig(**settings)
+    config = runs.RunConfig(**settings)
     # SIGTERM ends a run like Ctrl-C: the staging directory and the lock are removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        pipeline.run(config, command=shlex.join(sys.argv))
-    except (pipeline.ConfigError, data.DatasetNotFoundError, data.CorruptDataError) as error:
+        runs.run(config, command=shlex.join(sys.argv))
+    except (runs.ConfigError, data.DatasetNotFoundError, data.CorruptDataError) as error:
         sys.exit(f"convert.py: error: {error}")
 
 

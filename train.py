@@ -14,7 +14,8 @@ import sys
 
 from absl import app, flags
 
-from bsnn_tf import data, training
+from bsnn_tf import data
+from bsnn_tf.runs import training
 
 flags.DEFINE_string("model", None, "Zoo model name (bsnn_tf.models.names()).")
 flags.DEFINE_string("dataset", None, "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")

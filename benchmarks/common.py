@@ -3,7 +3,7 @@
 - `load_task`: a third-party checkpoint as a Keras ANN with its test images,
   calibration images and the ANN accuracy the issue quotes.
 - `simulate_accuracies`: one simulation, accuracy at every time step of a grid.
-- `t_star` (`bsnn_tf.pipeline.converged_at`): the smallest T from which accuracy stays
+- `t_star` (`bsnn_tf.runs.converged_at`): the smallest T from which accuracy stays
   within 0.1 pp of the ANN.
 - `throughput`: images per second of a call, compilation excluded.
 - `plot_accuracy_vs_t`, `markdown_table`, `update_json`, `run_header`: reporting.
@@ -34,9 +34,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bsnn_tf  # noqa: E402
-from bsnn_tf import data, models, plots  # noqa: E402
-from bsnn_tf.pipeline import TOLERANCE  # noqa: E402  (0.1 percentage points)
-from bsnn_tf.pipeline import converged_at as t_star  # noqa: E402
+from bsnn_tf import data, models  # noqa: E402
+from bsnn_tf.runs import plots  # noqa: E402
+from bsnn_tf.runs import TOLERANCE  # noqa: E402  (0.1 percentage points)
+from bsnn_tf.runs import converged_at as t_star  # noqa: E402
 from bsnn_tf.models import thirdparty  # noqa: E402
 
 # The shared data beside the checkout, or $BSNN_DATA_DIR.
@@ -187,7 +188,7 @@ def throughput(run, images, repeats=1, warm_up=None):
 
 
 def plot_accuracy_vs_t(curves, ann_accuracy, title, path, log_scale=True):
-    """One accuracy-vs-T plot written to `path` (`bsnn_tf.plots.accuracy_figure`)."""
+    """One accuracy-vs-T plot written to `path` (`bsnn_tf.runs.plots.accuracy_figure`)."""
     figure = plots.accuracy_figure(curves, ann_accuracy, title, tolerance=TOLERANCE,
                                    log_scale=log_scale, zoom=True)
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -257,9 +258,9 @@ def update_json(path, key, entry):
 
 
 def write_atomically(path, text):
-    """Writes `text` to `path` through a file beside it (`bsnn_tf.training.write_atomically`),
+    """Writes `text` to `path` through a file beside it (`bsnn_tf.runs.rundir.write_atomically`),
     so readers never see half of it."""
-    from bsnn_tf.training import write_atomically as write_file_atomically
+    from bsnn_tf.runs.rundir import write_atomically as write_file_atomically
 
     write_file_atomically(str(path), lambda temporary: pathlib.Path(temporary).write_text(text))
 

@@ -9,7 +9,7 @@ Each generated table sits between two markers in its document:
 
 `TABLES` says, per NAME, which document, which record in benchmarks/results, and
 which function writes the table from it: the demo's accuracy table in README.md
-is the one `python convert.py` prints (`pipeline.accuracy_table`); the others
+is the one `python convert.py` prints (`runs.accuracy_table`); the others
 are the `--report` tables of the benchmark that recorded them.
 tests/test_doc_tables.py fails when a document and its record disagree.
 
@@ -34,7 +34,7 @@ import memory
 import peer_compare
 import sim_speed
 
-from bsnn_tf import pipeline
+from bsnn_tf import runs
 
 END_MARKER = "<!-- end of generated table -->"
 
@@ -57,7 +57,7 @@ def _fenced(text):
 RESULTS_MD = common.ROOT / "docs" / "RESULTS.md"
 TABLES = {
     "demo": Table(common.ROOT / "README.md", "demo.json",
-                  lambda record: _fenced(pipeline.accuracy_table(record))),
+                  lambda record: _fenced(runs.accuracy_table(record))),
     "finetune": Table(common.ROOT / "docs" / "FINETUNE_RUNS.md", "finetune_study.json",
                       lambda record: finetune_study.table(record["results"])),
     "calibration": Table(RESULTS_MD, "calibration_study.json",

@@ -34,7 +34,7 @@ import common
 import numpy as np
 
 import bsnn_tf
-from bsnn_tf import data, metrics, models, pipeline
+from bsnn_tf import data, metrics, models, runs
 from bsnn_tf.conversion import FineTuning
 from bsnn_tf.conversion.finetune import STARTS
 from bsnn_tf.models import thirdparty
@@ -143,7 +143,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["akamaster20"])
     parser.add_argument("--phases", type=int, nargs="+", default=[4])
-    parser.add_argument("--images", type=int, default=pipeline.FINETUNE_IMAGES,
+    parser.add_argument("--images", type=int, default=runs.FINETUNE_IMAGES,
                         help="training images fine-tuned on (seed 0)")
     parser.add_argument("--calibration_size", type=int, default=500,
                         help="of them, for the percentile calibration")

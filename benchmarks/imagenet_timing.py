@@ -3,7 +3,7 @@
 What a user needs to plan a full validation run of the mission's command
 (`python convert.py --model resnet34 --dataset imagenet`): random weights (the
 time does not depend on them), the real 1,000-image sample, the calibration
-images held out of it as convert.py does (`bsnn_tf.pipeline.load_images`).
+images held out of it as convert.py does (`bsnn_tf.runs.load_images`).
 
 - conversion: `bsnn_tf.convert` (default calibration, K = 4) on half of and
   on all `--calibration_size` images, after an untimed first conversion
@@ -49,20 +49,20 @@ import numpy as np  # noqa: E402
 
 import bsnn_tf  # noqa: E402
 import common  # noqa: E402
-from bsnn_tf import pipeline  # noqa: E402
+from bsnn_tf import runs  # noqa: E402
 
 OUTPUT = common.RESULTS_DIR / "imagenet_timing.json"
 SMOKE = {"images": 4, "batch": 2, "calibration_size": 4}
 
 
 def measure(args):
-    config = pipeline.RunConfig(model="resnet34", dataset="imagenet", data_dir=args.data_dir,
-                               random_weights=True, calibration_size=args.calibration_size,
-                               calibration_split="test", limit=args.images,
-                               batch_size=args.batch, phases=args.phases, output_dir=os.devnull)
+    config = runs.RunConfig(model="resnet34", dataset="imagenet", data_dir=args.data_dir,
+                            random_weights=True, calibration_size=args.calibration_size,
+                            calibration_split="test", limit=args.images,
+                            batch_size=args.batch, phases=args.phases, output_dir=os.devnull)
     keras.utils.set_random_seed(0)
-    ann = pipeline.load_ann(config)
-    images = pipeline.load_images(config)
+    ann = runs.load_ann(config)
+    images = runs.load_images(config)
     (x_test, y_test), x_calibration = images.decoded(), images.x_calibration
     print(f"machine: {common.machine()}")
     print(f"ResNet-34 (random weights), {len(x_test)} test images, "
@@ -118,7 +118,7 @@ def measure(args):
 def simulate(snn, ann, x, timesteps, args):
     """Seconds of the CLI's simulation at `timesteps` (or a logits-only one): the first
     batch, then the rest."""
-    checkpoints = pipeline.default_checkpoints(timesteps, args.phases)
+    checkpoints = runs.default_checkpoints(timesteps, args.phases)
     if args.logits_only:
         run = lambda images: bsnn_tf.simulate(snn, images, timesteps=timesteps,
                                               checkpoints=checkpoints, count_spikes=False,

@@ -3,7 +3,7 @@
 Runs `convert.py --model resnet34 --dataset imagenet --random_weights` in a fresh
 process per row (benchmarks/peak_rss.py reads the kernel's peak RSS) with 16,
 64 and all of the 1,000-image sample (500 calibrate, 500 are evaluated), at
-T = 8 and at the default T (the first readout plus pipeline.EXTRA_PERIODS
+T = 8 and at the default T (the first readout plus runs.EXTRA_PERIODS
 periods), next to the ANN's own peak (`--ann_only`: load the model and the
 images, predict). Memory must not grow with the images or the periods: it is
 bounded by the model and the batch (simulator.STATE_BYTES, schedule.CHUNK_BYTES).
@@ -60,13 +60,13 @@ def measure(row, data_dir):
 
 def ann_only(data_dir):
     """What the ANN alone needs: the model, the 1,000 images, one prediction pass."""
-    from bsnn_tf import models, pipeline
+    from bsnn_tf import models, runs
 
-    config = pipeline.RunConfig(model="resnet34", dataset="imagenet", random_weights=True,
-                                    data_dir=data_dir, output_dir=os.devnull)
+    config = runs.RunConfig(model="resnet34", dataset="imagenet", random_weights=True,
+                            data_dir=data_dir, output_dir=os.devnull)
     ann = models.get("resnet34", 1000, (224, 224, 3))
-    images = pipeline.load_images(config)
-    pipeline.predict(ann, images.decoded()[0], pipeline.ANN_BATCH)
+    images = runs.load_images(config)
+    runs.predict(ann, images.decoded()[0], runs.ANN_BATCH)
 
 
 def table(results):

@@ -8,7 +8,7 @@ out), with a zoo model at 224 px (random weights; the time does not depend on th
   parallel map and prefetch, or a thread pool without TensorFlow), images per second;
 - streamed pass: each batch from the stream goes through the ANN and the BSNN's
   logits-only simulation at the first readout plus `--periods` periods (a
-  `bsnn_tf.Simulator`), as `pipeline.one_pass` does;
+  `bsnn_tf.Simulator`), as `runs.one_pass` does;
 - pre-decoded pass: the same batches decoded beforehand (not timed), then the same
   ANN and simulation calls;
 - logits-only simulation alone, images per second (from the pre-decoded pass).
@@ -37,18 +37,18 @@ import numpy as np  # noqa: E402
 
 import bsnn_tf  # noqa: E402
 import common  # noqa: E402
-from bsnn_tf import data, pipeline  # noqa: E402
+from bsnn_tf import data, runs  # noqa: E402
 
 OUTPUT = common.RESULTS_DIR / "stream_overhead.json"
 
 
 def measure(args):
-    config = pipeline.RunConfig(model=args.model, dataset="imagenet",
-                                    data_dir=args.data_dir, random_weights=True,
-                                    calibration_size=args.calibration_size, limit=args.images,
-                                    calibration_split="test")
-    ann = pipeline.load_ann(config)
-    images = pipeline.load_images(config)
+    config = runs.RunConfig(model=args.model, dataset="imagenet",
+                            data_dir=args.data_dir, random_weights=True,
+                            calibration_size=args.calibration_size, limit=args.images,
+                            calibration_split="test")
+    ann = runs.load_ann(config)
+    images = runs.load_images(config)
     snn = bsnn_tf.convert(ann, images.x_calibration, verbose=0)
     timesteps = snn.first_readout + args.periods * snn.phases
     checkpoints = list(range(snn.first_readout, timesteps + 1, snn.phases))

@@ -33,7 +33,8 @@ def time_variant(overrides, steps):
     """Seconds per batch of the second of two `steps`-batch epochs."""
     import keras
 
-    from bsnn_tf import data, recipe, training
+    from bsnn_tf import data
+    from bsnn_tf.runs import recipe, training
 
     config = training.TrainConfig("resnet20", "cifar10", "/tmp/unused", epochs=20, **overrides)
     batches = data.train_dataset("cifar10", config.batch_size, common.DATA_DIR,

@@ -23,7 +23,7 @@ import common
 
 import bsnn_tf  # noqa: E402  (common puts the repository first on sys.path)
 from bsnn_tf import data  # noqa: E402
-from bsnn_tf.training import write_atomically  # noqa: E402
+from bsnn_tf.runs.rundir import write_atomically  # noqa: E402
 
 RECORD = common.OUR_RESNET20.with_suffix(".json")
 TEST_DATA = common.ROOT / "tests" / "data" / "cifar10_lossless_500.npz"

@@ -22,7 +22,7 @@ from bsnn_tf.simulator import Simulator  # noqa: E402
 from bsnn_tf.verification import Verification, verify  # noqa: E402
 # Registers every Keras object the library saves (train.py's loss among them), so that
 # keras.models.load_model reads any saved model once bsnn_tf is imported.
-from bsnn_tf import training  # noqa: E402, F401
+from bsnn_tf import losses  # noqa: E402, F401
 
 __version__ = "0.1.0"
 

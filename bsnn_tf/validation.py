@@ -3,7 +3,7 @@
 The library's arguments (time steps, simulation modes, image batches,
 labels, weights) get a ValueError or TypeError that names the bad value and
 says what to do. This module knows no dataset or model zoo: the command-line
-runs' checks (flags, files, output directories) are in `bsnn_tf.run_checks`.
+runs' checks (flags, files, output directories) are in `bsnn_tf.runs.checks`.
 Checks of one module's own vocabulary stay with it (`coding.check_phases`,
 `calibration.check_calibration_mode`, `data.check_limit`, `FineTuning.check`).
 

@@ -1,4 +1,4 @@
-"""convert.py and bsnn_tf.pipeline: the demo and an ImageNet-format folder end to end, and bad input.
+"""convert.py and bsnn_tf.runs: the demo and an ImageNet-format folder end to end, and bad input.
 
 convert.py runs in a subprocess, as users run it; its absl flags would clash
 with train.py's in the pytest process. Importing TensorFlow takes most of a
@@ -26,7 +26,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 import bsnn_tf
-from bsnn_tf import data, pipeline, quantized, rundir
+from bsnn_tf import data, quantized, runs
+from bsnn_tf.runs import rundir
 from bsnn_tf.conversion import ConversionConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -96,14 +97,14 @@ def make_imagenet_folder(root, train_per_class=2, val_per_class=1):
 
 def make_held_out_mnist(folder, count=HELD_OUT_IMAGES, calibration_size=HELD_OUT_CALIBRATION):
     """`folder`/mnist_test.npz only: demo test images, labelled so that the demo ANN is right
-    on exactly those that `pipeline.load_images` evaluates (not on the held-out ones).
+    on exactly those that `runs.load_images` evaluates (not on the held-out ones).
 
     Returns the held-out indices, drawn as the issue specifies.
     """
     x, _ = data.load("mnist", "test", data.DEMO_DIR, limit=count)
     with np.load(os.path.join(data.DEMO_DIR, "mnist_test.npz")) as demo_test:
         pixels = demo_test["x_test"][:count]
-    predicted = np.argmax(keras.models.load_model(pipeline.DEMO_CHECKPOINT).predict(x, verbose=0), -1)
+    predicted = np.argmax(keras.models.load_model(runs.DEMO_CHECKPOINT).predict(x, verbose=0), -1)
     held_out = np.sort(np.random.default_rng(0).permutation(count)[:calibration_size])
     labels = predicted.copy()
     labels[held_out] = (predicted[held_out] + 1) % 10
@@ -176,7 +177,7 @@ def test_demo_run_writes_every_output(end_to_end):
     assert f"--timesteps={DEMO_TIMESTEPS}" in results["command"]
     for method, entry in results["methods"].items():
         accuracy = dict(zip(results["timesteps"], entry["accuracy"]))
-        assert entry["converged_at"] == pipeline.converged_at(accuracy, results["ann_accuracy"])
+        assert entry["converged_at"] == runs.converged_at(accuracy, results["ann_accuracy"])
         assert accuracy[DEMO_TIMESTEPS] >= results["ann_accuracy"] - 0.03, method
         assert set(entry["firing_rates"]) == set(entry["sin_rates"]) == {
             "conv1_relu", "conv2_relu"}
@@ -266,9 +267,9 @@ def test_calibration_split_test_on_the_demo_data(end_to_end):
 @pytest.mark.jax
 def test_load_images_holds_the_calibration_slice_out(tmp_path):
     held_out = make_held_out_mnist(tmp_path / "data")
-    config = pipeline.RunConfig(data_dir=str(tmp_path / "data"), calibration_split="test",
-                               calibration_size=HELD_OUT_CALIBRATION)
-    images = pipeline.load_images(config)
+    config = runs.RunConfig(data_dir=str(tmp_path / "data"), calibration_split="test",
+                            calibration_size=HELD_OUT_CALIBRATION)
+    images = runs.load_images(config)
     x_calibration, record = images.x_calibration, images.calibration
     x_test = np.concatenate([batch.x for batch in images.batches(batch_size=16)])
     y_test = np.concatenate([batch.y for batch in images.batches(batch_size=16)])
@@ -280,16 +281,16 @@ def test_load_images_holds_the_calibration_slice_out(tmp_path):
     assert record["indices"] == held_out.tolist()
     # --limit: the first evaluated images, in file order.
     config.limit = 5
-    x_limited = next(pipeline.load_images(config).batches(batch_size=16)).x
+    x_limited = next(runs.load_images(config).batches(batch_size=16)).x
     np.testing.assert_array_equal(x_limited, np.delete(x_all, held_out, axis=0)[:5])
     config.limit, config.calibration_size = None, HELD_OUT_IMAGES
-    with pytest.raises(pipeline.ConfigError, match=re.escape(
+    with pytest.raises(runs.ConfigError, match=re.escape(
             f"needs more than --calibration_size={HELD_OUT_IMAGES} of them")):
-        pipeline.load_images(config)
+        runs.load_images(config)
     config.calibration_split = "val"
-    with pytest.raises(pipeline.ConfigError, match=re.escape(
+    with pytest.raises(runs.ConfigError, match=re.escape(
             "--calibration_split must be one of auto, train, test; got 'val'.")):
-        pipeline.check_run_config(config)
+        runs.check_run_config(config)
 
 
 # (id, convert.py arguments, message); {inputs} is a folder of prepared bad
@@ -298,7 +299,7 @@ BAD_INPUTS = [
     ("unknown_model", ["--model=nope"], "Unknown model 'nope'. Known models: mnist_cnn, resnet18"),
     ("unknown_dataset", ["--dataset=svhn"],
      "Unknown dataset 'svhn'. Known datasets: cifar10, cifar100, imagenet, mnist."),
-    ("input_shape_mismatch", ["--dataset=cifar10", "--weights=" + pipeline.DEMO_CHECKPOINT],
+    ("input_shape_mismatch", ["--dataset=cifar10", "--weights=" + runs.DEMO_CHECKPOINT],
      "takes inputs of shape (28, 28, 1), but cifar10 images are (32, 32, 3)"),
     ("class_count_mismatch", ["--weights={inputs}/five_classes.keras"],
      "predicts 5 classes, but mnist has 10"),
@@ -317,7 +318,7 @@ BAD_INPUTS = [
      "Cannot tell the format of checkpoint {inputs}/model.h5"),
     ("weights_required", ["--model=vgg16", "--dataset=cifar10"],
      "--weights is required for vgg16 on cifar10"),
-    ("weights_and_random_weights", ["--random_weights", "--weights=" + pipeline.DEMO_CHECKPOINT],
+    ("weights_and_random_weights", ["--random_weights", "--weights=" + runs.DEMO_CHECKPOINT],
      "Give either --weights or --random_weights, not both."),
     ("data_dir_without_files", ["--data_dir={inputs}/empty"],
      "No 'mnist' 'test' data found. Searched:\n  - {inputs}/empty: expected mnist_test.npz"),
@@ -409,9 +410,9 @@ def bad_input_outcomes(tmp_path_factory):
     with np.load(os.path.join(data.DEMO_DIR, "mnist_test.npz")) as demo_test:
         np.savez_compressed(inputs / "ten_test_images" / "mnist_test.npz",
                             x_test=demo_test["x_test"][:10], y_test=demo_test["y_test"][:10])
-    demo = pathlib.Path(pipeline.DEMO_CHECKPOINT).read_bytes()
+    demo = pathlib.Path(runs.DEMO_CHECKPOINT).read_bytes()
     (inputs / "truncated.keras").write_bytes(demo[:len(demo) // 2])
-    write_damaged_checkpoint(pipeline.DEMO_CHECKPOINT, inputs / "damaged.keras")
+    write_damaged_checkpoint(runs.DEMO_CHECKPOINT, inputs / "damaged.keras")
     sigmoid = keras.Sequential([keras.Input((28, 28, 1)),
                                 keras.layers.Conv2D(2, 3, activation="sigmoid",
                                                     name="sigmoid_conv"),
@@ -426,7 +427,7 @@ def bad_input_outcomes(tmp_path_factory):
     five_classes = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                                      keras.layers.Dense(5)])
     five_classes.save(inputs / "five_classes.keras")
-    demo_ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
+    demo_ann = keras.models.load_model(runs.DEMO_CHECKPOINT)
     for phases in (3, 4):  # as train.py --snn_phases saves it
         quantized.quantize_relus(demo_ann, phases).save(inputs / f"quantized_k{phases}.keras")
     x_calibration, _ = data.load("mnist", "train", data.DEMO_DIR, limit=32)
@@ -509,9 +510,9 @@ def test_scripts_start_quietly_unless_verbosity_asks(script):
     (64.0, "--timesteps must be a positive int, got 64.0."),
 ])
 def test_timesteps_the_simulation_cannot_count_are_refused(tmp_path, timesteps, message):
-    config = pipeline.RunConfig(timesteps=timesteps, phases=1, output_dir=str(tmp_path / "out"))
-    with pytest.raises(pipeline.ConfigError, match=re.escape(message)):
-        pipeline.check_run_config(config)
+    config = runs.RunConfig(timesteps=timesteps, phases=1, output_dir=str(tmp_path / "out"))
+    with pytest.raises(runs.ConfigError, match=re.escape(message)):
+        runs.check_run_config(config)
 
 
 @pytest.mark.jax
@@ -519,7 +520,7 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
     output_dir = tmp_path / "run"
     with rundir.run_lock(str(output_dir)):
         assert (tmp_path / "run.lock").is_file()
-        with pytest.raises(pipeline.ConfigError, match="Another convert.py run is writing"):
+        with pytest.raises(runs.ConfigError, match="Another convert.py run is writing"):
             with rundir.run_lock(str(output_dir)):
                 pass
     assert not any(tmp_path.iterdir())
@@ -530,7 +531,7 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
 # Stages a run into argv[1] and is killed (SIGKILL: nothing can clean up) while writing it.
 SIGKILL_DRIVER = """
 import os, signal, sys
-from bsnn_tf import rundir
+from bsnn_tf.runs import rundir
 
 def killed_while_writing(directory):
     with open(os.path.join(directory, "snn_bsnn.keras"), "wb") as f:
@@ -580,7 +581,7 @@ SIGTERM_DRIVER = """
 import os, signal, sys
 from absl import app
 import convert
-from bsnn_tf import metrics, pipeline
+from bsnn_tf import metrics, runs
 
 def terminated_while_writing(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)
@@ -608,51 +609,51 @@ def test_sigterm_while_writing_leaves_no_staging_directory_or_lock(tmp_path):
 
 @pytest.mark.jax
 def test_default_checkpoints():
-    assert pipeline.default_checkpoints(64, 8) == [8, 16, 32, 64]
-    assert pipeline.default_checkpoints(1024, 8) == [8, 16, 32, 64, 128, 256, 512, 1024]
-    assert pipeline.default_checkpoints(20, 1) == [1, 2, 4, 8, 16, 20]
-    assert pipeline.default_checkpoints(60, 5) == [10, 15, 30, 60]
+    assert runs.default_checkpoints(64, 8) == [8, 16, 32, 64]
+    assert runs.default_checkpoints(1024, 8) == [8, 16, 32, 64, 128, 256, 512, 1024]
+    assert runs.default_checkpoints(20, 1) == [1, 2, 4, 8, 16, 20]
+    assert runs.default_checkpoints(60, 5) == [10, 15, 30, 60]
 
 
 @pytest.mark.jax
 def test_converged_at_is_the_first_t_from_which_accuracy_stays_close():
     ann = 0.9923
-    assert pipeline.converged_at({8: 0.11, 16: 0.9913, 32: 0.990, 64: 0.9925}, ann) == 64
-    assert pipeline.converged_at({8: 0.11, 16: 0.9913, 32: 0.9920, 64: 0.9930}, ann) == 16
-    assert pipeline.converged_at({8: 0.11, 16: 0.5}, ann) is None
+    assert runs.converged_at({8: 0.11, 16: 0.9913, 32: 0.990, 64: 0.9925}, ann) == 64
+    assert runs.converged_at({8: 0.11, 16: 0.9913, 32: 0.9920, 64: 0.9930}, ann) == 16
+    assert runs.converged_at({8: 0.11, 16: 0.5}, ann) is None
 
 
 @pytest.mark.jax
 def test_a_checkpoint_trained_with_snn_phases_converts_with_its_k(tmp_path):
     path = tmp_path / "quantized_k3.keras"
-    demo_ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
+    demo_ann = keras.models.load_model(runs.DEMO_CHECKPOINT)
     quantized.quantize_relus(demo_ann, 3).save(path)
-    config = pipeline.RunConfig(weights=str(path), methods=("bsnn", "rate"))
-    pipeline.load_ann(config)
+    config = runs.RunConfig(weights=str(path), methods=("bsnn", "rate"))
+    runs.load_ann(config)
     assert (config.phases_of("bsnn"), config.phases_of("rate")) == (3, 8)
     assert config.period_steps == 3  # (rate is simulated step by step)
 
 
 def test_default_config_is_the_offline_demo():
-    config = pipeline.RunConfig()
-    assert config.weights == pipeline.DEMO_CHECKPOINT and os.path.isfile(config.weights)
+    config = runs.RunConfig()
+    assert config.weights == runs.DEMO_CHECKPOINT and os.path.isfile(config.weights)
     assert config.timesteps is None and config.batch_size is None  # chosen per model
     assert config.output_dir == os.path.join("outputs", "mnist_mnist_cnn")
 
 
 def test_default_timesteps_are_the_first_readout_plus_a_few_periods():
-    ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT, compile=False)
+    ann = keras.models.load_model(runs.DEMO_CHECKPOINT, compile=False)
     x, _ = data.load("mnist", "test", data.DEMO_DIR, limit=20)
     bsnn = bsnn_tf.convert(ann, x, phases=4, verbose=0)
     rate = bsnn_tf.convert(ann, x, method="rate", verbose=0)
     # The demo CNN is two spiking layers deep: its first readout is (2 + 1) x 4.
     assert bsnn.first_readout == 12
-    assert pipeline.default_timesteps([bsnn], "mnist") == 12 + 4 * pipeline.EXTRA_PERIODS
-    assert pipeline.default_timesteps([bsnn, rate], "mnist") == max(
-        12 + 4 * pipeline.EXTRA_PERIODS, pipeline.BASELINE_TIMESTEPS["mnist"])
-    config = pipeline.RunConfig(methods=("bsnn", "rate"), phases=4)
+    assert runs.default_timesteps([bsnn], "mnist") == 12 + 4 * runs.EXTRA_PERIODS
+    assert runs.default_timesteps([bsnn, rate], "mnist") == max(
+        12 + 4 * runs.EXTRA_PERIODS, runs.BASELINE_TIMESTEPS["mnist"])
+    config = runs.RunConfig(methods=("bsnn", "rate"), phases=4)
     # The rate baseline's powers of two from one period, the BSNN's every period from 12.
-    assert pipeline.measured_timesteps(config, [bsnn, rate], 64) == [4, 8, *range(12, 64 + 1, 4)]
+    assert runs.measured_timesteps(config, [bsnn, rate], 64) == [4, 8, *range(12, 64 + 1, 4)]
 
 
 # --overwrite replaces a run directory as one step (rundir.replace_directory).
@@ -769,9 +770,9 @@ def test_a_model_of_any_image_size_fits_the_dataset():
         return keras.Sequential([keras.Input(shape), keras.layers.GlobalAveragePooling2D(),
                                  keras.layers.Dense(classes)])
 
-    pipeline.check_fits(model((None, None, 1)), "mnist")
-    with pytest.raises(pipeline.ConfigError, match=r"takes inputs of shape \(None, None, 3\)"):
-        pipeline.check_fits(model((None, None, 3)), "mnist")
+    runs.check_fits(model((None, None, 1)), "mnist")
+    with pytest.raises(runs.ConfigError, match=r"takes inputs of shape \(None, None, 3\)"):
+        runs.check_fits(model((None, None, 3)), "mnist")
 
 
 def test_convert_py_fine_tunes_the_first_readout(tmp_path):
@@ -797,13 +798,13 @@ def test_every_run_setting_is_a_flag_with_the_settings_default():
     process = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                              text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     defaults = json.loads(process.stdout.splitlines()[-1])
-    for field in dataclasses.fields(pipeline.RunConfig):
+    for field in dataclasses.fields(runs.RunConfig):
         if field.name == "methods":  # --methods defaults to --method's one
             assert [defaults["method"]] == list(field.default)
         else:
             wanted = list(field.default) if isinstance(field.default, tuple) else field.default
             assert defaults[field.name] == wanted, field.name
     for name in ("calibration", "percentile", "channelwise", "synchronous"):
-        assert pipeline.RunConfig.default(name) == ConversionConfig.default(name)
+        assert runs.RunConfig.default(name) == ConversionConfig.default(name)
         assert inspect.signature(bsnn_tf.convert).parameters[name].default == \
             ConversionConfig.default(name)

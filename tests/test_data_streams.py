@@ -166,9 +166,9 @@ def test_a_tar_that_is_not_ilsvrc2012_is_refused(tmp_path, member):
 
 def test_calibration_images_are_drawn_as_before():
     """convert.py's calibration images: seed 0's draw of training images, decoded whole."""
-    from bsnn_tf import pipeline
+    from bsnn_tf import runs
 
-    images = pipeline.load_images(pipeline.RunConfig(limit=10, calibration_size=50))
+    images = runs.load_images(runs.RunConfig(limit=10, calibration_size=50))
     train = data.find("mnist", "train")
     drawn = np.sort(np.random.default_rng(0).choice(len(train), size=50, replace=False))
     np.testing.assert_array_equal(images.x_calibration,

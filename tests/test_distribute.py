@@ -47,7 +47,8 @@ import contextlib, io, json, pathlib, sys
 import keras, numpy as np
 from absl import app
 import bsnn_tf, convert
-from bsnn_tf import backend, data, training
+from bsnn_tf import backend, data
+from bsnn_tf.runs import training
 from conftest import conv_net, images
 
 work, convert_argv = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])

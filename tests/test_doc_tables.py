@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bsnn_tf import data, pipeline
+from bsnn_tf import data, runs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -43,7 +43,7 @@ def test_the_readme_demo_table_is_what_convert_py_printed_for_the_recorded_run(d
     assert results["dataset"] == "mnist" and results["test_images"] == len(
         data.load("mnist", "test", data.DEMO_DIR)[1])
     readme = (REPO / "README.md").read_text()
-    assert doc_tables.quoted(readme, "demo") == f"```\n{pipeline.accuracy_table(results)}\n```"
+    assert doc_tables.quoted(readme, "demo") == f"```\n{runs.accuracy_table(results)}\n```"
 
 
 def test_a_table_edited_by_hand_is_caught(doc_tables):

@@ -16,7 +16,7 @@ import pytest
 from keras import ops
 
 import bsnn_tf
-from bsnn_tf import data, pipeline
+from bsnn_tf import data, runs
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -33,7 +33,7 @@ def _modules_with_examples():
 
 @pytest.fixture(scope="module")
 def given():
-    ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
+    ann = keras.models.load_model(runs.DEMO_CHECKPOINT)
     x_train, _ = data.load("mnist", "train", limit=500)
     x_test, y_test = data.load("mnist", "test", limit=100)
     keras.config.disable_interactive_logging()   # progress bars to the log, not stdout
@@ -48,7 +48,7 @@ def test_every_module_with_examples_is_collected():
     """The examples below are found (a module whose examples vanished would pass silently)."""
     modules = _modules_with_examples()
     for expected in ("bsnn_tf.clock", "bsnn_tf.coding", "bsnn_tf.neurons", "bsnn_tf.simulation",
-                     "bsnn_tf.conversion.converters", "bsnn_tf.pipeline", "bsnn_tf.training"):
+                     "bsnn_tf.conversion.converters", "bsnn_tf.runs", "bsnn_tf.runs.training"):
         assert expected in modules
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import bsnn_tf
-from bsnn_tf import data, pipeline, quantized
+from bsnn_tf import data, quantized, runs
 from bsnn_tf.conversion import FineTuning
 from bsnn_tf.verification import logits_tensor
 from conftest import images, mobile_net, residual_net
@@ -20,7 +20,7 @@ from conftest import images, mobile_net, residual_net
 
 @pytest.fixture(scope="module")
 def mnist():
-    ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT, compile=False)
+    ann = keras.models.load_model(runs.DEMO_CHECKPOINT, compile=False)
     x, y = data.load("mnist", "train", data.DEMO_DIR, limit=1000)
     x_test, y_test = data.load("mnist", "test", data.DEMO_DIR, limit=300)
     return ann, x, y, x_test, y_test

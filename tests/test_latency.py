@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bsnn_tf
-from bsnn_tf import data, pipeline
+from bsnn_tf import data, runs
 from bsnn_tf.conversion import FineTuning, LatencySearch
 from conftest import dense_net, images, residual_net
 from test_cli import run_convert
@@ -94,7 +94,7 @@ def _check_against(snn, found):
 @pytest.fixture(scope="module")
 def demo():
     """The demo MNIST CNN, 200 labelled test images (100 held out), K = 2..4."""
-    ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
+    ann = keras.models.load_model(runs.DEMO_CHECKPOINT)
     x, y = data.load("mnist", "test", limit=200)
     settings = LatencySearch(phases=(2, 3, 4), periods=2, tolerance=1.0)
     snn = bsnn_tf.convert(ann, x, phases="auto", calibration_labels=y, latency=settings,
@@ -150,7 +150,7 @@ def test_a_small_k_is_measured_past_its_periods_where_a_larger_k_leaves_room():
 def test_the_search_stops_where_a_larger_k_cannot_win():
     """K = 2 is lossless at its first readout on the demo CNN (D = 2, T = 6): K = 3's
     first readout, 9, cannot beat it, so nothing past K = 2 is converted."""
-    ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT)
+    ann = keras.models.load_model(runs.DEMO_CHECKPOINT)
     x, y = data.load("mnist", "test", limit=200)
     settings = LatencySearch(phases=(2, 3, 4, 5, 6, 7, 8), periods=1, tolerance=5.0)
     snn = bsnn_tf.convert(ann, x, phases="auto", calibration_labels=y, latency=settings,

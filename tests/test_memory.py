@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import bsnn_tf
-from bsnn_tf import data, pipeline, simulator
+from bsnn_tf import data, runs, simulator
 from bsnn_tf.conversion import ActivationStatistics
 from conftest import REPO
 
@@ -31,7 +31,7 @@ SLACK_BYTES = 150 << 20
 
 @pytest.fixture(scope="module")
 def demo():
-    ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT, compile=False)
+    ann = keras.models.load_model(runs.DEMO_CHECKPOINT, compile=False)
     x, _ = data.load("mnist", "test", data.DEMO_DIR, limit=40)
     snn = bsnn_tf.convert(ann, x[:20], phases=4, timesteps=16, verbose=0)
     return ann, snn, x

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import bsnn_tf
-from bsnn_tf import data, pipeline
+from bsnn_tf import data, runs
 
 RECORD_PATH = os.path.join(data.DEMO_DIR, "mnist_cnn.json")
 # Float summation order may flip an image whose two top logits tie to ~1e-7.
@@ -83,6 +83,6 @@ def test_trained_resnet20_keeps_its_recorded_ann_and_bsnn_accuracy():
 
 
 def test_convert_py_defaults_to_the_trained_resnet20_on_cifar10():
-    config = pipeline.RunConfig(model="resnet20", dataset="cifar10")
+    config = runs.RunConfig(model="resnet20", dataset="cifar10")
     assert os.path.samefile(config.weights, RESNET20)
-    assert pipeline.RunConfig(model="resnet20", dataset="cifar10", random_weights=True).weights is None
+    assert runs.RunConfig(model="resnet20", dataset="cifar10", random_weights=True).weights is None

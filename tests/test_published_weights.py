@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from bsnn_tf import data, models, pipeline
+from bsnn_tf import data, models, runs
 from bsnn_tf.models import published
 
 torch = pytest.importorskip("torch")
@@ -50,7 +50,7 @@ def write_state_dict(model, folder, stem):
 def demo_weights(tmp_path, monkeypatch):
     """The demo checkpoint's weights as the published weights of MODEL on mnist; returns
     (the demo ANN, the published file, the Keras cache folder)."""
-    demo = keras.models.load_model(pipeline.DEMO_CHECKPOINT, compile=False)
+    demo = keras.models.load_model(runs.DEMO_CHECKPOINT, compile=False)
     source = write_state_dict(demo, tmp_path / "server", MODEL)
     monkeypatch.setitem(models._REGISTRY, MODEL, models.mnist_cnn)
     publish(monkeypatch, source.as_uri(), source.name.split("-")[-1][:-len(".pth")])
@@ -73,9 +73,9 @@ def cached_files(cache):
 def test_published_weights_download_once_load_and_convert(demo_weights, tmp_path, capsys,
                                                           monkeypatch):
     demo, source, cache = demo_weights
-    config = pipeline.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
+    config = runs.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
     assert config.weights is None
-    results = pipeline.run(config)
+    results = runs.run(config)
     assert cached_files(cache) == [source.name]
     assert f"(cached at {cache / source.name})" in capsys.readouterr().out
     assert results["ann_accuracy"] > 0.95  # the demo CNN's weights, not random ones
@@ -84,7 +84,7 @@ def test_published_weights_download_once_load_and_convert(demo_weights, tmp_path
     # Later runs read the cache: the URL is no longer needed, even with downloads off.
     source.unlink()
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
-    ann = pipeline.load_ann(config)
+    ann = runs.load_ann(config)
     for loaded, expected in zip(ann.get_weights(), demo.get_weights()):
         np.testing.assert_array_equal(loaded, expected)
 
@@ -92,9 +92,9 @@ def test_published_weights_download_once_load_and_convert(demo_weights, tmp_path
 def test_with_downloads_off_only_the_cache_is_read(demo_weights, monkeypatch, tmp_path):
     _, source, cache = demo_weights
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
-    config = pipeline.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
-    with pytest.raises(pipeline.ConfigError) as error:
-        pipeline.run(config)
+    config = runs.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
+    with pytest.raises(runs.ConfigError) as error:
+        runs.run(config)
     message = str(error.value)
     assert message.startswith(
         f"Cannot download {source.as_uri()}: ${data.OFFLINE_ENV} is set, and the file is not in "
@@ -106,9 +106,9 @@ def test_with_downloads_off_only_the_cache_is_read(demo_weights, monkeypatch, tm
 def test_a_file_with_the_wrong_hash_is_refused_and_deleted(demo_weights, monkeypatch, tmp_path):
     _, source, cache = demo_weights
     publish(monkeypatch, source.as_uri(), "0badc0de")
-    config = pipeline.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
-    with pytest.raises(pipeline.ConfigError) as error:
-        pipeline.run(config)
+    config = runs.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
+    with pytest.raises(runs.ConfigError) as error:
+        runs.run(config)
     message = str(error.value)
     assert re.search(f"The file downloaded from {re.escape(source.as_uri())} has SHA-256 "
                      f"{published.sha256(source)}, but the published one starts with 0badc0de",
@@ -124,9 +124,9 @@ def test_an_unreachable_url_says_what_it_tried_and_how_to_go_on(demo_weights, mo
     _, source, cache = demo_weights
     url = (tmp_path / "offline" / source.name).as_uri()
     publish(monkeypatch, url, "f37072fd")
-    config = pipeline.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
-    with pytest.raises(pipeline.ConfigError) as error:
-        pipeline.run(config)
+    config = runs.RunConfig(**RUN_ARGS, output_dir=str(tmp_path / "run"))
+    with pytest.raises(runs.ConfigError) as error:
+        runs.run(config)
     message = str(error.value)
     assert message.startswith(f"Cannot download {url}: ")
     assert "download that file elsewhere and pass --weights FILE" in message
@@ -183,10 +183,10 @@ def test_the_published_table():
 @pytest.mark.jax
 @pytest.mark.parametrize("model", ["resnet18", "resnet34"])
 def test_imagenet_resnets_need_no_weights_flag(model, tmp_path):
-    pipeline.check_run_config(pipeline.RunConfig(model=model, dataset="imagenet",
-                                   output_dir=str(tmp_path / "run")))
-    with pytest.raises(pipeline.ConfigError, match=re.escape(
+    runs.check_run_config(runs.RunConfig(model=model, dataset="imagenet",
+                                         output_dir=str(tmp_path / "run")))
+    with pytest.raises(runs.ConfigError, match=re.escape(
             "Published weights, downloaded when --weights is not given, exist for resnet18 on "
             "imagenet, resnet34 on imagenet.")):
-        pipeline.check_run_config(pipeline.RunConfig(model=model, dataset="cifar10",
-                                       output_dir=str(tmp_path / "run")))
+        runs.check_run_config(runs.RunConfig(model=model, dataset="cifar10",
+                                             output_dir=str(tmp_path / "run")))

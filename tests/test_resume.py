@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 import bsnn_tf
-from bsnn_tf import data, pipeline, rundir
+from bsnn_tf import data, runs
+from bsnn_tf.runs import rundir
 from conftest import REPO
 
 # The results.json of the demo run below before convert.py made one pass (today's stages:
@@ -38,7 +39,7 @@ KILLED_DRIVER = """
 import os, signal, sys
 from absl import app
 import convert
-from bsnn_tf.pipeline import partial
+from bsnn_tf.runs import partial
 
 save, kill_after = partial.save, int(os.environ["KILL_AFTER"])
 
@@ -80,7 +81,7 @@ def assert_same_results(actual, expected, where="results.json"):
 def assert_statistics(results, output_dir):
     """Each method's spike statistics are `bsnn_tf.simulate`'s on the first
     --statistics_images test images, with the saved SNN."""
-    ann = keras.models.load_model(pipeline.DEMO_CHECKPOINT, compile=False)
+    ann = keras.models.load_model(runs.DEMO_CHECKPOINT, compile=False)
     count = EXPECTED["methods"]["bsnn"]["statistics"]["images"]
     x, _ = data.load("mnist", "test", data.DEMO_DIR, limit=count)
     for method, record in results["methods"].items():

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import bsnn_tf
-from bsnn_tf import pipeline, quantized, recipe, training
+from bsnn_tf import quantized
+from bsnn_tf.runs import recipe, training
 from conftest import images, residual_net
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

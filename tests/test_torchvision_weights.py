@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bsnn_tf import models, pipeline
+from bsnn_tf import models, runs
 from bsnn_tf.models import load_torchvision_weights
 
 RELATIVE_TOLERANCE = 1e-4
@@ -154,12 +154,12 @@ def test_convert_py_loads_a_torchvision_resnet34_file_for_imagenet(tmp_path):
     assert len(torch_model.state_dict()) == 218
     path = tmp_path / "resnet34-0123abcd.pth"
     torch.save(torch_model.state_dict(), path)
-    config = pipeline.RunConfig(model="resnet34", dataset="imagenet", weights=str(path),
-                               output_dir=str(tmp_path / "run"))
+    config = runs.RunConfig(model="resnet34", dataset="imagenet", weights=str(path),
+                            output_dir=str(tmp_path / "run"))
 
-    ann = pipeline.load_ann(config)
+    ann = runs.load_ann(config)
 
-    pipeline.check_fits(ann, "imagenet")
+    runs.check_fits(ann, "imagenet")
     assert relative_error(ann, torch_model, 224) <= RELATIVE_TOLERANCE
 
 

@@ -1,4 +1,4 @@
-"""train.py and bsnn_tf.training: a short real run, configs, and bad input."""
+"""train.py and bsnn_tf.runs.training: a short real run, configs, and bad input."""
 
 import json
 import os
@@ -12,7 +12,8 @@ import pytest
 from absl import app, flags
 
 import bsnn_tf
-from bsnn_tf import data, models, pipeline, quantized, recipe, training
+from bsnn_tf import data, losses, models, quantized, runs
+from bsnn_tf.runs import recipe, training
 from conftest import reference_net
 from reference import simulate_reference
 
@@ -90,7 +91,7 @@ def test_snn_phases_fine_tunes_a_checkpoint_into_its_bsnn_at_the_first_readout(t
     the BSNN's there."""
     output_dir = tmp_path / "snn_run"
     code = run_train(*SHORT_RUN, "--snn_phases=2", "--lr=0.01",
-                     f"--weights={pipeline.DEMO_CHECKPOINT}", f"--data_dir={small_mnist}",
+                     f"--weights={runs.DEMO_CHECKPOINT}", f"--data_dir={small_mnist}",
                      f"--output_dir={output_dir}")
     assert code in (0, None)
     saved = keras.models.load_model(output_dir / "model.keras", compile=False)
@@ -192,7 +193,7 @@ SIGTERM_DRIVER = """
 import os, signal, sys
 from absl import app
 import train
-from bsnn_tf import training
+from bsnn_tf.runs import rundir, training
 
 def save_terminated(path):
     with open(path, "wb") as f:
@@ -202,7 +203,7 @@ def save_terminated(path):
 
 def train_until_the_save(config, command=None):  # no training: straight to the save
     os.makedirs(config.output_dir, exist_ok=True)
-    training.write_atomically(os.path.join(config.output_dir, "model.keras"), save_terminated)
+    rundir.write_atomically(os.path.join(config.output_dir, "model.keras"), save_terminated)
 
 training.train = train_until_the_save
 sys.argv = ["train.py", *sys.argv[1:]]
@@ -250,7 +251,7 @@ SIGTERM_WHILE_TRAINING_DRIVER = """
 import os, signal, sys
 from absl import app
 import train
-from bsnn_tf import training
+from bsnn_tf.runs import training
 
 def terminated_while_training(config, model, train_batches, test_batches, directory, command):
     os.makedirs(os.path.join(directory, "logs"))
@@ -407,7 +408,7 @@ def test_smoothed_sparse_crossentropy_equals_keras_categorical_with_smoothing(sm
     reference = keras.losses.CategoricalCrossentropy(from_logits=True,
                                                      label_smoothing=smoothing)
     expected = float(reference(np.eye(10)[labels], logits))
-    loss = float(recipe.SmoothedSparseCrossentropy(smoothing)(labels, logits))
+    loss = float(losses.SmoothedSparseCrossentropy(smoothing)(labels, logits))
     assert loss == pytest.approx(expected, rel=1e-5)
 
 

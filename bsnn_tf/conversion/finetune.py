@@ -34,6 +34,7 @@ from keras import ops
 from bsnn_tf import console, data
 from bsnn_tf.conversion import ops as graph_ops
 from bsnn_tf.conversion.keras_graph import to_keras
+from bsnn_tf.learning_rate import warmup_cosine
 from bsnn_tf.quantized import QuantizedReLU
 
 # Fewer images than this cannot both train and hold out a slice that picks the epoch.
@@ -181,7 +182,8 @@ def finetune(graph, lambdas, x, labels, config, input_code=None, verbose="auto")
     epochs = settings.epochs_for(len(train))
     steps = epochs * math.ceil(len(train) / settings.batch_size)
     combined.compile(
-        optimizer=keras.optimizers.Adam(_schedule(settings, steps)),
+        optimizer=keras.optimizers.Adam(
+            warmup_cosine(settings.learning_rate, steps, int(settings.warmup * steps))),
         loss=DistillationLoss(classes, settings.temperature,
                               settings.label_weight if labels is not None else 0.0),
         metrics=[Agreement(classes)])
@@ -263,13 +265,6 @@ class Agreement(keras.metrics.MeanMetricWrapper):
                             "float32")
 
         super().__init__(agree, name="agreement", **kwargs)
-
-
-def _schedule(settings, steps):
-    warmup = int(settings.warmup * steps)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else settings.learning_rate, decay_steps=max(steps - warmup, 1),
-        warmup_target=settings.learning_rate if warmup else None, warmup_steps=warmup)
 
 
 def _targets(labels, count, classes):

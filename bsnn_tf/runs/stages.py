@@ -14,17 +14,17 @@ import keras
 import numpy as np
 
 import bsnn_tf
-from bsnn_tf import backend, console, data, metrics, rundir
-from bsnn_tf.pipeline import partial
-from bsnn_tf.pipeline.checkpoints import check_convertible, check_fits, load_ann
-from bsnn_tf.pipeline.config import ANN_BATCH, check_run_config
-from bsnn_tf.pipeline.images import load_images
-from bsnn_tf.pipeline.results import (VERIFY_IMAGES, MethodRun, accuracy_figure,
-                                      accuracy_table, run_results, write_run)
-from bsnn_tf.pipeline.timesteps import (BASELINE_TIMESTEPS, converged_at,
-                                        default_timesteps, first_measured, has_first_readout,
-                                        measured_timesteps)
-from bsnn_tf.run_checks import ConfigError
+from bsnn_tf import backend, console, data, metrics
+from bsnn_tf.runs import partial, rundir
+from bsnn_tf.runs.checkpoints import check_convertible, check_fits, load_ann
+from bsnn_tf.runs.checks import ConfigError
+from bsnn_tf.runs.config import ANN_BATCH, check_run_config
+from bsnn_tf.runs.images import load_images
+from bsnn_tf.runs.results import (VERIFY_IMAGES, MethodRun, accuracy_figure,
+                                  accuracy_table, run_results, write_run)
+from bsnn_tf.runs.timesteps import (BASELINE_TIMESTEPS, converged_at,
+                                    default_timesteps, first_measured, has_first_readout,
+                                    measured_timesteps)
 
 
 def run(config, command=None):

@@ -23,11 +23,12 @@ import dataclasses
 import glob
 import json
 import os
+import pathlib
 
 import numpy as np
 
-from bsnn_tf import rundir
 from bsnn_tf.result import SimulationResult
+from bsnn_tf.runs import rundir
 
 STATE_FILE = "state.json"
 
@@ -76,12 +77,13 @@ def save(directory, state, statistics_changed=True):
         state.generation += 1
         arrays = _statistics_arrays(state)
         rundir.write_atomically(os.path.join(directory, _statistics_name(state.generation)),
-                                lambda f: np.savez(f, **arrays), binary=True)
+                                lambda temporary: np.savez(temporary, **arrays))
     record = {field.name: getattr(state, field.name)
               for field in dataclasses.fields(PassState)
               if field.name not in ("statistics", "verify_x", "verify_y")}
+    text = json.dumps(record, indent=1)
     rundir.write_atomically(os.path.join(directory, STATE_FILE),
-                            lambda f: json.dump(record, f, indent=1))
+                            lambda temporary: pathlib.Path(temporary).write_text(text))
     current = _statistics_name(state.generation)
     for path in glob.glob(os.path.join(directory, "statistics-*.npz")):
         if os.path.basename(path) != current:

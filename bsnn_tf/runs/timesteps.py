@@ -3,8 +3,8 @@
 (`converged_at`).
 
 Example:
-    >>> from bsnn_tf import pipeline
-    >>> pipeline.default_checkpoints(64, 4, first_readout=44)
+    >>> from bsnn_tf import runs
+    >>> runs.default_checkpoints(64, 4, first_readout=44)
     [44, 48, 52, 56, 60, 64]
 """
 

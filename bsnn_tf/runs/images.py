@@ -3,8 +3,8 @@ and the calibration images, and where those came from (a training split, or test
 images held out of the evaluation).
 
 Example:
-    >>> from bsnn_tf import pipeline
-    >>> images = pipeline.load_images(pipeline.RunConfig(limit=100))
+    >>> from bsnn_tf import runs
+    >>> images = runs.load_images(runs.RunConfig(limit=100))
     >>> len(images.evaluated), images.x_calibration.shape, images.calibration["split"]
     (100, (500, 28, 28, 1), 'train')
     >>> next(images.batches(batch_size=32)).x.shape
@@ -16,7 +16,7 @@ import typing
 import numpy as np
 
 from bsnn_tf import data
-from bsnn_tf.run_checks import ConfigError
+from bsnn_tf.runs.checks import ConfigError
 
 # Where the calibration images come from; "auto": train if found, else held-out test images.
 CALIBRATION_SPLITS = ("auto", "train", "test")

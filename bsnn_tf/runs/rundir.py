@@ -11,7 +11,7 @@ removes the staging directories that dead runs (a SIGKILL) left beside it; a
 live run's are kept (each run holds a lock on its own).
 
 Example:
-    >>> from bsnn_tf import rundir
+    >>> from bsnn_tf.runs import rundir
     >>> def write(directory):
     ...     with open(os.path.join(directory, "results.json"), "w") as f:
     ...         f.write("{}")
@@ -28,10 +28,11 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import threading
 import uuid
 
-from bsnn_tf.run_checks import ConfigError
+from bsnn_tf.runs.checks import ConfigError
 
 # What a convert.py run writes into its output directory.
 RUN_OUTPUTS = ("results.json", "accuracy_vs_timesteps.png", "snn_*.keras", "tensorboard")
@@ -265,15 +266,26 @@ def partial_directory(output_dir):
     return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.partial")
 
 
-def write_atomically(path, write, binary=False):
-    """Makes `path` hold what `write(file)` writes, as one step: a temporary file beside
-    it, flushed to disk, then renamed over it (a crash leaves the old file or the new)."""
-    temporary = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+def write_atomically(path, write):
+    """Makes `path` hold what `write(temporary path)` writes there, as one step: a hidden
+    temporary file beside `path` with its suffix (so `model.save` and `np.savez` take it),
+    flushed to disk, then renamed over `path` (a crash leaves the old file or the new).
+
+    A failure or an interruption while writing leaves any earlier `path` as it was and
+    removes the temporary file (a SIGTERM too where it is turned into KeyboardInterrupt,
+    as train.py does; a SIGKILL cannot be cleaned up).
+
+    Example:
+        >>> write_atomically("model.keras", model.save)
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}-",
+                                         suffix=os.path.splitext(name)[1])
+    os.close(handle)
     try:
-        with open(temporary, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        write(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -7,7 +7,7 @@ the output directory can be written. The library's own checks are in
 `bsnn_tf.validation`.
 
 Example:
-    >>> from bsnn_tf.run_checks import check_writable
+    >>> from bsnn_tf.runs.checks import check_writable
     >>> check_writable("outputs/run")   # raises ConfigError if it cannot be created
 """
 

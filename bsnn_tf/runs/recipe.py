@@ -3,15 +3,17 @@
 The zoo model (or a checkpoint), optionally with its ReLUs quantised for a
 BSNN of K = `snn_phases` (`bsnn_tf.quantized`), PyTorch-style weight decay on
 every kernel, SGD with momentum on a cosine-decayed learning rate after a
-linear warm-up, and cross-entropy with label smoothing. `bsnn_tf.training`
+linear warm-up, and cross-entropy with label smoothing. `bsnn_tf.runs.training`
 runs it; the settings are a `training.TrainConfig`.
 """
 
 import keras
 
 from bsnn_tf import conversion, data, models, quantized, verification
-from bsnn_tf.pipeline.checkpoints import check_fits
-from bsnn_tf.run_checks import ConfigError
+from bsnn_tf.learning_rate import warmup_cosine
+from bsnn_tf.losses import SmoothedSparseCrossentropy
+from bsnn_tf.runs.checkpoints import check_fits
+from bsnn_tf.runs.checks import ConfigError
 
 # --snn_phases: the thresholds start at the 99.99th percentile of these many training images.
 THRESHOLD_IMAGES = 256
@@ -43,7 +45,7 @@ def compiled_model(config, steps_per_epoch):
     `THRESHOLD_IMAGES` training images.
 
     Example:
-        >>> from bsnn_tf.training import TrainConfig
+        >>> from bsnn_tf.runs.training import TrainConfig
         >>> model = compiled_model(TrainConfig("mnist_cnn", "mnist", "runs/m"), 469)
     """
     model = build_model(config, config.precision)
@@ -126,52 +128,17 @@ def _source(config):
     return f"--weights {config.weights}" if config.weights else f"--model {config.model}"
 
 
-# Registered: a model saved by `train` holds its loss, and `keras.models.load_model`
-# (compile=True) rebuilds it by this name once bsnn_tf is imported.
-@keras.saving.register_keras_serializable(package="bsnn_tf")
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy of logits against integer labels smoothed by `smoothing`.
-
-    The target puts `1 - smoothing` on the label and spreads `smoothing`
-    evenly over all classes (as `keras.losses.CategoricalCrossentropy`'s
-    `label_smoothing`, which the sparse loss lacks).
-
-    Example:
-        >>> loss = SmoothedSparseCrossentropy(0.1)
-        >>> float(loss(np.array([0]), np.array([[0.0, 0.0]])))   # log 2
-        0.693...
-    """
-
-    def __init__(self, smoothing=0.0, name="smoothed_sparse_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.smoothing = smoothing
-
-    def call(self, y_true, y_pred):
-        log_probabilities = keras.ops.log_softmax(keras.ops.cast(y_pred, "float32"), axis=-1)
-        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
-        picked = keras.ops.take_along_axis(log_probabilities, labels[:, None], axis=-1)[:, 0]
-        spread = keras.ops.mean(log_probabilities, axis=-1)
-        return -((1.0 - self.smoothing) * picked + self.smoothing * spread)
-
-    def get_config(self):
-        return {**super().get_config(), "smoothing": self.smoothing}
-
-
 def learning_rate_schedule(config, steps_per_epoch):
     """Linear warm-up from 0 to `config.learning_rate` over `warmup_epochs`, then cosine decay to 0.
 
     Example:
-        >>> from bsnn_tf.training import TrainConfig
+        >>> from bsnn_tf.runs.training import TrainConfig
         >>> schedule = learning_rate_schedule(TrainConfig("mnist_cnn", "mnist", "r"), 469)
         >>> round(float(schedule(0)), 6)
         0.1
     """
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup_steps else config.learning_rate, alpha=0.0,
-        decay_steps=config.epochs * steps_per_epoch - warmup_steps,
-        warmup_target=config.learning_rate if warmup_steps else None, warmup_steps=warmup_steps,
-    )
+    return warmup_cosine(config.learning_rate, config.epochs * steps_per_epoch,
+                         int(config.warmup_epochs * steps_per_epoch))
 
 
 def _optimizer(config, steps_per_epoch):

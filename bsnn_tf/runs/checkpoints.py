@@ -2,10 +2,10 @@
 ones; and the checks that it fits the dataset and converts, before any data is read.
 
 Example:
-    >>> from bsnn_tf import pipeline
-    >>> config = pipeline.RunConfig()          # the demo CNN on MNIST
-    >>> ann = pipeline.load_ann(config)
-    >>> pipeline.check_fits(ann, "mnist")          # raises ConfigError if it does not
+    >>> from bsnn_tf import runs
+    >>> config = runs.RunConfig()          # the demo CNN on MNIST
+    >>> ann = runs.load_ann(config)
+    >>> runs.check_fits(ann, "mnist")          # raises ConfigError if it does not
 """
 
 import os
@@ -16,7 +16,7 @@ import keras
 from bsnn_tf import data, models, quantized
 from bsnn_tf.conversion.trace import trace
 from bsnn_tf.network import SpikingNetwork
-from bsnn_tf.run_checks import ConfigError
+from bsnn_tf.runs.checks import ConfigError
 from bsnn_tf.validation import check_whole_periods, shape_fits
 
 DEMO_CHECKPOINT = os.path.join(data.DEMO_DIR, "mnist_cnn.keras")

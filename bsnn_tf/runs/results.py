@@ -8,8 +8,9 @@ import os
 import keras
 
 import bsnn_tf
-from bsnn_tf import metrics, plots, rundir
-from bsnn_tf.pipeline.timesteps import TOLERANCE, has_first_readout
+from bsnn_tf import metrics
+from bsnn_tf.runs import plots, rundir
+from bsnn_tf.runs.timesteps import TOLERANCE, has_first_readout
 
 VERIFY_IMAGES = 32
 

@@ -2,29 +2,30 @@
 its checks before anything is read or written.
 
 Example:
-    >>> from bsnn_tf import pipeline
-    >>> config = pipeline.RunConfig(model="resnet20", dataset="cifar10", phases=3)
+    >>> from bsnn_tf import runs
+    >>> config = runs.RunConfig(model="resnet20", dataset="cifar10", phases=3)
     >>> config.output_dir, config.period_steps
     ('outputs/cifar10_resnet20', 3)
-    >>> pipeline.check_run_config(pipeline.RunConfig(phases=0))
+    >>> runs.check_run_config(runs.RunConfig(phases=0))
     Traceback (most recent call last):
     ...
-    bsnn_tf.run_checks.ConfigError: phases must be in 1..24, got 0.
+    bsnn_tf.runs.checks.ConfigError: phases must be in 1..24, got 0.
 """
 
 import dataclasses
 import math
 import os
 
-from bsnn_tf import coding, rundir
+from bsnn_tf import coding
 from bsnn_tf.conversion import ConversionConfig, LatencySearch
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES, FineTuning
 from bsnn_tf.conversion.latency import MIN_HELD_OUT
 from bsnn_tf.methods import METHODS
-from bsnn_tf.pipeline.checkpoints import BUNDLED_CHECKPOINTS, check_weights
-from bsnn_tf.pipeline.images import CALIBRATION_SPLITS
-from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
+from bsnn_tf.runs import rundir
+from bsnn_tf.runs.checkpoints import BUNDLED_CHECKPOINTS, check_weights
+from bsnn_tf.runs.checks import ConfigError, check_shared, check_writable
+from bsnn_tf.runs.images import CALIBRATION_SPLITS
 from bsnn_tf.validation import check_timesteps, check_whole_periods
 
 # Accuracy comes from a logits-only simulation of every evaluated image; the spike

@@ -1,12 +1,12 @@
 """Training the ANNs that get converted, with the recipe of paper section 4.2.
 
 SGD with momentum, cosine-decayed learning rate, weight decay as an L2
-penalty on kernels (the compiled model: `bsnn_tf.recipe`), the augmentation
+penalty on kernels (the compiled model: `bsnn_tf.runs.recipe`), the augmentation
 of `bsnn_tf.data`. The result is a directory holding `model.keras`,
 `results.json` and (when TensorFlow is installed) TensorBoard logs.
 
 Example:
-    >>> from bsnn_tf import training
+    >>> from bsnn_tf.runs import training
     >>> config = training.TrainConfig("mnist_cnn", "mnist", "runs/mnist", epochs=1, limit=256)
     >>> results = training.train(config)
     >>> 0.0 <= results["test_accuracy"] <= 1.0
@@ -18,14 +18,14 @@ import importlib.util
 import json
 import math
 import os
-import tempfile
 import time
 
 import keras
 
-from bsnn_tf import backend, coding, data, rundir
-from bsnn_tf.recipe import build_model, compiled_model
-from bsnn_tf.run_checks import ConfigError, check_shared, check_writable
+from bsnn_tf import backend, coding, data
+from bsnn_tf.runs import rundir
+from bsnn_tf.runs.checks import ConfigError, check_shared, check_writable
+from bsnn_tf.runs.recipe import build_model, compiled_model
 
 # The paper's experiments; other zoo models may be trained on any dataset.
 SUPPORTED_DATASETS = {
@@ -232,28 +232,6 @@ class EpochClock(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.time() - self.start)
-
-
-def write_atomically(path, write):
-    """Calls `write(temporary path)` beside `path`, then renames it to `path`.
-
-    A failure or an interruption while writing leaves any earlier `path` as
-    it was and removes the temporary file (a SIGTERM too where it is turned
-    into KeyboardInterrupt, as train.py does; a SIGKILL cannot be cleaned up).
-
-    Example:
-        >>> write_atomically("model.keras", model.save)
-    """
-    directory, name = os.path.split(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}-",
-                                         suffix=os.path.splitext(name)[1])
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def _check_even_batches(config):
