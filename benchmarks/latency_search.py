@@ -4,7 +4,7 @@ For each model: `bsnn_tf.convert(ann, x, phases="auto", calibration_labels=y)` o
 2 x `--held_out` images (half calibrate, half are held out; the library's
 defaults otherwise), timed; then, on test images disjoint from them, T* (the
 first T from which accuracy stays within 0.1 pp of the ANN's) of each fixed K in
-`--phases`, calibrated on the same images as the search's (`latency._split`),
+`--phases`, calibrated on the same images as the search's (`held_out.split_held_out`),
 and of the K the search chose (that SNN itself). The search's own T is checked
 on the test images too, and the synaptic operations and energy per image at it
 are counted on the run's schedule (`--statistics_images` test images).
@@ -38,7 +38,7 @@ import numpy as np
 
 import bsnn_tf
 from bsnn_tf import data, metrics
-from bsnn_tf.conversion import latency
+from bsnn_tf.conversion import held_out, latency
 from bsnn_tf.models import thirdparty
 
 OUTPUT = common.RESULTS_DIR / "latency_search.json"
@@ -71,7 +71,7 @@ def study(name, args):
         return {"model": name, "depth": snn.depth, "held_out_images": record["held_out_images"],
                 "search_seconds": round(search_seconds, 1), "search": record,
                 "chosen": {"phases": chosen_k, "timesteps": chosen_t}, **common.run_header()}
-    x_fit = latency._split(x_train, y_train, settings, False).x_fit
+    x_fit = held_out.split_held_out(x_train, y_train, settings, False).x_fit
     fixed = {}
     for phases in sorted(set(args.phases) | {chosen_k}):
         snn_k = snn if phases == chosen_k else bsnn_tf.convert(ann, x_fit, phases=phases,

@@ -45,12 +45,15 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
         for t in grid:
             losses = int(np.sum(ann_right & ~right[t]))
             gains = int(np.sum(right[t] & ~ann_right))
+            counts[k, t] = losses, gains
             within[t] = losses - gains <= allowed_images + np.sqrt(losses + gains)
             strictly[t] = losses - gains <= allowed_images
         lossless = [t for t in grid
                     if strictly[t] and all(within[u] for u in grid if u >= t)]
         curve = {t: float(np.mean(right[t])) for t in grid}
         return snn.first_readout, curve, min(lossless) if lossless else None
+
+    counts = {}  # (K, T) -> (losses, gains)
 
     found = {k: (snns[k].first_readout, None, None) for k in settings.phases}
     for k in sorted(searched):  # only a searched K's first readout matters otherwise
@@ -61,14 +64,15 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
         end = None if best is None else first + (best - 1 - first) // k * k
         if t_star is None and end is not None and end > max(curve):
             found[k] = measure(k, end)
-    return found
+    return found, counts
 
 
 def _searched(snn):
     return {entry["phases"] for entry in snn.latency_search["searched"]}
 
 
-def _check_against(snn, found):
+def _check_against(snn, brute_force):
+    found, counts = brute_force
     record = snn.latency_search
     searched = {entry["phases"]: entry for entry in record["searched"]}
     for k, entry in searched.items():
@@ -82,8 +86,13 @@ def _check_against(snn, found):
     best_t = min(lossless.values())
     best_k = min(k for k, t in lossless.items() if t == best_t)
     assert (snn.phases, snn.timesteps) == (best_k, best_t)
-    assert record["chosen"] == {"phases": best_k, "timesteps": best_t,
-                                "calibration": "percentile", "converged": True}
+    losses, gains = counts[best_k, best_t]
+    held_out = record["held_out_images"]
+    assert record["chosen"] == {
+        "phases": best_k, "timesteps": best_t, "calibration": "percentile", "converged": True,
+        "losses": losses, "gains": gains,
+        "loss_pp": round(100 * (losses - gains) / held_out, 3),
+        "standard_error_pp": round(100 * np.sqrt(losses + gains) / held_out, 3)}
     # Stopped early exactly where a larger K's first readout cannot beat the best T.
     unsearched = [k for k in found if k not in searched]
     assert record["stopped_before"] == (unsearched[0] if unsearched else None)
@@ -197,6 +206,9 @@ def test_finetuning_only_where_it_can_pay():
     chosen = min(everything, key=lambda e: (e["t_star"], e["phases"]))
     assert (snn.phases, snn.timesteps) == (chosen["phases"], chosen["t_star"])
     assert record["chosen"]["calibration"] == chosen["calibration"]
+    # The noise stated is that of the chosen calibration's curve at the chosen T.
+    assert [snn.timesteps, record["chosen"]["losses"], record["chosen"]["gains"]] in \
+        chosen["losses_gains"]
 
 
 def test_without_a_lossless_k_the_best_at_the_end_is_chosen_with_a_warning():
@@ -210,6 +222,8 @@ def test_without_a_lossless_k_the_best_at_the_end_is_chosen_with_a_warning():
     last = max(record["searched"], key=lambda e: (e["curve"][-1][1], -e["curve"][-1][0]))
     assert record["chosen"]["converged"] is False
     assert (snn.phases, snn.timesteps) == (last["phases"], last["curve"][-1][0])
+    losses, gains = last["losses_gains"][-1][1:]
+    assert (record["chosen"]["losses"], record["chosen"]["gains"]) == (losses, gains)
 
 
 @pytest.mark.parametrize("arguments, error, message", [
@@ -276,4 +290,8 @@ def test_convert_py_phases_auto_records_the_search(tmp_path):
     assert results["methods"]["bsnn"]["first_readout"] == (results["methods"]["bsnn"]["depth"]
                                                             + 1) * chosen["phases"]
     assert chosen["timesteps"] in results["timesteps"]
-    assert f"--phases auto chose K = {chosen['phases']}" in outcome["stdout"]
+    assert (f"--phases auto chose K = {chosen['phases']}, T = {chosen['timesteps']} "
+            in outcome["stdout"])
+    assert (f"on 120 held-out images it loses {chosen['losses']} and gains {chosen['gains']} "
+            f"against the ANN, {-chosen['loss_pp']:+.2f} +- {chosen['standard_error_pp']:.2f} pp"
+            in outcome["stdout"])

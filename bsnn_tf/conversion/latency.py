@@ -28,36 +28,32 @@ residual nets need more bits than shallow ones). The search measures it:
    budget), and only where they can pay: where that K's first readout is
    below the best T*. The choice is made again over all the curves.
 
-The criterion. With `calibration_labels`, accuracy on the held-out images
-is compared with the ANN's on the same images. Without labels, the criterion
-is agreement with the ANN's top-1 class: the SNN's "accuracy" is the share of
-held-out images on which its top-1 class is the ANN's, and the ANN's is 1.
-This is sound because the ANN is the target, and agreement bounds the
-accuracy difference for any labels: the two differ only on images where they
-disagree, so |accuracy(SNN) - accuracy(ANN)| <= 1 - agreement. It is
-stricter than accuracy (an image both get wrong, differently, counts
-against the SNN).
+The criterion. With `calibration_labels`, the SNN's accuracy on the held-out
+images is compared with the ANN's on the same images. Without labels it is
+agreement with the ANN's top-1 class (the ANN's is then 1). That is sound: the
+ANN is the target, and since the two differ only on images where they disagree,
+|accuracy(SNN) - accuracy(ANN)| <= 1 - agreement for any labels; it is stricter
+than accuracy (an image both get wrong, differently, counts against the SNN).
 
-Sampling noise. On n held-out images one image is 100 / n percentage points;
-the tolerance is applied in images, as max(tolerance * n / 100, 1) images
-(0.1 pp of 1,000 images is one image; of 500 images it is still one image).
-The SNN and the ANN are scored on the same images, so what is noisy is their paired
-difference: at each T, of the images exactly one of them gets right, the SNN loses b
-(the ANN right, the SNN wrong) and gains c (the reverse). A T counts as lossless when b
-- c <= the tolerance in images + sqrt(b + c): the loss may exceed the tolerance by one
-standard error of the paired difference (McNemar's), the size of the dips that sampling
-alone makes from period to period. T* is the first grid T at which b - c is within the
-tolerance itself and from which every later grid T is lossless. So a K is not rejected
-for a later dip of the size of the noise, while the T chosen loses no more than the
-tolerance on the held-out images (the margin alone would accept a loss of a standard
-error there: 1.2 pp on 500 images with 28 disagreements). Without labels (agreement) c
-is 0 and b counts the images whose top-1 class differs from the ANN's. The search
-refuses fewer than `MIN_HELD_OUT` held-out images, on which a single image is over 1 pp;
-more held-out images make the noise, and so the margin, smaller.
+Sampling noise. The tolerance is applied in images, as max(tolerance * n / 100, 1)
+of the n held-out images (0.1 pp of 1,000 images is one image; of 500, still one).
+Both nets are scored on the same images, so what is noisy is their paired
+difference: at each T the SNN loses b images (the ANN right, the SNN wrong) and
+gains c (the reverse). A T is lossless when b - c <= the tolerance in images +
+sqrt(b + c), one standard error of the paired difference (McNemar's): the size of
+the dips sampling alone makes from period to period. T* is the first grid T at
+which b - c is within the tolerance itself and from which every later grid T is
+lossless: a K is not rejected for a later dip of the size of the noise, while the
+T chosen loses no more than the tolerance on the held-out images (the margin
+alone would accept a loss of a standard error there). Without labels c is 0. The
+search refuses fewer than `held_out.MIN_HELD_OUT` held-out images (one image over 1 pp).
 
 The search's record (`SpikingNetwork.latency_search`, kept by a .keras save)
 holds each K's curve, T* and seconds, what was chosen and why the search
-stopped.
+stopped. At the chosen T it states the loss with its noise: the images lost and
+gained, `loss_pp` and `standard_error_pp` (one standard error of the paired
+difference). The first T that passes is the luckiest of many looks, so on other
+images expect a loss nearer `loss_pp` + `standard_error_pp` than `loss_pp`.
 
 Example:
     >>> snn = bsnn_tf.convert(ann, x_train[:200], phases="auto", tolerance=1.0,
@@ -78,11 +74,7 @@ import warnings
 import numpy as np
 
 from bsnn_tf import console
-from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES
-from bsnn_tf.validation import check_labels
-
-# Fewer held-out images than this: one image would be more than 1 percentage point.
-MIN_HELD_OUT = 100
+from bsnn_tf.conversion.held_out import split_held_out
 # Fine-tunes at most, with calibration="finetune": the best K and the K below it.
 MAX_FINETUNES = 2
 
@@ -108,7 +100,7 @@ class LatencySearch:
     phases: tuple = (2, 3, 4, 5, 6, 7, 8)
     tolerance: float = 0.1
     held_out: float = 0.5
-    periods: int = 8  # pipeline.EXTRA_PERIODS, convert.py's default range past the first readout
+    periods: int = 8  # runs.EXTRA_PERIODS, convert.py's default range past the first readout
     seed: int = 0
 
     def check(self):
@@ -147,7 +139,7 @@ def search(model, data, labels, config, convert, settings, verbose="auto"):
         `latency_search` to the record.
     """
     finetuning = config.calibration == "finetune"
-    split = _split(data, labels, settings, finetuning)
+    split = split_held_out(data, labels, settings, finetuning)
     reference = _reference(model, split, config.batch_size)
     allowed = max(settings.tolerance * len(split.x_held) / 100, 1)
     record = {"criterion": "accuracy" if labels is not None else "agreement with the ANN",
@@ -170,45 +162,13 @@ def search(model, data, labels, config, convert, settings, verbose="auto"):
         record["finetuned"] = candidates
     chosen = best or _fallback(measure, settings.phases)
     record["chosen"] = {"phases": chosen.phases, "timesteps": chosen.timesteps,
-                        "calibration": chosen.calibration, "converged": best is not None}
+                        "calibration": chosen.calibration, "converged": best is not None,
+                        **_noise(record["searched"], chosen, len(split.x_held))}
     record["seconds"] = round(time.time() - start, 1)
     snn = chosen.snn
     snn.timesteps = chosen.timesteps
     snn.latency_search = record
     return snn
-
-
-@dataclasses.dataclass
-class _Split:
-    x_fit: np.ndarray
-    y_fit: np.ndarray | None
-    x_held: np.ndarray
-    y_held: np.ndarray | None
-
-
-def _split(data, labels, settings, finetuning):
-    """The calibration images split into those that calibrate and those held out."""
-    if labels is not None:
-        labels = check_labels(labels, len(data))
-    held = int(round(settings.held_out * len(data)))
-    fit_minimum = FINETUNE_MIN_IMAGES if finetuning else 1
-    if held < MIN_HELD_OUT or len(data) - held < fit_minimum:
-        raise ValueError(
-            f"phases='auto' holds out {settings.held_out:.0%} of the {len(data)} calibration "
-            f"images to measure the latency: it needs at least {MIN_HELD_OUT} held out (on "
-            f"fewer, one image is over 1 pp) and {fit_minimum} left to calibrate on"
-            + (" (calibration='finetune')" if finetuning else "") + f". Pass at least "
-            f"{_needed(settings.held_out, fit_minimum)} images, or give phases.")
-    order = np.random.default_rng(settings.seed).permutation(len(data))
-    fit, held_out = np.sort(order[held:]), np.sort(order[:held])
-    pick = lambda rows: None if labels is None else labels[rows]
-    return _Split(data[fit], pick(fit), data[held_out], pick(held_out))
-
-
-def _needed(fraction, fit_minimum):
-    held = math.ceil((MIN_HELD_OUT - 0.5) / fraction)
-    fit = math.ceil((fit_minimum + 0.5) / (1 - fraction))
-    return max(held, fit)
 
 
 @dataclasses.dataclass
@@ -363,6 +323,17 @@ def _first_lossless(grid, counts, allowed):
         if losses - gains <= allowed:
             first = t
     return first
+
+
+def _noise(entries, chosen, held_out):
+    """At the chosen (K, T): the held-out images lost and gained against the ANN, the loss
+    and one standard error of it (sqrt(losses + gains) images), in percentage points."""
+    entry = next(e for e in entries
+                 if (e["phases"], e["calibration"]) == (chosen.phases, chosen.calibration))
+    losses, gains = next((b, c) for t, b, c in entry["losses_gains"] if t == chosen.timesteps)
+    return {"losses": losses, "gains": gains,
+            "loss_pp": round(100 * (losses - gains) / held_out, 3),
+            "standard_error_pp": round(100 * math.sqrt(losses + gains) / held_out, 3)}
 
 
 def _finetune_candidates(best, entries, phases):

@@ -20,7 +20,7 @@ from bsnn_tf import coding
 from bsnn_tf.conversion import ConversionConfig, LatencySearch
 from bsnn_tf.conversion.calibration import MODES as CALIBRATION_MODES
 from bsnn_tf.conversion.finetune import MIN_IMAGES as FINETUNE_MIN_IMAGES, FineTuning
-from bsnn_tf.conversion.latency import MIN_HELD_OUT
+from bsnn_tf.conversion.held_out import MIN_HELD_OUT
 from bsnn_tf.methods import METHODS
 from bsnn_tf.runs import rundir
 from bsnn_tf.runs.checkpoints import BUNDLED_CHECKPOINTS, check_weights
