@@ -17,7 +17,8 @@ from absl import app, flags
 from bsnn_tf import data
 from bsnn_tf.runs import training
 
-flags.DEFINE_string("model", None, "Zoo model name (bsnn_tf.models.names()).")
+flags.DEFINE_string("model", None, "Zoo model name (bsnn_tf.models.names()). With --weights, "
+                    "optional: if given, the checkpoint must be that zoo model.")
 flags.DEFINE_string("dataset", None, "Dataset: " + ", ".join(sorted(data.DATASETS)) + ".")
 flags.DEFINE_integer("epochs", None, "Training epochs (default per dataset: "
                      + ", ".join(f"{k} {v}" for k, v in training.DEFAULT_EPOCHS.items()) + ").")
@@ -51,7 +52,7 @@ flags.DEFINE_integer("snn_phases", None,
 flags.DEFINE_boolean("overwrite", False,
                      "Replace an earlier run in --output_dir (its model.keras, results.json "
                      "and logs/; other files are kept); else it is refused.")
-flags.mark_flags_as_required(["model", "dataset", "output_dir"])
+flags.mark_flags_as_required(["dataset", "output_dir"])
 
 FLAGS = flags.FLAGS
 

@@ -22,6 +22,8 @@ sys.path.insert(0, str(REPO))
 import train  # noqa: E402  (the script at the repository root)
 
 SHORT_RUN = ["--model=mnist_cnn", "--dataset=mnist", "--epochs=1", "--limit=512"]
+# A checkpoint of the user's own architecture: no --model.
+CHECKPOINT_RUN = SHORT_RUN[1:]
 
 
 @pytest.fixture(autouse=True)
@@ -286,7 +288,7 @@ def test_snn_phases_refuses_a_model_it_cannot_quantise(tmp_path):
                                   layers.Flatten(), layers.Dense(10)])
         model.save(tmp_path / f"{name}.keras")
         output_dir = tmp_path / f"run_{name}"
-        code = run_train(*SHORT_RUN, "--snn_phases=4", f"--weights={tmp_path / name}.keras",
+        code = run_train(*CHECKPOINT_RUN, "--snn_phases=4", f"--weights={tmp_path / name}.keras",
                          f"--output_dir={output_dir}")
         assert isinstance(code, str) and code.startswith("train.py: error: --snn_phases ")
         assert f"--weights {tmp_path / name}.keras" in code and message in code
@@ -297,7 +299,7 @@ def test_weights_that_do_not_fit_the_dataset_are_refused(tmp_path):
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
                               keras.layers.Dense(10)])
     model.save(tmp_path / "cifar_shaped.keras")
-    code = run_train(*SHORT_RUN, f"--weights={tmp_path}/cifar_shaped.keras",
+    code = run_train(*CHECKPOINT_RUN, f"--weights={tmp_path}/cifar_shaped.keras",
                      f"--output_dir={tmp_path / 'run'}")
     assert code == (f"train.py: error: --weights {tmp_path}/cifar_shaped.keras: Model "
                     f"'{model.name}' takes inputs of shape (32, 32, 3), but mnist images are "
@@ -310,7 +312,7 @@ def test_weights_ending_in_a_softmax_are_refused(tmp_path):
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(10, activation="softmax", name="probabilities")])
     model.save(tmp_path / "softmax.keras")
-    code = run_train(*SHORT_RUN, f"--weights={tmp_path}/softmax.keras",
+    code = run_train(*CHECKPOINT_RUN, f"--weights={tmp_path}/softmax.keras",
                      f"--output_dir={tmp_path / 'run'}")
     assert code == (f"train.py: error: --weights {tmp_path}/softmax.keras: its output layer "
                     "'probabilities' is a softmax, but train.py's loss takes logits (it would "
@@ -319,12 +321,34 @@ def test_weights_ending_in_a_softmax_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_weights_that_are_not_the_named_zoo_model_are_refused_naming_both(tmp_path):
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.save(tmp_path / "own.keras")
+    zoo_kernel = next(tuple(v.shape) for v in models.get("mnist_cnn", 10, (28, 28, 1)).weights
+                      if v.name == "kernel")
+    code = run_train(*SHORT_RUN, f"--weights={tmp_path}/own.keras",
+                     f"--output_dir={tmp_path / 'run'}")
+    assert code == (f"train.py: error: --weights {tmp_path}/own.keras is not --model mnist_cnn: "
+                    f"its kernel 1, of layer '{model.layers[0].name}', is (3, 3, 1, 4) where "
+                    f"mnist_cnn's is {zoo_kernel}. Leave --model out to train the "
+                    "checkpoint's own architecture, or name the zoo model it is.")
+    assert not (tmp_path / "run").exists()
+
+
+def test_without_model_or_weights_the_run_is_refused(tmp_path):
+    code = run_train(*CHECKPOINT_RUN, f"--output_dir={tmp_path / 'run'}")
+    assert code.startswith("train.py: error: Give --model NAME (a zoo model: ")
+    assert code.endswith("or --weights FILE (a .keras checkpoint to start from).")
+    assert not (tmp_path / "run").exists()
+
+
 def test_weights_of_a_converted_snn_are_refused(tmp_path):
     ann = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
                             keras.layers.Dense(3)])
     snn = bsnn_tf.convert(ann, np.random.default_rng(0).uniform(size=(8, 6)), verbose=0)
     snn.save(tmp_path / "snn_bsnn.keras")
-    code = run_train(*SHORT_RUN, f"--weights={tmp_path}/snn_bsnn.keras",
+    code = run_train(*CHECKPOINT_RUN, f"--weights={tmp_path}/snn_bsnn.keras",
                      f"--output_dir={tmp_path / 'run'}")
     assert code == (f"train.py: error: --weights {tmp_path}/snn_bsnn.keras: Model '{snn.name}' "
                     "is a converted SpikingNetwork (method='bsnn'; convert.py saves them as "

@@ -82,11 +82,36 @@ def build_model(config, precision):
                     "is a softmax, but train.py's loss takes logits (it would train on "
                     "probabilities). Save the model without its final softmax (convert.py "
                     "takes either).")
+            if config.model is not None:
+                _check_is_zoo_model(model, config)
             return model
         return models.get(config.model, num_classes=spec.num_classes,
                           input_shape=spec.input_shape)
     finally:
         keras.config.set_dtype_policy(policy)
+
+
+def _check_is_zoo_model(model, config):
+    """ConfigError unless the checkpoint's kernels have the shapes of --model's, in order."""
+    spec = data.DATASETS[config.dataset]
+    zoo = models.get(config.model, num_classes=spec.num_classes, input_shape=spec.input_shape)
+    theirs, ours = _kernel_shapes(model), _kernel_shapes(zoo)
+    if [shape for _, shape in theirs] == [shape for _, shape in ours]:
+        return
+    index = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a[1] != b[1]),
+                 min(len(theirs), len(ours)))
+    where = (f"its kernel {index + 1}, of layer '{theirs[index][0]}', is {theirs[index][1]} "
+             f"where {config.model}'s is {ours[index][1]}" if index < min(len(theirs), len(ours))
+             else f"it has {len(theirs)} kernels where {config.model} has {len(ours)}")
+    raise ConfigError(
+        f"--weights {config.weights} is not --model {config.model}: {where}. Leave --model "
+        "out to train the checkpoint's own architecture, or name the zoo model it is.")
+
+
+def _kernel_shapes(model):
+    """[(layer name, shape)] of the model's kernels, in layer order."""
+    return [(layer.name, tuple(v.shape)) for layer in model.layers for v in layer.weights
+            if v.name.endswith("kernel")]
 
 
 def _with_quantizers(model, config):

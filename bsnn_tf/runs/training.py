@@ -61,7 +61,8 @@ class TrainConfig:
             bfloat16 (fast on CPUs with AVX512_BF16) with float32 weights;
             the saved model is float32 either way.
         weights: start from this .keras checkpoint instead of the zoo model's
-            random weights (fine-tuning).
+            random weights (fine-tuning). `model` may then be None (the checkpoint's
+            own architecture); if given, the checkpoint must be that zoo model.
         snn_phases: train with the quantiser in the loop: every ReLU becomes a
             `bsnn_tf.quantized.QuantizedReLU` of this many bits (its thresholds
             fitted to a batch of training images first), so the BSNN converted
@@ -70,7 +71,7 @@ class TrainConfig:
             results.json and logs/; other files are kept); else it is refused.
     """
 
-    model: str
+    model: str | None
     dataset: str
     output_dir: str
     epochs: int | None = None
@@ -100,6 +101,7 @@ class TrainConfig:
 def check_training_config(config):
     """Raises `ConfigError` for a configuration that cannot run."""
     check_shared(config, sizes=("epochs", "batch_size"))
+    # Without --model, the checkpoint's own shape is checked against the dataset's on loading.
     supported = SUPPORTED_DATASETS.get(config.model, tuple(data.DATASETS))
     if config.dataset not in supported:
         raise ConfigError(
