@@ -28,7 +28,7 @@ def check_shared(config, sizes):
     """The checks both pipelines make: the model (or a checkpoint) and dataset are known, each
     field in `sizes` and `config.limit` (if set) are positive, and
     `config.distribute` is possible on this backend."""
-    if config.model is None and getattr(config, "weights", None) is None:
+    if config.model is None and config.weights is None:
         raise ConfigError(f"Give --model NAME (a zoo model: {', '.join(models.names())}) or "
                           "--weights FILE (a .keras checkpoint to start from).")
     if config.model is not None and config.model not in models.names():

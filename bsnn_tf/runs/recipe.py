@@ -34,7 +34,7 @@ def add_weight_decay(model, weight_decay):
         2
     """
     for variable in model.trainable_variables:
-        if variable.name.endswith("kernel"):
+        if _is_kernel(variable):
             # L2(c) adds the gradient 2 c w.
             variable.regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
@@ -111,7 +111,13 @@ def _check_is_zoo_model(model, config):
 def _kernel_shapes(model):
     """[(layer name, shape)] of the model's kernels, in layer order."""
     return [(layer.name, tuple(v.shape)) for layer in model.layers for v in layer.weights
-            if v.name.endswith("kernel")]
+            if _is_kernel(v)]
+
+
+def _is_kernel(variable):
+    """A layer's kernel (Conv2D's, Dense's, DepthwiseConv2D's): what weight decay acts on
+    and what --weights is matched against --model by."""
+    return variable.name.endswith("kernel")
 
 
 def _with_quantizers(model, config):
