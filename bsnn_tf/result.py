@@ -29,7 +29,8 @@ class SimulationResult:
         timesteps: T, steps simulated.
         outputs: (N, classes) logits after T steps, in ANN units (None from a
             `Simulator` with `keep_outputs=False`).
-        outputs_at: {T_c: (N, classes)} logits after each checkpoint T_c (likewise).
+        outputs_at: {T_c: (N, classes)} logits after each checkpoint T_c (likewise; after
+            T alone with `keep_outputs="final"`).
         spike_counts: {layer: (N,)} spikes per sample; None with `count_spikes=False`.
         unit_spike_counts: {layer: (*units)} spikes per unit, summed over samples
             (None with `count_spikes=False`).
@@ -105,7 +106,8 @@ class Totals:
         self.snn, self.probe = snn, probe
         self.timesteps, self.checkpoints = timesteps, checkpoints
         self.count_window = count_window  # None: no spikes counted
-        self.outputs_at = {t: [] for t in checkpoints} if keep_outputs else None
+        kept = {True: checkpoints, "final": [timesteps], False: ()}[keep_outputs]
+        self.outputs_at = {t: [] for t in kept} if keep_outputs else None
         self.images = 0
         self.spikes, self.unit_spikes, self.sin = {}, {}, {}
         self.values, self.traces = {}, {}
@@ -113,7 +115,7 @@ class Totals:
     def add(self, batch, count, outputs_at, observed, traced):
         """Adds the first `count` images of a (padded) batch."""
         self.images += count
-        for t in self.checkpoints if self.outputs_at is not None else ():
+        for t in self.outputs_at or ():
             self.outputs_at[t].append(outputs_at[t][:count])
         if observers.SPIKES.key in observed:
             spikes = {name: value[:count]

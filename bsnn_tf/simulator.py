@@ -38,8 +38,10 @@ class Simulator:
     It takes `simulate`'s keywords (compiled once, for one batch size), plus:
 
     Args:
-        keep_outputs: keep every image's logits for `result()`; False keeps none
-            (memory flat in the number of images): read them from `update`'s return.
+        keep_outputs: keep every image's logits for `result()`; "final" keeps them
+            after T alone (a checkpoint's logits then cost no memory per image); False
+            keeps none (memory flat in the number of images): read them from
+            `update`'s return.
         images: the number of images to come, if known (caps the default batch).
 
     Example:
@@ -66,6 +68,9 @@ class Simulator:
             raise ValueError("Counting spikes of inactivated neurons (ann=...) needs "
                              "count_spikes=True.")
         observers.check_count_window(count_window)
+        if keep_outputs not in (True, False, "final"):
+            raise ValueError(f'keep_outputs must be True, "final" or False, got '
+                             f"{keep_outputs!r}.")
         self.devices = backend.devices(distribute)
         self._settings = dict(mode=mode, chunk=chunk, trace=trace, count_spikes=count_spikes,
                               count_window=count_window, record_values=record_values,

@@ -135,6 +135,27 @@ def test_simulator_fed_batch_by_batch_equals_one_simulation(snn, data):
 
 
 @pytest.mark.jax
+def test_a_simulator_keeping_the_final_logits_returns_every_checkpoint(snn, data):
+    """keep_outputs="final" (the run's statistics simulator): `update` still gives the
+    logits at every checkpoint, `result()` keeps those after T alone."""
+    _, snn = snn
+    x, _ = data
+    expected = bsnn_tf.simulate(snn, x, timesteps=32, checkpoints=[16], verbose=0)
+    simulator = bsnn_tf.Simulator(snn, timesteps=32, checkpoints=[16], keep_outputs="final")
+    parts = [simulator.update(x[:2]), simulator.update(x[2:])]
+    for t in (16, 32):
+        np.testing.assert_allclose(np.concatenate([p[t] for p in parts]),
+                                   expected.outputs_at[t], rtol=1e-5, atol=1e-5)
+    result = simulator.result()
+    assert list(result.outputs_at) == [32]
+    np.testing.assert_allclose(result.outputs, expected.outputs, rtol=1e-5, atol=1e-5)
+    for name in expected.spike_counts:
+        np.testing.assert_array_equal(result.spike_counts[name], expected.spike_counts[name])
+    with pytest.raises(ValueError, match='keep_outputs must be True, "final" or False'):
+        bsnn_tf.Simulator(snn, timesteps=32, keep_outputs="last")
+
+
+@pytest.mark.jax
 def test_stream_errors_say_what_to_do(snn, data):
     _, snn = snn
     x, y = data

@@ -188,8 +188,9 @@ def convert_method(config, method, ann, x_calibration, y_calibration=None):
 
 def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, state=None):
     """One pass over the evaluated images, a batch at a time, each decoded once: the ANN,
-    every method's logits-only simulation (correct counts at the measured checkpoints),
-    and, on the first `config.statistics_images`, the spike statistics. After each batch
+    every method's simulation (correct counts at the measured checkpoints): logits-only,
+    but on the first `config.statistics_images`, which are simulated once, counting their
+    spikes (the spike statistics) on the same schedule. After each batch
     the totals are saved in `partial_dir` (`partial.save`), so that a stopped run can be
     resumed from `state`, the `partial.PassState` it left.
 
@@ -214,7 +215,8 @@ def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, sta
         distribute=config.distribute, count_spikes=False, keep_outputs=False, images=count)
         for method, snn in snns.items()}
     batch_size = config.batch_size or max(s.batch_size for s in simulators.values())
-    statistics = {method: _statistics_simulator(config, snn, ann, timesteps, batch_size,
+    statistics = {method: _statistics_simulator(config, snn, ann, timesteps, measured[method],
+                                                batch_size,
                                                 min(config.statistics_images or count, count))
                   for method, snn in snns.items()}
     ann_logits = _predictor(ann, config.batch_size or ANN_BATCH, config.distribute)
@@ -225,11 +227,10 @@ def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, sta
     progress.update(state.done)
     batches = images.batches(batch_size, state.done, config.skip_unreadable)
     for batch in _kept_on_error(batches, state, partial_dir):
-        _add_batch(config, state, batch, ann_logits, simulators, measured)
         wanted = _statistics_wanted(config, state, len(batch.x))
+        _add_batch(state, batch, ann_logits, simulators, statistics, measured, wanted)
         if wanted:
             for method, simulator in statistics.items():
-                simulator.update(batch.x[:wanted])
                 state.statistics[method] = partial.combined(saved.get(method),
                                                             simulator.result())
         kept = _keep_verification_images(state, batch)
@@ -244,13 +245,14 @@ def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, sta
     return state
 
 
-def _statistics_simulator(config, snn, ann, timesteps, batch_size, count):
+def _statistics_simulator(config, snn, ann, timesteps, checkpoints, batch_size, count):
     """The `Simulator` that counts every spike on the first `count` images, fed slices of
-    the pass's batches of `batch_size`: its own batch (smaller: it carries counters) is
-    made to divide those, so that no slice is padded but the last."""
+    the pass's batches of `batch_size`; its logits at `checkpoints` score those images
+    (each is simulated once). Its own batch (smaller: it carries counters) is made to
+    divide the pass's, so that no slice is padded but the last."""
     simulator = functools.partial(bsnn_tf.Simulator, snn, timesteps=timesteps,
-                                  checkpoints=[timesteps], ann=ann, images=count,
-                                  distribute=config.distribute)
+                                  checkpoints=checkpoints, ann=ann, images=count,
+                                  distribute=config.distribute, keep_outputs="final")
     if config.batch_size:
         return simulator(batch_size=config.batch_size)
     default = simulator().batch_size
@@ -277,15 +279,20 @@ def _kept_on_error(batches, state, partial_dir):
             "results.json.") from error
 
 
-def _add_batch(config, state, batch, ann_logits, simulators, measured):
-    """Adds the ANN's and every method's correct counts on `batch` to `state`."""
+def _add_batch(state, batch, ann_logits, simulators, statistics, measured, counted):
+    """Adds the ANN's and every method's correct counts on `batch` to `state`: the first
+    `counted` images simulated by the method's `statistics` simulator (which counts their
+    spikes as it goes), the rest by its logits-only one."""
     if not len(batch.x):
         return
     state.ann_correct += _correct(ann_logits(batch.x), batch.y)
     for method, simulator in simulators.items():
-        outputs = simulator.update(batch.x)
-        for i, t in enumerate(measured[method]):
-            state.correct[method][i] += _correct(outputs[t], batch.y)
+        for runner, part in ((statistics[method], slice(None, counted)),
+                             (simulator, slice(counted, None))):
+            if len(batch.x[part]):
+                outputs = runner.update(batch.x[part])
+                for i, t in enumerate(measured[method]):
+                    state.correct[method][i] += _correct(outputs[t], batch.y[part])
 
 
 def _correct(logits, labels):
