@@ -29,8 +29,9 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
     every later grid T, the images the SNN loses against the ANN (the ANN right, the SNN
     wrong) less those it gains are at most `allowed_images` + sqrt(losses + gains), and at
     T itself at most `allowed_images`. A grid
-    holds `settings.periods` periods past the first readout; then, in ascending K, one
-    without a T* is measured again up to the last grid T below the best T* so far."""
+    holds `settings.periods` periods past the first readout; then, in descending K, one
+    without a T* is measured again up to the last grid T that beats the best T* so far
+    (ties to the smaller K)."""
     fit, held = _held_out_rows(len(x), settings)
     ann_right = np.argmax(ann.predict(x[held], verbose=0), -1) == targets[held]
     snns = {k: bsnn_tf.convert(ann, x[fit], phases=k, verbose=0) for k in settings.phases}
@@ -58,12 +59,14 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
     found = {k: (snns[k].first_readout, None, None) for k in settings.phases}
     for k in sorted(searched):  # only a searched K's first readout matters otherwise
         found[k] = measure(k, snns[k].first_readout + settings.periods * k)
-    for k in sorted(searched):
+    for k in sorted(searched, reverse=True):
         first, curve, t_star = found[k]
-        best = min((t for _, _, t in found.values() if t is not None), default=None)
-        end = None if best is None else first + (best - 1 - first) // k * k
-        if t_star is None and end is not None and end > max(curve):
-            found[k] = measure(k, end)
+        best = min(((t, j) for j, (_, _, t) in found.items() if t is not None), default=None)
+        if t_star is None and best is not None:
+            last = best[0] if k < best[1] else best[0] - 1
+            end = first + (last - first) // k * k
+            if end > max(curve):
+                found[k] = measure(k, end)
     return found, counts
 
 

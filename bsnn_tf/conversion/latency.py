@@ -19,9 +19,12 @@ residual nets need more bits than shallow ones). The search measures it:
    is at least its first readout (D + 1) K, which grows with K, so the search
    stops at the first K whose first readout is not below the best T* found.
    Then each smaller K that had no T* within its `periods` is measured again,
-   in ascending order, on its grid up to the last T below the best T* (a small
-   K often needs more periods, yet still beats a larger K's first readout);
-   a T* found there becomes the best. Its record entry says `"extended"`.
+   in descending order, on its grid up to the last T below the best T* (a small
+   K often needs more periods, yet still beats a larger K's first readout; the
+   largest is nearest to winning, and a T* it finds shortens the grids of the
+   K below it); a T* found there becomes the best. Its record entry says
+   `"extended"`. A smaller K's grid may end at the best T* itself: ties go to
+   the smaller K.
 4. With calibration="finetune", steps 2-3 run with the fine-tuning's start
    calibration (`FineTuning.start`); then only the best K and the K below it
    are fine-tuned (at most two fine-tunes, each within `FineTuning`'s image
@@ -231,9 +234,7 @@ class _Measure:
                 return best, phases_k
             entry, candidate = self.one(phases_k, config)
             entries.append(entry)
-            if candidate is not None and (best is None or candidate.timesteps < best.timesteps
-                                          or (candidate.timesteps == best.timesteps
-                                              and candidate.phases < best.phases)):
+            if candidate is not None and (best is None or _beats(candidate, best)):
                 best = candidate
             progress.update(done + 1)
             if not progress.silent:
@@ -244,21 +245,23 @@ class _Measure:
         return self.first_period * phases_k
 
     def extend(self, best, config, entries):
-        """The best candidate after measuring again, up to the last grid T below the best
-        T*, each K of `config`'s calibration whose grid ended short of it unconverged (its
-        T* may lie past `periods`: module docstring), in ascending order."""
-        for index, entry in enumerate(entries):
+        """The best candidate after measuring again, up to the last grid T that can beat
+        the best T*, each K of `config`'s calibration whose grid ended short of it
+        unconverged (its T* may lie past `periods`: module docstring), in descending
+        order."""
+        for index in sorted(range(len(entries)), key=lambda i: -entries[i]["phases"]):
+            entry = entries[index]
             if (best is None or entry["calibration"] != config.calibration
                     or entry["t_star"] is not None):
                 continue
             phases_k, first = entry["phases"], entry["first_readout"]
-            end = first + (best.timesteps - 1 - first) // phases_k * phases_k
+            end = first + (_last_winning(best, phases_k) - first) // phases_k * phases_k
             if end <= entry["curve"][-1][0]:
                 continue
             snn = self.last[(phases_k, config.calibration)][0]
             entries[index], candidate = self.one(phases_k, config, snn=snn, end=end)
             entries[index]["extended"] = True
-            if candidate is not None and candidate.timesteps < best.timesteps:
+            if candidate is not None and _beats(candidate, best):
                 best = candidate
         return best
 
@@ -305,6 +308,17 @@ class _Measure:
             logits = simulator.update(x)
             right.update({t: np.argmax(logits[t], -1) == targets for t in simulated})
         return right
+
+
+def _beats(candidate, best):
+    """Whether `candidate` has the smaller T, ties to the smaller K."""
+    return (candidate.timesteps, candidate.phases) < (best.timesteps, best.phases)
+
+
+def _last_winning(best, phases_k):
+    """The last T at which K = `phases_k` can beat `best`: its T* itself for a smaller K
+    (ties go to it), the T just below it for a larger."""
+    return best.timesteps if phases_k < best.phases else best.timesteps - 1
 
 
 def _losses_and_gains(snn_right, ann_right):
