@@ -58,7 +58,8 @@ def study(name, args):
     x_test, y_test = x_test[:args.limit], y_test[:args.limit]
     ann_accuracy = float(np.mean(np.argmax(ann.predict(x_test, batch_size=256, verbose=0),
                                            -1) == y_test))
-    settings = latency.LatencySearch(tolerance=args.tolerance, held_out=0.5)
+    settings = latency.LatencySearch(tolerance=args.tolerance, held_out=0.5,
+                                     extend=args.extend)
     start = time.perf_counter()
     snn = bsnn_tf.convert(ann, x_train, phases="auto", calibration_labels=y_train,
                           latency=settings, verbose=0)
@@ -166,6 +167,8 @@ def main():
     parser.add_argument("--statistics_images", type=int, default=64)
     parser.add_argument("--search_only", action="store_true",
                         help="time the search alone (key suffix ' search')")
+    parser.add_argument("--extend", action="store_true",
+                        help="LatencySearch(extend=True) (key suffix ' extend')")
     parser.add_argument("--data_dir", default=common.DATA_DIR)
     parser.add_argument("--smoke", action="store_true",
                         help="akamaster20, 100 held out, 32 test images, K 3 and 4")
@@ -180,6 +183,8 @@ def main():
             entry = study(name, args)
             key = (f"{common.device_label()}, {name}, {args.images}"
                    + (" search" if args.search_only else "")
+                   + (" extend" if args.extend else "")
+                   + (f" {args.held_out} held out" if args.held_out != 500 else "")
                    + (" (smoke)" if args.smoke else ""))
             common.update_json(args.output, key, entry)
 

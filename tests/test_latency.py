@@ -59,7 +59,7 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
     found = {k: (snns[k].first_readout, None, None) for k in settings.phases}
     for k in sorted(searched):  # only a searched K's first readout matters otherwise
         found[k] = measure(k, snns[k].first_readout + settings.periods * k)
-    for k in sorted(searched, reverse=True):
+    for k in sorted(searched, reverse=True) if settings.extend else ():
         first, curve, t_star = found[k]
         best = min(((t, j) for j, (_, _, t) in found.items() if t is not None), default=None)
         if t_star is None and best is not None:
@@ -149,11 +149,29 @@ def test_a_small_k_is_measured_past_its_periods_where_a_larger_k_leaves_room():
     measured again up to below the best T*, and wins where it converges there."""
     ann = residual_net(seed=1, blocks=2)
     x = images(240, (8, 8, 2), seed=1)
-    settings = LatencySearch(phases=(2, 3, 4, 5, 6, 7, 8), periods=0, tolerance=1.0)
+    settings = LatencySearch(phases=(2, 3, 4, 5, 6, 7, 8), periods=0, tolerance=1.0,
+                             extend=True)
     snn = bsnn_tf.convert(ann, x, phases="auto", latency=settings, verbose=0)
     extended = [e for e in snn.latency_search["searched"] if e.get("extended")]
     assert extended and all(len(e["curve"]) > 1 for e in extended)
     assert snn.phases in {e["phases"] for e in extended}  # a small K won past its periods
+    targets = np.argmax(ann.predict(x, verbose=0), -1)
+    _check_against(snn, _brute_force(ann, x, targets, settings, max(1.0 * 120 / 100, 1),
+                                     _searched(snn)))
+
+
+def test_by_default_no_k_is_measured_past_its_periods():
+    """Without `extend`, each K's grid ends `periods` past its first readout, and the choice
+    is the brute force's over those grids alone."""
+    ann = residual_net(seed=1, blocks=2)
+    x = images(240, (8, 8, 2), seed=1)
+    settings = LatencySearch(phases=(2, 3, 4, 5, 6, 7, 8), periods=1, tolerance=1.0)
+    snn = bsnn_tf.convert(ann, x, phases="auto", latency=settings, verbose=0)
+    record = snn.latency_search
+    assert record["extend"] is False
+    for entry in record["searched"]:
+        assert "extended" not in entry
+        assert entry["curve"][-1][0] == entry["first_readout"] + settings.periods * entry["phases"]
     targets = np.argmax(ann.predict(x, verbose=0), -1)
     _check_against(snn, _brute_force(ann, x, targets, settings, max(1.0 * 120 / 100, 1),
                                      _searched(snn)))
@@ -237,6 +255,7 @@ def test_without_a_lossless_k_the_best_at_the_end_is_chosen_with_a_warning():
     (dict(latency=LatencySearch(phases=(4, 3))), ValueError, r"distinct K in ascending"),
     (dict(latency=LatencySearch(phases=(2, 30))), ValueError, r"phases=30 is out of range"),
     (dict(latency=LatencySearch(held_out=1.0)), ValueError, r"held_out must be a fraction"),
+    (dict(latency=LatencySearch(extend="yes")), TypeError, r"extend must be True or False"),
     (dict(latency=0.5), TypeError, r"latency must be a bsnn_tf.conversion.LatencySearch"),
     (dict(count=150), ValueError, r"holds out 50% of the 150 calibration images.*at least "
                                   r"100 held out.*Pass at least 199 images"),

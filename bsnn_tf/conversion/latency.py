@@ -18,13 +18,21 @@ residual nets need more bits than shallow ones). The search measures it:
 3. Choose the (K, T*) with the smallest T*, ties to the smaller K. A K's T*
    is at least its first readout (D + 1) K, which grows with K, so the search
    stops at the first K whose first readout is not below the best T* found.
-   Then each smaller K that had no T* within its `periods` is measured again,
-   in descending order, on its grid up to the last T below the best T* (a small
-   K often needs more periods, yet still beats a larger K's first readout; the
-   largest is nearest to winning, and a T* it finds shortens the grids of the
-   K below it); a T* found there becomes the best. Its record entry says
-   `"extended"`. A smaller K's grid may end at the best T* itself: ties go to
-   the smaller K.
+   With `LatencySearch.extend`, each smaller K that had no T* within its
+   `periods` is then measured again, in descending order, on its grid up to
+   the last T below the best T* (a small K may need more periods, yet beat a
+   larger K's first readout; the largest is nearest to winning, and a T* it
+   finds shortens the grids of the K below it); a T* found there becomes the
+   best. Its record entry says `"extended"`. A smaller K's grid may end at the
+   best T* itself: ties go to the smaller K. It is off by default: a K that
+   needs more than `periods` periods past its first readout approaches the
+   ANN slowly, so its first passing T is the luckiest of many looks at a
+   nearly flat curve. On akamaster's ResNet-32 and -56 the extension chose
+   K = 3, 17 and 23 periods past its first readout; on test images that K never
+   reached the ANN (0.44 and 1.67 pp short at best over 24 periods), while the
+   K = 4 chosen without it did (ResNet-56 at the best fixed K's test T*,
+   ResNet-32 at T = 204, dipping an image or two after). It cost half the
+   search's time.
 4. With calibration="finetune", steps 2-3 run with the fine-tuning's start
    calibration (`FineTuning.start`); then only the best K and the K below it
    are fine-tuned (at most two fine-tunes, each within `FineTuning`'s image
@@ -95,8 +103,9 @@ class LatencySearch:
         held_out: the fraction of the calibration images held out to measure
             accuracy (the rest calibrate).
         periods: periods beyond each K's first readout that are measured; T* must
-            hold up to the last of them. A K with no T* within them is measured
-            further where a larger K's T* leaves room (module docstring, step 3).
+            hold up to the last of them.
+        extend: measure a K with no T* within `periods` further, where a larger
+            K's T* leaves room (module docstring, step 3).
         seed: of the held-out slice.
     """
 
@@ -104,6 +113,7 @@ class LatencySearch:
     tolerance: float = 0.1
     held_out: float = 0.5
     periods: int = 8  # runs.EXTRA_PERIODS, convert.py's default range past the first readout
+    extend: bool = False
     seed: int = 0
 
     def check(self):
@@ -123,6 +133,8 @@ class LatencySearch:
                              f"{self.held_out!r}.")
         if isinstance(self.periods, bool) or not isinstance(self.periods, int) or self.periods < 0:
             raise ValueError(f"LatencySearch.periods must be an int >= 0, got {self.periods!r}.")
+        if not isinstance(self.extend, bool):
+            raise TypeError(f"LatencySearch.extend must be True or False, got {self.extend!r}.")
         return self
 
 
@@ -151,17 +163,19 @@ def search(model, data, labels, config, convert, settings, verbose="auto"):
                              "tolerance_images + sqrt(losses + gains) at every later T",
               "held_out_images": len(split.x_held), "calibration_images": len(split.x_fit),
               "reference_accuracy": reference.accuracy, "phases": list(settings.phases),
-              "periods": settings.periods, "searched": []}
+              "periods": settings.periods, "extend": settings.extend, "searched": []}
     start = time.time()
     measure = _Measure(model, split, reference, config, convert, settings, allowed, verbose)
     first_pass = dataclasses.replace(config, calibration=config.scale_mode)
     best, stop = measure.over(settings.phases, first_pass, record["searched"], None)
-    best = measure.extend(best, first_pass, record["searched"])
+    if settings.extend:
+        best = measure.extend(best, first_pass, record["searched"])
     record["stopped_before"] = stop
     if finetuning:
         candidates = _finetune_candidates(best, record["searched"], settings.phases)
         best, _ = measure.over(candidates, config, record["searched"], best)
-        best = measure.extend(best, config, record["searched"])
+        if settings.extend:
+            best = measure.extend(best, config, record["searched"])
         record["finetuned"] = candidates
     chosen = best or _fallback(measure, settings.phases)
     record["chosen"] = {"phases": chosen.phases, "timesteps": chosen.timesteps,
