@@ -104,10 +104,10 @@ class Totals:
     def __init__(self, snn, probe, timesteps, checkpoints, count_window=None,
                  keep_outputs=True):
         self.snn, self.probe = snn, probe
-        self.timesteps, self.checkpoints = timesteps, checkpoints
+        self.timesteps = timesteps
         self.count_window = count_window  # None: no spikes counted
-        kept = {True: checkpoints, "final": [timesteps], False: ()}[keep_outputs]
-        self.outputs_at = {t: [] for t in kept} if keep_outputs else None
+        kept = {True: checkpoints, "final": [timesteps], False: None}[keep_outputs]
+        self.outputs_at = None if kept is None else {t: [] for t in kept}
         self.images = 0
         self.spikes, self.unit_spikes, self.sin = {}, {}, {}
         self.values, self.traces = {}, {}
