@@ -42,6 +42,7 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
         outputs = bsnn_tf.simulate(snn, x[held], timesteps=grid[-1], checkpoints=grid,
                                    count_spikes=False, verbose=0).outputs_at
         right = {t: np.argmax(outputs[t], -1) == targets[held] for t in grid}
+        rights[k] = right
         within, strictly = {}, {}
         for t in grid:
             losses = int(np.sum(ann_right & ~right[t]))
@@ -55,6 +56,7 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
         return snn.first_readout, curve, min(lossless) if lossless else None
 
     counts = {}  # (K, T) -> (losses, gains)
+    rights = {}  # K -> {T: per held-out image, whether the SNN gets its target}
 
     found = {k: (snns[k].first_readout, None, None) for k in settings.phases}
     for k in sorted(searched):  # only a searched K's first readout matters otherwise
@@ -67,7 +69,32 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
             end = first + (last - first) // k * k
             if end > max(curve):
                 found[k] = measure(k, end)
-    return found, counts
+    return found, counts, _resampled(rights, ann_right, settings, allowed_images)
+
+
+def _resampled(rights, ann_right, settings, allowed_images, resamples=200):
+    """The choice on each bootstrap resample of the held-out images (row r of numpy's
+    `default_rng(seed).multinomial(n, [1 / n] * n, size=200)`: how often each image is
+    drawn), made by the rule above over the measured K: [(K, T*) or None]."""
+    count = len(ann_right)
+    draws = np.random.default_rng(settings.seed).multinomial(count, [1 / count] * count,
+                                                             size=resamples)
+    choices = []
+    for weights in draws:
+        lossless = {}
+        for k, right in rights.items():
+            passing = []
+            for t in sorted(right):
+                losses = int(np.sum(weights[ann_right & ~right[t]]))
+                gains = int(np.sum(weights[right[t] & ~ann_right]))
+                passing.append((t, losses - gains <= allowed_images,
+                                losses - gains <= allowed_images + np.sqrt(losses + gains)))
+            starts = [t for i, (t, strictly, _) in enumerate(passing)
+                      if strictly and all(within for _, _, within in passing[i:])]
+            if starts:
+                lossless[k] = starts[0]
+        choices.append(min(((t, k) for k, t in lossless.items()), default=None))
+    return [None if c is None else (c[1], c[0]) for c in choices]
 
 
 def _searched(snn):
@@ -75,7 +102,7 @@ def _searched(snn):
 
 
 def _check_against(snn, brute_force):
-    found, counts = brute_force
+    found, counts, resampled = brute_force
     record = snn.latency_search
     searched = {entry["phases"]: entry for entry in record["searched"]}
     for k, entry in searched.items():
@@ -91,11 +118,17 @@ def _check_against(snn, brute_force):
     assert (snn.phases, snn.timesteps) == (best_k, best_t)
     losses, gains = counts[best_k, best_t]
     held_out = record["held_out_images"]
+    same = [t for choice in resampled if choice and choice[0] == best_k for t in [choice[1]]]
     assert record["chosen"] == {
         "phases": best_k, "timesteps": best_t, "calibration": "percentile", "converged": True,
         "losses": losses, "gains": gains,
         "loss_pp": round(100 * (losses - gains) / held_out, 3),
-        "standard_error_pp": round(100 * np.sqrt(losses + gains) / held_out, 3)}
+        "standard_error_pp": round(100 * np.sqrt(losses + gains) / held_out, 3),
+        "resampled": {
+            "resamples": 200, "share_same_phases": round(len(same) / 200, 3),
+            "share_converged": round(sum(c is not None for c in resampled) / 200, 3),
+            "timesteps_quartiles": [int(q) for q in np.quantile(same, [0.25, 0.5, 0.75],
+                                                                method="lower")]}}
     # Stopped early exactly where a larger K's first readout cannot beat the best T.
     unsearched = [k for k in found if k not in searched]
     assert record["stopped_before"] == (unsearched[0] if unsearched else None)
@@ -317,3 +350,6 @@ def test_convert_py_phases_auto_records_the_search(tmp_path):
     assert (f"on 120 held-out images it loses {chosen['losses']} and gains {chosen['gains']} "
             f"against the ANN, {-chosen['loss_pp']:+.2f} +- {chosen['standard_error_pp']:.2f} pp"
             in outcome["stdout"])
+    resampled = chosen["resampled"]
+    assert (f"{resampled['share_same_phases']:.0%} of 200 resamples of them choose "
+            f"K = {chosen['phases']}" in outcome["stdout"])

@@ -27,12 +27,8 @@ residual nets need more bits than shallow ones). The search measures it:
    best T* itself: ties go to the smaller K. It is off by default: a K that
    needs more than `periods` periods past its first readout approaches the
    ANN slowly, so its first passing T is the luckiest of many looks at a
-   nearly flat curve. On akamaster's ResNet-32 and -56 the extension chose
-   K = 3, 17 and 23 periods past its first readout; on test images that K never
-   reached the ANN (0.44 and 1.67 pp short at best over 24 periods), while the
-   K = 4 chosen without it did (ResNet-56 at the best fixed K's test T*,
-   ResNet-32 at T = 204, dipping an image or two after). It cost half the
-   search's time.
+   nearly flat curve (on akamaster's ResNet-32 and -56 the K it chose never
+   reached the ANN on test images: docs/RESULTS.md).
 4. With calibration="finetune", steps 2-3 run with the fine-tuning's start
    calibration (`FineTuning.start`); then only the best K and the K below it
    are fine-tuned (at most two fine-tunes, each within `FineTuning`'s image
@@ -59,12 +55,13 @@ T chosen loses no more than the tolerance on the held-out images (the margin
 alone would accept a loss of a standard error there). Without labels c is 0. The
 search refuses fewer than `held_out.MIN_HELD_OUT` held-out images (one image over 1 pp).
 
-The search's record (`SpikingNetwork.latency_search`, kept by a .keras save)
-holds each K's curve, T* and seconds, what was chosen and why the search
-stopped. At the chosen T it states the loss with its noise: the images lost and
-gained, `loss_pp` and `standard_error_pp` (one standard error of the paired
-difference). The first T that passes is the luckiest of many looks, so on other
-images expect a loss nearer `loss_pp` + `standard_error_pp` than `loss_pp`.
+The record (`SpikingNetwork.latency_search`, kept by a .keras save) holds each
+K's curve, T* and seconds, what was chosen and why the search stopped. At the
+chosen T: the images lost and gained, `loss_pp` and `standard_error_pp` (of the
+paired difference; the first T that passes is the luckiest of many looks, so on
+other images expect a loss nearer their sum), and `resampled`, how firm the
+choice is (`stability.stability`: the share of bootstrap resamples of the
+held-out images that choose the same K, and the spread of its T* on them).
 
 Example:
     >>> snn = bsnn_tf.convert(ann, x_train[:200], phases="auto", tolerance=1.0,
@@ -86,6 +83,7 @@ import numpy as np
 
 from bsnn_tf import console
 from bsnn_tf.conversion.held_out import split_held_out
+from bsnn_tf.conversion.stability import stability
 # Fine-tunes at most, with calibration="finetune": the best K and the K below it.
 MAX_FINETUNES = 2
 
@@ -145,8 +143,7 @@ def search(model, data, labels, config, convert, settings, verbose="auto"):
         model: the ANN.
         data, labels: the calibration images and their labels (or None).
         config: the checked `ConversionConfig`; its `phases` is replaced by each K.
-        convert: (model, images, config, labels, verbose) -> SpikingNetwork, one
-            conversion at a fixed K.
+        convert: (model, images, config, labels, verbose) -> SpikingNetwork at one K.
         settings: a checked `LatencySearch`.
 
     Returns:
@@ -180,7 +177,11 @@ def search(model, data, labels, config, convert, settings, verbose="auto"):
     chosen = best or _fallback(measure, settings.phases)
     record["chosen"] = {"phases": chosen.phases, "timesteps": chosen.timesteps,
                         "calibration": chosen.calibration, "converged": best is not None,
-                        **_noise(record["searched"], chosen, len(split.x_held))}
+                        **_noise(record["searched"], chosen, len(split.x_held)),
+                        "resampled": stability(
+                            measure.right, reference.ann_right,
+                            lambda grid, counts: _first_lossless(grid, counts, allowed),
+                            (chosen.phases, chosen.calibration), seed=settings.seed)}
     record["seconds"] = round(time.time() - start, 1)
     snn = chosen.snn
     snn.timesteps = chosen.timesteps
@@ -229,10 +230,10 @@ class _Measure:
     def __init__(self, model, split, reference, config, convert, settings, allowed, verbose):
         self.model, self.split, self.reference = model, split, reference
         self.config, self.convert, self.settings = config, convert, settings
-        self.allowed = allowed
-        self.verbose = verbose
+        self.allowed, self.verbose = allowed, verbose
         self.first_period = None  # D + 1 + readout delay: first readout / K
         self.last = {}  # K -> (its SNN, the T at the end of its grid, accuracy there)
+        self.right = {}  # K -> (its grid, per grid T whether each held-out image is right)
 
     def over(self, phases, config, entries, best):
         """Measures each K of `phases` with `config`'s calibration; (the best candidate,
@@ -299,6 +300,7 @@ class _Measure:
                  "losses_gains": [[t, *counts[t]] for t in grid], "t_star": converged,
                  "seconds": round(time.time() - start, 1)}
         self.last[(phases_k, config.calibration)] = (snn, grid[-1], curve[grid[-1]])
+        self.right[(phases_k, config.calibration)] = (grid, np.stack([right[t] for t in grid]))
         if converged is None:
             return entry, None
         return entry, _Candidate(phases_k, converged, config.calibration, snn)

@@ -180,10 +180,21 @@ def convert_method(config, method, ann, x_calibration, y_calibration=None):
         print(f"--phases auto chose K = {snn.phases}, T = {snn.timesteps} "
               f"({record['seconds']:.0f} s): on {held_out} held-out images it loses "
               f"{chosen['losses']} and gains {chosen['gains']} against the ANN, "
-              f"{-chosen['loss_pp']:+.2f} +- {chosen['standard_error_pp']:.2f} pp")
+              f"{-chosen['loss_pp']:+.2f} +- {chosen['standard_error_pp']:.2f} pp; "
+              + _firmness(chosen))
     print(f"{snn.name}: spiking depth D = {snn.depth}, first readout at T = "
           f"{snn.first_readout}" if has_first_readout(snn) else f"{snn.name} converted")
     return snn
+
+
+def _firmness(chosen):
+    """How often bootstrap resamples of the held-out images choose the same K, and at
+    which T (`conversion.stability`)."""
+    resampled = chosen["resampled"]
+    line = (f"{resampled['share_same_phases']:.0%} of {resampled['resamples']} resamples "
+            f"of them choose K = {chosen['phases']}")
+    quartiles = resampled["timesteps_quartiles"]
+    return line + (f", at T {quartiles[0]}-{quartiles[2]} (quartiles)" if quartiles else "")
 
 
 def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, state=None):
