@@ -172,9 +172,23 @@ def test_residual_net_chooses_the_smallest_lossless_t_by_agreement(residual):
     assert record["criterion"] == "agreement with the ANN"
     assert record["reference_accuracy"] == 1.0
     targets = np.argmax(ann.predict(x, verbose=0), -1)
-    allowed = max(settings.tolerance * 120 / 100, 1)
+    allowed = settings.tolerance * 120 / 100
     _check_against(snn, _brute_force(ann, x, targets, settings, allowed, _searched(snn)))
     assert len(record["searched"]) >= 2  # more than one K compared
+
+
+def test_a_tolerance_under_one_image_allows_no_net_loss_at_the_chosen_t():
+    """0.5 pp of 120 held-out images is 0.6 of an image: at T* the SNN may lose no more
+    images than it gains (not one more, as a tolerance rounded up to an image would)."""
+    ann = residual_net(seed=1, blocks=2)
+    x = images(240, (8, 8, 2), seed=1)
+    settings = LatencySearch(phases=(3, 4, 5, 6), periods=4, tolerance=0.5)
+    snn = bsnn_tf.convert(ann, x, phases="auto", latency=settings, verbose=0)
+    record = snn.latency_search
+    assert record["tolerance_images"] == pytest.approx(0.6)
+    targets = np.argmax(ann.predict(x, verbose=0), -1)
+    _check_against(snn, _brute_force(ann, x, targets, settings, 0.6, _searched(snn)))
+    assert record["chosen"]["losses"] <= record["chosen"]["gains"]
 
 
 def test_a_small_k_is_measured_past_its_periods_where_a_larger_k_leaves_room():
@@ -189,7 +203,7 @@ def test_a_small_k_is_measured_past_its_periods_where_a_larger_k_leaves_room():
     assert extended and all(len(e["curve"]) > 1 for e in extended)
     assert snn.phases in {e["phases"] for e in extended}  # a small K won past its periods
     targets = np.argmax(ann.predict(x, verbose=0), -1)
-    _check_against(snn, _brute_force(ann, x, targets, settings, max(1.0 * 120 / 100, 1),
+    _check_against(snn, _brute_force(ann, x, targets, settings, 1.0 * 120 / 100,
                                      _searched(snn)))
 
 
@@ -206,7 +220,7 @@ def test_by_default_no_k_is_measured_past_its_periods():
         assert "extended" not in entry
         assert entry["curve"][-1][0] == entry["first_readout"] + settings.periods * entry["phases"]
     targets = np.argmax(ann.predict(x, verbose=0), -1)
-    _check_against(snn, _brute_force(ann, x, targets, settings, max(1.0 * 120 / 100, 1),
+    _check_against(snn, _brute_force(ann, x, targets, settings, 1.0 * 120 / 100,
                                      _searched(snn)))
 
 

@@ -42,8 +42,8 @@ ANN is the target, and since the two differ only on images where they disagree,
 |accuracy(SNN) - accuracy(ANN)| <= 1 - agreement for any labels; it is stricter
 than accuracy (an image both get wrong, differently, counts against the SNN).
 
-Sampling noise. The tolerance is applied in images, as max(tolerance * n / 100, 1)
-of the n held-out images (0.1 pp of 1,000 images is one image; of 500, still one).
+Sampling noise. The tolerance is applied in images, as tolerance * n / 100 of the
+n held-out images (0.1 pp of 1,000 images is one image; of 500, half a one: none).
 Both nets are scored on the same images, so what is noisy is their paired
 difference: at each T the SNN loses b images (the ANN right, the SNN wrong) and
 gains c (the reverse). A T is lossless when b - c <= the tolerance in images +
@@ -95,9 +95,9 @@ class LatencySearch:
     Attributes:
         phases: the K searched, ascending.
         tolerance: percentage points of held-out accuracy (or agreement with the
-            ANN) that the SNN may lose; applied as max(tolerance * n / 100, 1)
-            of the n held-out images, plus one standard error of the paired
-            difference (module docstring).
+            ANN) that the SNN may lose; applied as tolerance * n / 100 of the n
+            held-out images, plus one standard error of the paired difference
+            at T after T* (module docstring).
         held_out: the fraction of the calibration images held out to measure
             accuracy (the rest calibrate).
         periods: periods beyond each K's first readout that are measured; T* must
@@ -153,7 +153,7 @@ def search(model, data, labels, config, convert, settings, verbose="auto"):
     finetuning = config.calibration == "finetune"
     split = split_held_out(data, labels, settings, finetuning)
     reference = _reference(model, split, config.batch_size)
-    allowed = max(settings.tolerance * len(split.x_held) / 100, 1)
+    allowed = settings.tolerance * len(split.x_held) / 100
     record = {"criterion": "accuracy" if labels is not None else "agreement with the ANN",
               "tolerance": settings.tolerance, "tolerance_images": allowed,
               "lossless_if": "losses - gains <= tolerance_images at T*, and <= "
