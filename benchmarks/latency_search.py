@@ -8,6 +8,8 @@ first T from which accuracy stays within 0.1 pp of the ANN's) of each fixed K in
 and of the K the search chose (that SNN itself). The search's own T is checked
 on the test images too, and the synaptic operations and energy per image at it
 are counted on the run's schedule (`--statistics_images` test images).
+`--yardstick` runs no search: it says how firmly the test images rank the fixed K
+(each K's T* on each half of them and on `--resamples` bootstrap resamples).
 
 Images (`--images`): "lossless" (default): the search on the first
 2 x `--held_out` of the 1,900 lossless CIFAR-10 test images, T* on the rest;
@@ -24,6 +26,7 @@ Results are merged into benchmarks/results/latency_search.json.
 Usage (from the repository root; time the search with nothing else running):
     python benchmarks/latency_search.py --models akamaster20 akamaster56
     python benchmarks/latency_search.py --models akamaster56 --search_only   # alone
+    python benchmarks/latency_search.py --models akamaster20 --yardstick     # no search
     python benchmarks/latency_search.py --smoke
     python benchmarks/latency_search.py --report
 """
