@@ -361,8 +361,9 @@ def test_convert_py_phases_auto_records_the_search(tmp_path):
     assert chosen["timesteps"] in results["timesteps"]
     assert (f"--phases auto chose K = {chosen['phases']}, T = {chosen['timesteps']} "
             in outcome["stdout"])
+    net_pp = 100 * (chosen["gains"] - chosen["losses"]) / 120  # "+0.00", never "-0.00"
     assert (f"on 120 held-out images it loses {chosen['losses']} and gains {chosen['gains']} "
-            f"against the ANN, {-chosen['loss_pp']:+.2f} +- {chosen['standard_error_pp']:.2f} pp"
+            f"against the ANN, {net_pp:+.2f} +- {chosen['standard_error_pp']:.2f} pp"
             in outcome["stdout"])
     resampled = chosen["resampled"]
     assert (f"{resampled['share_same_phases']:.0%} of 200 resamples of them choose "
