@@ -25,10 +25,9 @@ residual nets need more bits than shallow ones). The search measures it:
    finds shortens the grids of the K below it); a T* found there becomes the
    best. Its record entry says `"extended"`. A smaller K's grid may end at the
    best T* itself: ties go to the smaller K. It is off by default: a K that
-   needs more than `periods` periods past its first readout approaches the
-   ANN slowly, so its first passing T is the luckiest of many looks at a
-   nearly flat curve (on akamaster's ResNet-32 and -56 the K it chose never
-   reached the ANN on test images: docs/RESULTS.md).
+   needs more than `periods` periods approaches the ANN slowly, so its first
+   passing T is the luckiest of many looks at a nearly flat curve (the K it
+   chose on akamaster's ResNet-32 and -56 never reached the ANN on test images).
 4. With calibration="finetune", steps 2-3 run with the fine-tuning's start
    calibration (`FineTuning.start`); then only the best K and the K below it
    are fine-tuned (at most two fine-tunes, each within `FineTuning`'s image
@@ -179,7 +178,8 @@ def search(model, data, labels, config, convert, settings, verbose="auto"):
                         "calibration": chosen.calibration, "converged": best is not None,
                         **_noise(record["searched"], chosen, len(split.x_held)),
                         "resampled": stability(
-                            measure.right, reference.ann_right,
+                            {key: (grid, right) for key, (_, grid, right)
+                             in measure.measured.items()}, reference.ann_right,
                             lambda grid, counts: _first_lossless(grid, counts, allowed),
                             (chosen.phases, chosen.calibration), seed=settings.seed)}
     record["seconds"] = round(time.time() - start, 1)
@@ -232,8 +232,7 @@ class _Measure:
         self.config, self.convert, self.settings = config, convert, settings
         self.allowed, self.verbose = allowed, verbose
         self.first_period = None  # D + 1 + readout delay: first readout / K
-        self.last = {}  # K -> (its SNN, the T at the end of its grid, accuracy there)
-        self.right = {}  # K -> (its grid, per grid T whether each held-out image is right)
+        self.measured = {}  # (K, calibration) -> (SNN, grid, each held-out image right at each T)
 
     def over(self, phases, config, entries, best):
         """Measures each K of `phases` with `config`'s calibration; (the best candidate,
@@ -273,7 +272,7 @@ class _Measure:
             end = first + (_last_winning(best, phases_k) - first) // phases_k * phases_k
             if end <= entry["curve"][-1][0]:
                 continue
-            snn = self.last[(phases_k, config.calibration)][0]
+            snn = self.measured[(phases_k, config.calibration)][0]
             entries[index], candidate = self.one(phases_k, config, snn=snn, end=end)
             entries[index]["extended"] = True
             if candidate is not None and _beats(candidate, best):
@@ -293,14 +292,13 @@ class _Measure:
         right = self._right(snn, grid)
         counts = {t: _losses_and_gains(right[t], self.reference.ann_right) for t in grid}
         converged = _first_lossless(grid, counts, self.allowed)
-        curve = {t: float(np.mean(right[t])) for t in grid}
         entry = {"phases": phases_k, "calibration": config.calibration,
                  "first_readout": snn.first_readout,
-                 "curve": [[t, curve[t]] for t in grid],
+                 "curve": [[t, float(np.mean(right[t]))] for t in grid],
                  "losses_gains": [[t, *counts[t]] for t in grid], "t_star": converged,
                  "seconds": round(time.time() - start, 1)}
-        self.last[(phases_k, config.calibration)] = (snn, grid[-1], curve[grid[-1]])
-        self.right[(phases_k, config.calibration)] = (grid, np.stack([right[t] for t in grid]))
+        rows = np.stack([right[t] for t in grid])
+        self.measured[phases_k, config.calibration] = (snn, grid, rows)
         if converged is None:
             return entry, None
         return entry, _Candidate(phases_k, converged, config.calibration, snn)
@@ -381,8 +379,10 @@ def _finetune_candidates(best, entries, phases):
 def _fallback(measure, phases):
     """No K reached the tolerance: the (K, calibration) with the highest score at the end of
     its grid (ties to the shorter T), with a warning."""
-    (phases_k, calibration), (snn, end, score) = max(
-        measure.last.items(), key=lambda item: (item[1][2], -item[1][1]))
+    at_end = {key: (float(np.mean(right[-1])), grid[-1], snn)
+              for key, (snn, grid, right) in measure.measured.items()}
+    (phases_k, calibration), (score, end, snn) = max(
+        at_end.items(), key=lambda item: (item[1][0], -item[1][1]))
     warnings.warn(
         f"phases='auto': no K in {list(phases)} kept the held-out accuracy within "
         f"{measure.settings.tolerance} pp of the ANN's within {measure.settings.periods} "
