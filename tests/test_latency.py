@@ -43,17 +43,10 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
                                    count_spikes=False, verbose=0).outputs_at
         right = {t: np.argmax(outputs[t], -1) == targets[held] for t in grid}
         rights[k] = right
-        within, strictly = {}, {}
-        for t in grid:
-            losses = int(np.sum(ann_right & ~right[t]))
-            gains = int(np.sum(right[t] & ~ann_right))
-            counts[k, t] = losses, gains
-            within[t] = losses - gains <= allowed_images + np.sqrt(losses + gains)
-            strictly[t] = losses - gains <= allowed_images
-        lossless = [t for t in grid
-                    if strictly[t] and all(within[u] for u in grid if u >= t)]
+        counted = {t: _losses_and_gains(right[t], ann_right) for t in grid}
+        counts.update({(k, t): pair for t, pair in counted.items()})
         curve = {t: float(np.mean(right[t])) for t in grid}
-        return snn.first_readout, curve, min(lossless) if lossless else None
+        return snn.first_readout, curve, _t_star(counted, allowed_images)
 
     counts = {}  # (K, T) -> (losses, gains)
     rights = {}  # K -> {T: per held-out image, whether the SNN gets its target}
@@ -72,6 +65,24 @@ def _brute_force(ann, x, targets, settings, allowed_images, searched):
     return found, counts, _resampled(rights, ann_right, settings, allowed_images)
 
 
+def _losses_and_gains(snn_right, ann_right, weights=None):
+    """(images the ANN gets right and the SNN not, the reverse), each image counted
+    `weights` times (default once)."""
+    weights = np.ones(len(ann_right), int) if weights is None else weights
+    return (int(np.sum(weights[ann_right & ~snn_right])),
+            int(np.sum(weights[snn_right & ~ann_right])))
+
+
+def _t_star(counts, allowed_images):
+    """The smallest T of `counts` ({T: (losses, gains)}) with losses - gains at most
+    `allowed_images` from which, at every later T, it is at most `allowed_images` +
+    sqrt(losses + gains); None if there is none."""
+    grid = sorted(counts)
+    within = {t: b - c <= allowed_images + np.sqrt(b + c) for t, (b, c) in counts.items()}
+    return min((t for t in grid if counts[t][0] - counts[t][1] <= allowed_images
+                and all(within[u] for u in grid if u >= t)), default=None)
+
+
 def _resampled(rights, ann_right, settings, allowed_images, resamples=200):
     """The choice on each bootstrap resample of the held-out images (row r of numpy's
     `default_rng(seed).multinomial(n, [1 / n] * n, size=200)`: how often each image is
@@ -81,19 +92,10 @@ def _resampled(rights, ann_right, settings, allowed_images, resamples=200):
                                                              size=resamples)
     choices = []
     for weights in draws:
-        lossless = {}
-        for k, right in rights.items():
-            passing = []
-            for t in sorted(right):
-                losses = int(np.sum(weights[ann_right & ~right[t]]))
-                gains = int(np.sum(weights[right[t] & ~ann_right]))
-                passing.append((t, losses - gains <= allowed_images,
-                                losses - gains <= allowed_images + np.sqrt(losses + gains)))
-            starts = [t for i, (t, strictly, _) in enumerate(passing)
-                      if strictly and all(within for _, _, within in passing[i:])]
-            if starts:
-                lossless[k] = starts[0]
-        choices.append(min(((t, k) for k, t in lossless.items()), default=None))
+        t_stars = {k: _t_star({t: _losses_and_gains(right[t], ann_right, weights)
+                               for t in right}, allowed_images) for k, right in rights.items()}
+        choices.append(min(((t, k) for k, t in t_stars.items() if t is not None),
+                           default=None))
     return [None if c is None else (c[1], c[0]) for c in choices]
 
 

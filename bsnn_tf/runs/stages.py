@@ -177,10 +177,11 @@ def convert_method(config, method, ann, x_calibration, y_calibration=None):
         config.searched(method, snn.phases)
         record = snn.latency_search
         chosen, held_out = record["chosen"], record["held_out_images"]
+        net_pp = 0.0 - chosen["loss_pp"]  # no loss prints "+0.00", where -0.0 would be "-0.00"
         print(f"--phases auto chose K = {snn.phases}, T = {snn.timesteps} "
               f"({record['seconds']:.0f} s): on {held_out} held-out images it loses "
               f"{chosen['losses']} and gains {chosen['gains']} against the ANN, "
-              f"{0.0 - chosen['loss_pp']:+.2f} +- {chosen['standard_error_pp']:.2f} pp; "
+              f"{net_pp:+.2f} +- {chosen['standard_error_pp']:.2f} pp; "
               + _firmness(chosen))
     print(f"{snn.name}: spiking depth D = {snn.depth}, first readout at T = "
           f"{snn.first_readout}" if has_first_readout(snn) else f"{snn.name} converted")
