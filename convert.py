@@ -52,9 +52,9 @@ flags.register_validator("phases", lambda value: value is None or value == "auto
                          message="--phases takes an integer K (1..24) or auto.")
 flags.DEFINE_float("auto_tolerance", DEFAULT("auto_tolerance"),
                    "--phases auto: percentage points of held-out accuracy the BSNN may lose "
-                   "against the ANN, in images: 0.1 pp of the 500 held out is none (no "
-                   "net loss at the chosen T); 0.5-1 pp tells the K apart better on that "
-                   "many (bsnn_tf/conversion/latency.py).")
+                   f"against the ANN, in images: 0.1 pp of the {AUTO_HELD_OUT:,} held out is "
+                   "one image (net, at the chosen T); 0.5-1 pp tells the K apart better on "
+                   "that many (bsnn_tf/conversion/latency.py).")
 flags.DEFINE_integer("timesteps", None,
                      "The largest T simulated. Default: for BSNN the first readout (D + 1) K "
                      f"plus {runs.EXTRA_PERIODS} periods; for the rate and phase baselines "

@@ -12,6 +12,7 @@ import pytest
 import bsnn_tf
 from bsnn_tf import data, runs
 from bsnn_tf.conversion import FineTuning, LatencySearch
+from bsnn_tf.conversion.held_out import split_held_out
 from conftest import dense_net, images, residual_net
 from test_cli import run_convert
 
@@ -342,6 +343,21 @@ def test_convert_py_refuses_what_auto_cannot_do(tmp_path):
     for i, ((argv, message), outcome) in enumerate(zip(REFUSED, outcomes)):
         assert outcome["code"] != 0 and message in outcome["stderr"], (argv, outcome["stderr"])
         assert not (tmp_path / str(i)).exists()
+
+
+@pytest.mark.parametrize("arguments, held_out, calibrating", [
+    ({}, runs.config.AUTO_HELD_OUT, runs.config.CALIBRATION_IMAGES),  # drawn on top
+    ({"calibration_size": 600}, 300, 300),  # at most half of a given size
+    ({"calibration": "finetune"}, runs.config.AUTO_HELD_OUT,
+     runs.config.FINETUNE_IMAGES - runs.config.AUTO_HELD_OUT),
+])
+def test_convert_py_holds_out_its_images_on_top_of_the_calibration(arguments, held_out,
+                                                                  calibrating):
+    config = runs.RunConfig(phases="auto", **arguments)
+    split = split_held_out(np.zeros((config.calibration_images, 1)), None, config.latency,
+                           finetuning=config.calibration == "finetune")
+    assert (len(split.x_held), len(split.x_fit)) == (held_out, calibrating)
+    assert runs.config.AUTO_HELD_OUT == 1000  # 0.1 pp is one image
 
 
 def test_convert_py_phases_auto_records_the_search(tmp_path):

@@ -116,8 +116,8 @@ def convert(model, calibration_data, *, method="bsnn", phases=None,
         finetuning: a `FineTuning` (epochs, learning rate, ...) for "finetune";
             default `FineTuning()`.
         tolerance: phases="auto": the percentage points of held-out accuracy the
-            SNN may lose against the ANN, in images (default 0.1: of 500 held-out
-            images, none).
+            SNN may lose against the ANN, in images (default 0.1: of 1,000 held-out
+            images, one; of 500, none).
         latency: phases="auto": a `LatencySearch` for the other settings (the K
             searched, the share held out, the periods measured); its tolerance
             gives way to `tolerance` where that is given.
