@@ -280,6 +280,16 @@ def run_or_report(args, run, report):
     report(args.output)
 
 
+def stored_results(path):
+    """The "results" of the JSON file at `path` (`update_json`), or {} with a message
+    when there is none yet: every `report`'s input."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        print(f"No results in {path}.")
+        return {}
+    return json.loads(path.read_text())["results"]
+
+
 def markdown_table(headers, rows):
     """A GitHub markdown table."""
     lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]

@@ -26,7 +26,6 @@ Usage (from the repository root):
 """
 
 import argparse
-import json
 import time
 
 import common
@@ -161,12 +160,8 @@ def study(name, args):
 
 
 def report(path):
-    if not path.exists():
-        print(f"No results in {path}.")
-        return
-    results = json.loads(path.read_text())["results"]
     rows = []
-    for key, r in results.items():
+    for key, r in common.stored_results(path).items():
         best = ", ".join(f"K={k}: {c}" for k, c in r["test_best_phases"].items())
         for n, s in r["by_held_out"].items():
             quartiles = s["test_pp_quartiles"]

@@ -32,7 +32,6 @@ Usage (from the repository root; time the search with nothing else running):
 """
 
 import argparse
-import json
 import time
 
 import common
@@ -206,10 +205,7 @@ def curve(snn, x_test, y_test, ann_accuracy, periods):
 
 
 def report(path):
-    if not path.exists():
-        print(f"No results in {path}.")
-        return
-    results = json.loads(path.read_text())["results"]
+    results = common.stored_results(path)
     rows = []
     for key, r in results.items():
         if "fixed" not in r or "search" not in r:

@@ -88,12 +88,9 @@ def measure(args):
 
 
 def report(path):
-    if not path.exists():
-        print(f"No results in {path}.")
-        return
     rows = [[key, r["images"], r["batch"], r["timesteps"], r["stream_images_per_second"],
              r["pass_images_per_second"], r["streamed_over_predecoded"]]
-            for key, r in json.loads(path.read_text())["results"].items()]
+            for key, r in common.stored_results(path).items()]
     print(common.markdown_table(
         ["device, model", "images", "batch", "T", "stream alone (images/s)",
          "ANN + logits-only pass, pre-decoded (images/s)", "streamed / pre-decoded"], rows))
