@@ -57,7 +57,8 @@ flags.DEFINE_float("auto_tolerance", DEFAULT("auto_tolerance"),
                    "that many (bsnn_tf/conversion/latency.py).")
 flags.DEFINE_integer("timesteps", None,
                      "The largest T simulated. Default: for BSNN the first readout (D + 1) K "
-                     f"plus {runs.EXTRA_PERIODS} periods; for the rate and phase baselines "
+                     f"plus {runs.EXTRA_PERIODS} periods (or the T --phases auto chose, where "
+                     "later); for the rate and phase baselines "
                      "per dataset: " + ", ".join(
                          f"{k} {v}" for k, v in runs.BASELINE_TIMESTEPS.items()) + ".")
 flags.DEFINE_list("checkpoints", None,

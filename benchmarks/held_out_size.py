@@ -3,19 +3,20 @@ held-out images against the K that other images of the same kind rank best.
 
 One kind of images throughout (`--images`): "jpeg", the CIFAR-10 JPEG training
 images (MNIST's for lenet5), of which there are enough to hold out 2,000 and test
-on 4,000 more; or "lossless", the 1,900 lossless CIFAR-10 test images, of which
-1,400 are left for the pool after calibration. Each K of `--phases` is calibrated as the CLI's search
-calibrates (percentile, on `--calibration` images; the held-out images come on
-top) and simulated once over a pool of `--pool` other images, `--periods`
-periods past its first readout: per grid T and image, whether it is right.
-Then, `--draws` times, the pool is shuffled; for each n of `--held_out` the
-first n images are held out and the search's own rule chooses (K, T) on them
-(`latency._first_lossless` on `LatencySearch.periods` periods, the smallest T*,
-ties to the smaller K), and the last `--test` images are the test images: each
-K's T* on them (`common.t_star`, 0.1 pp) and the test accuracy at the chosen T.
-Per n: how often the chosen K's test T* is within one of its periods of the
-best fixed K's (K = 3..6 of `--phases`), how often it is the test's best K, and
-what the chosen T loses on the test images.
+on 4,000 more; or "lossless", the 1,900 lossless CIFAR-10 test images, 1,400 of
+them left for the pool after calibration. Each K of `--phases` is calibrated as
+the CLI's search calibrates (percentile, on `--calibration` images; the held-out
+images come on top) and simulated once over a pool of `--pool` other images,
+`--periods` periods past its first readout: per grid T and image, whether it is
+right. Then, `--draws` times, the pool is shuffled; for each n of `--held_out`
+the first n images are held out and the search's own rule chooses (K, T) on
+them (`latency._first_lossless` on `--search_periods` periods, the smallest T*,
+ties to the smaller K; where no K converges, the library's fallback), and the
+last `--test` images are the test images: each K's T* on them (`common.t_star`,
+0.1 pp) and the test accuracy at the chosen T. Per n: how often a K converged,
+how often the chosen K's test T* is within one of its periods of the best fixed
+K's (K = 3..6 of `--phases`), how often it is the test's best K, and what the
+chosen T loses on the test images.
 
 Usage (from the repository root):
     python benchmarks/held_out_size.py --models akamaster20 --arrays /tmp/hos
@@ -66,9 +67,12 @@ def simulate(name, args):
 
 
 def choose(grids, right, ann_right, rows, tolerance, periods):
-    """The search's (K, T*) on the images `rows`, or (None, None)."""
+    """The search's (K, T, whether a K converged) on the images `rows`: the smallest T*
+    (`latency._first_lossless`, the library's own rule), ties to the smaller K; where
+    none converged, its fallback: the best score at the end of a grid, ties to the
+    shorter grid."""
     allowed = tolerance * len(rows) / 100
-    found = []
+    found, at_end = [], []
     for phases, grid in grids.items():
         grid = grid[:periods + 1]
         snn_right, ann = right[phases][:len(grid), rows], ann_right[rows]
@@ -78,7 +82,11 @@ def choose(grids, right, ann_right, rows, tolerance, periods):
         t = latency._first_lossless(grid, counts, allowed)
         if t is not None:
             found.append((t, phases))
-    return min(found)[::-1] if found else (None, None)
+        at_end.append((-int(np.sum(snn_right[-1])), grid[-1], phases))
+    if found:
+        return (*min(found)[::-1], True)
+    _, t, phases = min(at_end)
+    return phases, t, False
 
 
 def test(grids, right, ann_right, rows, tolerance):
@@ -102,34 +110,31 @@ def draws(grids, right, ann_right, args):
         best = min(fixed.values(), default=None)
         best_k = min(fixed, key=lambda k: (fixed[k], k)) if fixed else None
         for n in args.held_out:
-            phases, t = choose(grids, right, ann_right, order[:n], args.tolerance,
-                               args.search_periods)
-            test_t = curves[phases][0] if phases else None
+            phases, t, converged = choose(grids, right, ann_right, order[:n],
+                                          args.tolerance, args.search_periods)
+            test_t = curves[phases][0]
             rows[n].append({
-                "phases": phases, "timesteps": t, "test_t_star": test_t,
-                "best_fixed": best, "best_fixed_phases": best_k,
-                "within_one_period": bool(phases and test_t is not None and best is not None
+                "phases": phases, "timesteps": t, "converged": converged,
+                "test_t_star": test_t, "best_fixed": best, "best_fixed_phases": best_k,
+                "within_one_period": bool(test_t is not None and best is not None
                                           and test_t <= best + phases),
-                "test_pp": (round(100 * (curves[phases][1][t] - ann), 3) if phases else None)})
+                "test_pp": round(100 * (curves[phases][1][t] - ann), 3)})
     return rows
 
 
 def summary(rows):
-    """What one n's draws say."""
-    chosen = [r for r in rows if r["phases"] is not None]
-    pp = np.array([r["test_pp"] for r in chosen])
-    phases, counts = np.unique([r["phases"] for r in chosen], return_counts=True)
+    """What one n's draws say (the fallback's choices included)."""
+    pp = np.array([r["test_pp"] for r in rows])
+    phases, counts = np.unique([r["phases"] for r in rows], return_counts=True)
     return {
-        "draws": len(rows), "share_chose": len(chosen) / len(rows),
+        "draws": len(rows), "share_converged": float(np.mean([r["converged"] for r in rows])),
         "share_within_one_period": float(np.mean([r["within_one_period"] for r in rows])),
         "share_test_best_k": float(np.mean([r["phases"] == r["best_fixed_phases"]
                                             for r in rows])),
         "chosen_phases": {int(k): int(c) for k, c in zip(phases, counts)},
         "timesteps_quartiles": [int(q) for q in np.quantile(
-            [r["timesteps"] for r in chosen], [0.25, 0.5, 0.75], method="lower")]
-        if chosen else None,
-        "test_pp_quartiles": [float(q) for q in np.quantile(pp, [0.25, 0.5, 0.75])]
-        if chosen else None}
+            [r["timesteps"] for r in rows], [0.25, 0.5, 0.75], method="lower")],
+        "test_pp_quartiles": [float(q) for q in np.quantile(pp, [0.25, 0.5, 0.75])]}
 
 
 def study(name, args):
@@ -164,15 +169,14 @@ def report(path):
     for key, r in common.stored_results(path).items():
         best = ", ".join(f"K={k}: {c}" for k, c in r["test_best_phases"].items())
         for n, s in r["by_held_out"].items():
-            quartiles = s["test_pp_quartiles"]
-            rows.append([key, n, f"{s['share_within_one_period']:.0%}",
-                         f"{s['share_test_best_k']:.0%}",
+            rows.append([key, n, f"{s['share_converged']:.0%}",
+                         f"{s['share_within_one_period']:.0%}", f"{s['share_test_best_k']:.0%}",
                          ", ".join(f"K={k}: {c}" for k, c in s["chosen_phases"].items()),
-                         "/".join(map(str, s["timesteps_quartiles"] or [])),
-                         " / ".join(f"{q:+.2f}" for q in quartiles) if quartiles else "-",
-                         best])
+                         "/".join(map(str, s["timesteps_quartiles"])),
+                         " / ".join(f"{q:+.2f}" for q in s["test_pp_quartiles"]), best])
     print(common.markdown_table(
-        ["model", "held out", "within one period of the best fixed K's test T*",
+        ["model", "held out", "a K converged (else the fallback's choice)",
+         "within one period of the best fixed K's test T*",
          "chose the test's best K", "K chosen (draws)", "chosen T quartiles",
          "test pp at chosen T, quartiles", "test's best K (draws)"], rows))
 

@@ -4,6 +4,7 @@ held-out accuracy stays within the tolerance, held to an independent brute force
 record surviving a save; bad arguments; convert.py --phases auto."""
 
 import json
+import types
 
 import keras
 import numpy as np
@@ -358,6 +359,15 @@ def test_convert_py_holds_out_its_images_on_top_of_the_calibration(arguments, he
                            finetuning=config.calibration == "finetune")
     assert (len(split.x_held), len(split.x_fit)) == (held_out, calibrating)
     assert runs.config.AUTO_HELD_OUT == 1000  # 0.1 pp is one image
+
+
+def test_a_run_measures_up_to_the_t_that_phases_auto_chose():
+    # LatencySearch.periods (12) reaches past the run's default EXTRA_PERIODS (8).
+    snn = types.SimpleNamespace(method="bsnn", first_readout=20, phases=4,
+                                latency_search={"chosen": {"timesteps": 20 + 12 * 4}})
+    assert runs.default_timesteps([snn], "cifar10") == 68
+    snn.latency_search = None
+    assert runs.default_timesteps([snn], "cifar10") == 20 + runs.EXTRA_PERIODS * 4
 
 
 def test_convert_py_phases_auto_records_the_search(tmp_path):

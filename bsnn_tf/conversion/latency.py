@@ -109,7 +109,7 @@ class LatencySearch:
     phases: tuple = (2, 3, 4, 5, 6, 7, 8)
     tolerance: float = 0.1
     held_out: float = 0.5
-    periods: int = 8  # runs.EXTRA_PERIODS, convert.py's default range past the first readout
+    periods: int = 12  # 8 passed over deep nets' best K (docs/RESULTS.md, "How many images")
     extend: bool = False
     seed: int = 0
 

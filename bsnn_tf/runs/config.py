@@ -40,9 +40,9 @@ CALIBRATION_IMAGES = 500
 FINETUNE_IMAGES = 20_000
 # --phases auto holds out this many calibration images to measure each K's latency, drawn
 # on top of the calibration's own (at most half of a --calibration_size). 1,000 rather than
-# 500: on akamaster's ResNet-20 and -32 the chosen T then loses 0.15-0.25 pp less on test
-# images for 0-8 more steps (docs/RESULTS.md, benchmarks/held_out_size.py), and 0.1 pp is
-# one image.
+# 500: on akamaster's ResNets the chosen T's loss on other images is then 0.15-0.2 pp
+# smaller in the worst quarter of draws (docs/RESULTS.md, "How many images to hold out,
+# how many periods to read"), and 0.1 pp is one image.
 AUTO_HELD_OUT = 1000
 
 
@@ -66,7 +66,8 @@ class RunConfig:
         auto_tolerance: the percentage points of held-out accuracy that --phases
             auto lets the BSNN lose against the ANN (`LatencySearch.tolerance`).
         timesteps: the largest T; `None` takes `default_timesteps` (for BSNN the
-            first readout plus `EXTRA_PERIODS` periods).
+            first readout plus `EXTRA_PERIODS` periods, or the T --phases auto chose
+            where later).
         checkpoints: the T at which accuracy is measured; `None` takes
             `default_checkpoints`. `timesteps` is always one.
         statistics_images: spike statistics come from the first this many evaluated

@@ -25,11 +25,18 @@ TOLERANCE = 0.001
 
 def default_timesteps(snns, dataset):
     """The largest T of a run: for each SNN with a first readout (BSNN) that readout
-    plus `EXTRA_PERIODS` periods, for the baselines `BASELINE_TIMESTEPS[dataset]`; the
-    largest of these, so that every method is measured at every T."""
-    return max(snn.first_readout + EXTRA_PERIODS * snn.phases if has_first_readout(snn)
+    plus `EXTRA_PERIODS` periods, or the T that phases="auto" chose where later; for the
+    baselines `BASELINE_TIMESTEPS[dataset]`; the largest of these, so that every method
+    is measured at every T."""
+    return max(max(snn.first_readout + EXTRA_PERIODS * snn.phases, _searched_t(snn))
+               if has_first_readout(snn)
                else BASELINE_TIMESTEPS.get(dataset, BASELINE_TIMESTEPS["imagenet"])
                for snn in snns)
+
+
+def _searched_t(snn):
+    """The T that phases="auto" chose (`SpikingNetwork.latency_search`), else 0."""
+    return (getattr(snn, "latency_search", None) or {}).get("chosen", {}).get("timesteps", 0)
 
 
 def has_first_readout(snn):
