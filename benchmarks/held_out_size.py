@@ -138,7 +138,7 @@ def summary(rows):
 
 
 def study(name, args):
-    path = f"{args.arrays}_{name}.npz"
+    path = f"{args.arrays}_{name}_{args.images}.npz"
     if args.from_arrays:
         saved = np.load(path)
         grids = {k: list(saved[f"grid_{k}"]) for k in args.phases}
@@ -200,7 +200,7 @@ def main():
     parser.add_argument("--search_periods", type=int, default=latency.LatencySearch.periods,
                         help="periods past each K's first readout that the search reads")
     parser.add_argument("--arrays", help="also save each model's per-image results to "
-                        "ARRAYS_<model>.npz")
+                        "ARRAYS_<model>_<images>.npz")
     parser.add_argument("--from_arrays", action="store_true",
                         help="no simulation: read them from --arrays (same --images, --pool, "
                         "--phases)")
