@@ -10,10 +10,10 @@ images come on top) and simulated once over a pool of `--pool` other images,
 `--periods` periods past its first readout: per grid T and image, whether it is
 right. Then, `--draws` times, the pool is shuffled; for each n of `--held_out`
 the first n images are held out and the search's own rule chooses (K, T) on
-them (`latency._first_lossless` on `--search_periods` periods, the smallest T*,
-ties to the smaller K; where no K converges, the library's fallback), and the
-last `--test` images are the test images: each K's T* on them (`common.t_star`,
-0.1 pp) and the test accuracy at the chosen T. Per n: how often a K converged,
+them (`stability.choices` with `latency._first_lossless` on `--search_periods`
+periods: the smallest T*, ties to the smaller K; where no K converges, the
+library's fallback), and the last `--test` images are the test images: each K's
+T* on them (`common.t_star`, 0.1 pp) and the test accuracy at the chosen T. Per n: how often a K converged,
 how often the chosen K's test T* is within one of its periods of the best fixed
 K's (K = 3..6 of `--phases`), how often it is the test's best K, and what the
 chosen T loses on the test images.
@@ -34,7 +34,7 @@ import finetune_study
 import numpy as np
 
 import bsnn_tf
-from bsnn_tf.conversion import latency
+from bsnn_tf.conversion import latency, stability
 
 OUTPUT = common.RESULTS_DIR / "held_out_size.json"
 FIXED = (3, 4, 5, 6)  # the issue's fixed K
@@ -66,27 +66,29 @@ def simulate(name, args):
     return grids, right, ann_right
 
 
-def choose(grids, right, ann_right, rows, tolerance, periods):
-    """The search's (K, T, whether a K converged) on the images `rows`: the smallest T*
-    (`latency._first_lossless`, the library's own rule), ties to the smaller K; where
-    none converged, its fallback: the best score at the end of a grid, ties to the
-    shorter grid."""
-    allowed = tolerance * len(rows) / 100
-    found, at_end = [], []
-    for phases, grid in grids.items():
-        grid = grid[:periods + 1]
-        snn_right, ann = right[phases][:len(grid), rows], ann_right[rows]
-        losses = np.sum(ann & ~snn_right, 1)
-        gains = np.sum(snn_right & ~ann, 1)
-        counts = {t: (int(b), int(c)) for t, b, c in zip(grid, losses, gains)}
-        t = latency._first_lossless(grid, counts, allowed)
-        if t is not None:
-            found.append((t, phases))
-        at_end.append((-int(np.sum(snn_right[-1])), grid[-1], phases))
-    if found:
-        return (*min(found)[::-1], True)
-    _, t, phases = min(at_end)
-    return phases, t, False
+def choose(grids, right, ann_right, held_out, tolerance, periods):
+    """The search's (K, T, whether a K converged) on each row of `held_out` (indices of
+    n images): the library's own choice (`stability.choices`: `latency._first_lossless`
+    per K, the smallest T*, ties to the smaller K); where none converged, its fallback:
+    the best score at the end of a grid, ties to the shorter grid."""
+    held_out = np.asarray(held_out)
+    weights = np.zeros((len(held_out), len(ann_right)), int)
+    np.put_along_axis(weights, held_out, 1, axis=1)
+    allowed = tolerance * held_out.shape[1] / 100
+    searched = {(k, "percentile"): (grid[:periods + 1], right[k][:periods + 1])
+                for k, grid in grids.items()}
+    made = stability.choices(searched, ann_right,
+                             lambda grid, counts: latency._first_lossless(grid, counts, allowed),
+                             weights)
+    chosen = []
+    for rows, (key, t) in zip(held_out, made):
+        if key is not None:
+            chosen.append((key[0], t, True))
+            continue
+        _, t, phases = min((-int(np.sum(correct[-1, rows])), grid[-1], k)
+                           for (k, _), (grid, correct) in searched.items())
+        chosen.append((phases, t, False))
+    return chosen
 
 
 def test(grids, right, ann_right, rows, tolerance):
@@ -102,16 +104,17 @@ def test(grids, right, ann_right, rows, tolerance):
 def draws(grids, right, ann_right, args):
     """Per n of --held_out, one row per draw: the choice and how it fares on test."""
     rng = np.random.default_rng(common.SEED)
+    orders = [rng.permutation(len(ann_right)) for _ in range(args.draws)]
+    chosen = {n: choose(grids, right, ann_right, [order[:n] for order in orders],
+                        args.tolerance, args.search_periods) for n in args.held_out}
     rows = {n: [] for n in args.held_out}
-    for _ in range(args.draws):
-        order = rng.permutation(len(ann_right))
+    for index, order in enumerate(orders):
         curves, ann = test(grids, right, ann_right, order[-args.test:], args.tolerance)
         fixed = {k: t for k, (t, _) in curves.items() if k in FIXED and t is not None}
         best = min(fixed.values(), default=None)
         best_k = min(fixed, key=lambda k: (fixed[k], k)) if fixed else None
         for n in args.held_out:
-            phases, t, converged = choose(grids, right, ann_right, order[:n],
-                                          args.tolerance, args.search_periods)
+            phases, t, converged = chosen[n][index]
             test_t = curves[phases][0]
             rows[n].append({
                 "phases": phases, "timesteps": t, "converged": converged,

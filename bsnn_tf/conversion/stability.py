@@ -44,31 +44,46 @@ def stability(right, ann_right, t_star, chosen, resamples=RESAMPLES, seed=0):
     count = len(ann_right)
     draws = np.random.default_rng(seed).multinomial(count, np.full(count, 1 / count),
                                                     size=resamples)
-    t_stars = {key: _resampled_t_stars(grid, rows, ann_right, draws, t_star)
-               for key, (grid, rows) in right.items()}
-    choices = [_smallest(t_stars, r) for r in range(resamples)]
-    same = [t for key, t in choices if key is not None and key[0] == chosen[0]]
-    at_chosen = [t for key, t in choices if key == tuple(chosen)]
+    made = choices(right, ann_right, t_star, draws)
+    same = [t for key, t in made if key is not None and key[0] == chosen[0]]
+    at_chosen = [t for key, t in made if key == tuple(chosen)]
     return {"resamples": resamples,
             "share_same_phases": round(len(same) / resamples, 3),
-            "share_converged": round(sum(key is not None for key, _ in choices) / resamples, 3),
+            "share_converged": round(sum(key is not None for key, _ in made) / resamples, 3),
             "timesteps_quartiles": ([int(q) for q in np.quantile(at_chosen, [0.25, 0.5, 0.75],
                                                                  method="lower")]
                                     if at_chosen else None)}
 
 
-def _resampled_t_stars(grid, rows, ann_right, draws, t_star):
-    """Per resample (row of `draws`), the T* of one K's grid."""
-    losses = draws @ (ann_right & ~rows).T  # (resamples, len(grid))
-    gains = draws @ (rows & ~ann_right).T
+def choices(right, ann_right, t_star, weights):
+    """The search's choice once per row of `weights`: how often each held-out image
+    counts (a bootstrap resample's draws, or 0/1 for a subset).
+
+    Args:
+        right, ann_right, t_star: as for `stability`.
+        weights: (rows, n) int array.
+
+    Returns:
+        Per row, ((K, calibration), T*) with the smallest T*, ties to the smaller K;
+        (None, None) where no K has a T*.
+    """
+    t_stars = {key: _t_stars(grid, rows, ann_right, weights, t_star)
+               for key, (grid, rows) in right.items()}
+    return [_smallest(t_stars, r) for r in range(len(weights))]
+
+
+def _t_stars(grid, rows, ann_right, weights, t_star):
+    """Per row of `weights`, the T* of one K's grid."""
+    losses = weights @ (ann_right & ~rows).T  # (len(weights), len(grid))
+    gains = weights @ (rows & ~ann_right).T
     return [t_star(grid, {t: (int(b), int(c)) for t, b, c in zip(grid, lost, gained)})
             for lost, gained in zip(losses, gains)]
 
 
-def _smallest(t_stars, resample):
-    """((K, calibration), T*) with the smallest T* on one resample, ties to the smaller K;
+def _smallest(t_stars, row):
+    """((K, calibration), T*) with the smallest T* on one row, ties to the smaller K;
     (None, None) where no K has one."""
-    found = [(t[resample], key) for key, t in t_stars.items() if t[resample] is not None]
+    found = [(t[row], key) for key, t in t_stars.items() if t[row] is not None]
     if not found:
         return None, None
     t, key = min(found, key=lambda item: (item[0], item[1][0]))

@@ -36,7 +36,7 @@ def default_timesteps(snns, dataset):
 
 def _searched_t(snn):
     """The T that phases="auto" chose (`SpikingNetwork.latency_search`), else 0."""
-    return (getattr(snn, "latency_search", None) or {}).get("chosen", {}).get("timesteps", 0)
+    return (snn.latency_search or {}).get("chosen", {}).get("timesteps", 0)
 
 
 def has_first_readout(snn):
