@@ -66,6 +66,14 @@ def choices(right, ann_right, t_star, weights):
     Returns:
         Per row, ((K, calibration), T*) with the smallest T*, ties to the smaller K;
         (None, None) where no K has a T*.
+
+    Example:
+        >>> import numpy as np
+        >>> right = {(3, "percentile"): ([60, 63], np.ones((2, 4), bool)),
+        ...          (4, "percentile"): ([80, 84], np.ones((2, 4), bool))}
+        >>> first = lambda grid, counts: grid[0] if counts[grid[0]] == (0, 0) else None
+        >>> choices(right, np.array([True, True, False, False]), first, np.eye(4, dtype=int))
+        [((3, 'percentile'), 60), ((3, 'percentile'), 60), (None, None), (None, None)]
     """
     t_stars = {key: _t_stars(grid, rows, ann_right, weights, t_star)
                for key, (grid, rows) in right.items()}
