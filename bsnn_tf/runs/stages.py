@@ -275,7 +275,7 @@ def _announce(config, snns, measured, timesteps, count):
     for method, snn in snns.items():
         print(f"Accuracy of {snn.name} ({snn.mode} mode, logits only) at "
               f"{len(measured[method])} T up to {timesteps} on {count} images; spike "
-              f"statistics at T={timesteps} (every spike counted) on the first "
+              f"statistics at T={timesteps} (spikes counted on the schedule) on the first "
               f"{min(config.statistics_images or count, count)}.")
 
 
