@@ -101,8 +101,9 @@ flags.DEFINE_integer("limit", None,
                      "calibration images are removed (--calibration_split).")
 flags.DEFINE_integer("statistics_images", DEFAULT("statistics_images"),
                      "Spike statistics (firing rates, SIN, synaptic operations, TensorBoard) "
-                     "come from a second simulation, which counts every spike, of the first N "
-                     "evaluated images; 0 takes them all. Accuracy comes from all of them.")
+                     "come from a second simulation, which counts spikes on the schedule, of "
+                     "the first N evaluated images; 0 takes them all. Accuracy comes from all "
+                     "of them.")
 flags.DEFINE_integer("batch_size", None,
                      f"Images per batch. Default: {runs.ANN_BATCH} for the ANN; for the "
                      "calibration and the simulation as many as fit their memory budgets.")

@@ -30,7 +30,7 @@ from bsnn_tf.validation import check_timesteps, check_whole_periods
 
 # Accuracy comes from a logits-only simulation of every evaluated image; the spike
 # statistics (firing rates, SIN, synaptic operations, TensorBoard) from a second pass
-# that counts every spike, over the first STATISTICS_IMAGES of them by default.
+# that counts spikes on the schedule, over the first STATISTICS_IMAGES of them by default.
 STATISTICS_IMAGES = 256
 # The ANN's own batch when --batch_size is not given (the simulation and the calibration
 # choose theirs to fit their memory budgets).

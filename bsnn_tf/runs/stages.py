@@ -258,9 +258,9 @@ def one_pass(config, ann, snns, images, timesteps, checkpoints, partial_dir, sta
 
 
 def _statistics_simulator(config, snn, ann, timesteps, checkpoints, batch_size, count):
-    """The `Simulator` that counts every spike on the first `count` images, fed slices of
-    the pass's batches of `batch_size`; its logits at `checkpoints` score those images
-    (each is simulated once). Its own batch (smaller: it carries counters) is made to
+    """The `Simulator` that counts spikes (on the schedule) on the first `count` images,
+    fed slices of the pass's batches of `batch_size`; its logits at `checkpoints` score
+    those images (each is simulated once). Its own batch (smaller: it carries counters) is made to
     divide the pass's, so that no slice is padded but the last."""
     simulator = functools.partial(bsnn_tf.Simulator, snn, timesteps=timesteps,
                                   checkpoints=checkpoints, ann=ann, images=count,
