@@ -13,10 +13,10 @@ the first n images are held out and the search's own rule chooses (K, T) on
 them (`stability.choices` with `latency._first_lossless` on `--search_periods`
 periods: the smallest T*, ties to the smaller K; where no K converges, the
 library's fallback), and the last `--test` images are the test images: each K's
-T* on them (`common.t_star`, 0.1 pp) and the test accuracy at the chosen T. Per n: how often a K converged,
-how often the chosen K's test T* is within one of its periods of the best fixed
-K's (K = 3..6 of `--phases`), how often it is the test's best K, and what the
-chosen T loses on the test images.
+T* on them (`common.t_star`, 0.1 pp) and the test accuracy at the chosen T. Per
+n: how often a K converged, how often the chosen K's test T* is within one of its
+periods of the best fixed K's (K = 3..6 of `--phases`), how often it is the
+test's best K, and what the chosen T loses on the test images.
 
 Usage (from the repository root):
     python benchmarks/held_out_size.py --models akamaster20 --arrays /tmp/hos
