@@ -44,25 +44,31 @@ AKAMASTER_FILES = {32: "resnet32-d509ac18.th", 44: "resnet44-014dd654.th",
                    56: "resnet56-4bfd9763.th"}
 
 
+def model(name):
+    """(the ANN of model `name`, the preprocessing of its images' pixels)."""
+    if name == "lenet5":
+        return thirdparty.snntoolbox_lenet5(), lambda pixels: data.preprocess("mnist", pixels)
+    if name == "ours20":
+        return (models.load_keras(common.OUR_RESNET20),
+                lambda pixels: data.preprocess("cifar10", pixels))
+    depth = int(name.removeprefix("akamaster"))
+    directory = pathlib.Path(os.environ.get("BSNN_AKAMASTER_DIR", "/tmp/akamaster"))
+    ann = (thirdparty.akamaster_resnet20() if depth == 20
+           else thirdparty.akamaster_resnet(depth, directory / AKAMASTER_FILES[depth]))
+    return ann, thirdparty.cifar10_akamaster_preprocess
+
+
 def load(name, images, data_dir):
     """(ann, x_test, y_test, x_train, y_train) of model `name`."""
+    ann, preprocess = model(name)
     if name == "lenet5":
         x_test, y_test = data.load("mnist", "test", data_dir)
         x_train, y_train = data.load("mnist", "train", data_dir)
         rows = _rows(len(x_train), images)
-        return thirdparty.snntoolbox_lenet5(), x_test, y_test, x_train[rows], y_train[rows]
+        return ann, x_test, y_test, x_train[rows], y_train[rows]
     test = data.find("cifar10", "test_lossless", data_dir)
     train = data.find("cifar10", "train", data_dir)
     rows = _rows(len(train), images)
-    if name == "ours20":
-        preprocess = lambda pixels: data.preprocess("cifar10", pixels)
-        ann = models.load_keras(common.OUR_RESNET20)
-    else:
-        preprocess = thirdparty.cifar10_akamaster_preprocess
-        depth = int(name.removeprefix("akamaster"))
-        directory = pathlib.Path(os.environ.get("BSNN_AKAMASTER_DIR", "/tmp/akamaster"))
-        ann = (thirdparty.akamaster_resnet20() if depth == 20
-               else thirdparty.akamaster_resnet(depth, directory / AKAMASTER_FILES[depth]))
     return (ann, preprocess(test.pixels(range(len(test)))), test.labels,
             preprocess(train.pixels(rows)), train.labels[rows])
 

@@ -27,11 +27,11 @@ Usage (from the repository root):
 import argparse
 
 import common
+import finetune_study
 import numpy as np
 
 import bsnn_tf
-from bsnn_tf import data, models
-from bsnn_tf.models import thirdparty
+from bsnn_tf import data
 
 OUTPUT = common.RESULTS_DIR / "held_out_source.json"
 PHASES = {"lenet5": (2, 3, 4), "ours20": (3, 4, 5), "akamaster20": (3, 4, 5)}
@@ -43,17 +43,15 @@ def images(name, count, calibration, data_dir):
     dataset = "mnist" if name == "lenet5" else "cifar10"
     train = data.find(dataset, "train", data_dir)
     test = data.find(dataset, "test", data_dir)
-    if name == "lenet5":
-        ann, preprocess = thirdparty.snntoolbox_lenet5(), lambda p: data.preprocess("mnist", p)
-    elif name == "ours20":
-        ann = models.load_keras(common.OUR_RESNET20)
-        preprocess = lambda p: data.preprocess("cifar10", p)
-    else:
-        ann, preprocess = thirdparty.akamaster_resnet20(), thirdparty.cifar10_akamaster_preprocess
+    ann, preprocess = finetune_study.model(name)
     rows = rng.choice(len(train), calibration + count, replace=False)
     fit, held = rows[:calibration], rows[calibration:]
-    unseen = np.sort(rng.choice(len(test), count, replace=False))
-    pick = lambda split, at: (preprocess(split.pixels(np.sort(at))), split.labels[np.sort(at)])
+    unseen = rng.choice(len(test), count, replace=False)
+
+    def pick(split, at):
+        at = np.sort(at)
+        return preprocess(split.pixels(at)), split.labels[at]
+
     return ann, pick(train, fit)[0], {"train": pick(train, held), "test": pick(test, unseen)}
 
 
